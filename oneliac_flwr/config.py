@@ -1,0 +1,466 @@
+"""Typed settings of a run.
+
+One :class:`ExperimentConfig` describes a run. It is built either from a nested
+mapping (Hydra's composed config, see ``conf/``) with :meth:`ExperimentConfig.from_dict`
+or from Flower's flat ``run_config`` (dotted keys such as
+``aggregation_config.max_rounds``) with :meth:`ExperimentConfig.from_run_config`, so a
+setting means the same thing on both paths.
+
+Validation happens on load: an unknown key, a value of the wrong type or a value out of
+range raises :class:`~oneliac_flwr.errors.ConfigError` naming the dotted field and what
+was expected.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
+
+from oneliac_flwr.errors import ConfigError
+
+__all__ = [
+    "AggregationConfig",
+    "DatasetConfig",
+    "ExperimentConfig",
+    "FaultsConfig",
+    "FederationConfig",
+    "ModelConfig",
+    "PrivacyBudgetConfig",
+    "SecureSumConfig",
+    "StrategyConfig",
+    "TrainingConfig",
+    "ValidationConfig",
+]
+
+StrategyName = Literal["fedavg", "fedprox", "fedavgm", "fedadam", "fedyogi", "fedadagrad"]
+
+
+def _require(condition: bool, field_path: str, message: str) -> None:
+    if not condition:
+        raise ConfigError(field_path, message)
+
+
+@dataclass(frozen=True, kw_only=True)
+class DatasetConfig:
+    """Where each organization's data comes from.
+
+    ``name="breast_cancer"`` uses scikit-learn's Wisconsin diagnosis table (offline).
+    ``name="csv"`` reads a hospital's own table from ``csv_path`` (in deployment the
+    SuperNode's ``data-path`` node config takes precedence).
+    """
+
+    name: Literal["breast_cancer", "csv"] = "breast_cancer"
+    csv_path: str | None = None
+    label_column: str | None = None
+    feature_columns: tuple[str, ...] | None = None
+    site_column: str | None = None
+    num_classes: int = 2
+    test_fraction: float = 0.2
+    local_validation_fraction: float = 0.2
+
+    def _check(self, path: str) -> None:
+        _require(0.0 < self.test_fraction < 1.0, f"{path}.test_fraction", f"must be in (0, 1), got {self.test_fraction}")
+        _require(
+            0.0 <= self.local_validation_fraction < 1.0,
+            f"{path}.local_validation_fraction",
+            f"must be in [0, 1), got {self.local_validation_fraction}",
+        )
+        _require(self.num_classes >= 2, f"{path}.num_classes", f"must be >= 2, got {self.num_classes}")
+        if self.name == "csv":
+            _require(self.label_column is not None, f"{path}.label_column", "is required when dataset.name is 'csv'")
+            _require(
+                bool(self.feature_columns),
+                f"{path}.feature_columns",
+                "is required when dataset.name is 'csv' (the coordinator builds the model from it)",
+            )
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelConfig:
+    """Which torch model to train: ``logistic`` regression or a small ``mlp``."""
+
+    name: Literal["logistic", "mlp"] = "logistic"
+    hidden_sizes: tuple[int, ...] = (32,)
+
+    def _check(self, path: str) -> None:
+        _require(
+            all(h > 0 for h in self.hidden_sizes),
+            f"{path}.hidden_sizes",
+            f"every size must be > 0, got {list(self.hidden_sizes)}",
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainingConfig:
+    """Local training inside each organization."""
+
+    local_epochs: int = 1
+    batch_size: int = 32
+    learning_rate: float = 0.005
+    optimizer: Literal["sgd", "adam"] = "adam"
+    momentum: float = 0.0
+
+    def _check(self, path: str) -> None:
+        _require(self.local_epochs >= 1, f"{path}.local_epochs", f"must be >= 1, got {self.local_epochs}")
+        _require(self.batch_size >= 1, f"{path}.batch_size", f"must be >= 1, got {self.batch_size}")
+        _require(self.learning_rate > 0, f"{path}.learning_rate", f"must be > 0, got {self.learning_rate}")
+        _require(0.0 <= self.momentum < 1.0, f"{path}.momentum", f"must be in [0, 1), got {self.momentum}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class StrategyConfig:
+    """The weighted-mean Flower strategy that aggregates (wrapped by ours)."""
+
+    name: StrategyName = "fedavg"
+    fraction_train: float = 1.0
+    fraction_evaluate: float = 1.0
+    proximal_mu: float = 0.01
+    server_learning_rate: float = 1.0
+    server_momentum: float = 0.0
+    eta: float = 0.1
+    eta_l: float = 0.1
+    tau: float = 1e-3
+
+    def _check(self, path: str) -> None:
+        _require(0.0 < self.fraction_train <= 1.0, f"{path}.fraction_train", f"must be in (0, 1], got {self.fraction_train}")
+        _require(
+            0.0 <= self.fraction_evaluate <= 1.0,
+            f"{path}.fraction_evaluate",
+            f"must be in [0, 1], got {self.fraction_evaluate}",
+        )
+        _require(self.proximal_mu >= 0, f"{path}.proximal_mu", f"must be >= 0, got {self.proximal_mu}")
+        _require(self.eta > 0, f"{path}.eta", f"must be > 0, got {self.eta}")
+        _require(self.tau > 0, f"{path}.tau", f"must be > 0, got {self.tau}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class FederationConfig:
+    """How many organizations take part and how data is split among them (simulation)."""
+
+    num_organizations: int = 3
+    partition: Literal["iid", "dirichlet", "site"] = "iid"
+    dirichlet_alpha: float = 0.5
+    min_partition_size: int = 10
+
+    def _check(self, path: str) -> None:
+        _require(
+            self.num_organizations >= 1,
+            f"{path}.num_organizations",
+            f"must be >= 1, got {self.num_organizations}",
+        )
+        _require(self.dirichlet_alpha > 0, f"{path}.dirichlet_alpha", f"must be > 0, got {self.dirichlet_alpha}")
+        _require(
+            self.min_partition_size >= 1,
+            f"{path}.min_partition_size",
+            f"must be >= 1, got {self.min_partition_size}",
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class AggregationConfig:
+    """The documented ``aggregation_config`` settings."""
+
+    min_participants: int = 2
+    aggregation_method: Literal["fedavg", "secure_sum"] = "fedavg"
+    timeout_minutes: float = 10.0
+    max_rounds: int = 10
+
+    def _check(self, path: str) -> None:
+        _require(self.min_participants >= 1, f"{path}.min_participants", f"must be >= 1, got {self.min_participants}")
+        _require(self.timeout_minutes > 0, f"{path}.timeout_minutes", f"must be > 0, got {self.timeout_minutes}")
+        _require(self.max_rounds >= 1, f"{path}.max_rounds", f"must be >= 1, got {self.max_rounds}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class SecureSumConfig:
+    """Parameters of the secure-sum protocol (used when aggregation_method is secure_sum).
+
+    ``clip_norm`` bounds the L2 norm of each organization's model update before it is
+    encoded; ``weight_bound`` bounds the sample count each organization may declare.
+    ``bits``/``frac_bits`` fix the ring; ``None`` lets the bit budget choose.
+    """
+
+    clip_norm: float = 10.0
+    weight_bound: int = 100_000
+    bits: int | None = None
+    frac_bits: int | None = None
+    max_participants: int = 64
+    pinned_fingerprints: str | None = None
+
+    def _check(self, path: str) -> None:
+        _require(self.clip_norm > 0, f"{path}.clip_norm", f"must be > 0, got {self.clip_norm}")
+        _require(self.weight_bound >= 1, f"{path}.weight_bound", f"must be >= 1, got {self.weight_bound}")
+        _require(self.bits in (None, 32, 64), f"{path}.bits", f"must be 32, 64 or null, got {self.bits}")
+        _require(
+            self.max_participants >= 2,
+            f"{path}.max_participants",
+            f"must be >= 2, got {self.max_participants}",
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class PrivacyBudgetConfig:
+    """The documented ``privacy_budget`` settings, plus the DP unit (``mode``).
+
+    ``mode="none"`` disables differential privacy. ``noise_multiplier=None`` calibrates
+    the noise so that the budget lasts exactly ``aggregation_config.max_rounds``.
+    """
+
+    epsilon: float = 8.0
+    delta: float = 1e-5
+    mechanism: Literal["gaussian", "laplace"] = "gaussian"
+    mode: Literal["none", "sample", "organization", "release"] = "none"
+    noise_placement: Literal["central", "distributed"] = "central"
+    clip_norm: float = 1.0
+    noise_multiplier: float | None = None
+
+    def _check(self, path: str) -> None:
+        _require(self.epsilon > 0, f"{path}.epsilon", f"must be > 0, got {self.epsilon}")
+        _require(0.0 < self.delta < 1.0, f"{path}.delta", f"must be in (0, 1), got {self.delta}")
+        _require(self.clip_norm > 0, f"{path}.clip_norm", f"must be > 0, got {self.clip_norm}")
+        _require(
+            self.noise_multiplier is None or self.noise_multiplier > 0,
+            f"{path}.noise_multiplier",
+            f"must be > 0 or null, got {self.noise_multiplier}",
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class ValidationConfig:
+    """Validation checks run by clients before sending and by the coordinator."""
+
+    checks: tuple[str, ...] = ("nan_check", "bounds_check", "privacy_check")
+    max_update_norm: float = 100.0
+    norm_tolerance: float = 0.01
+    value_range: float = 1e4
+    max_num_examples: int = 1_000_000
+
+    def _check(self, path: str) -> None:
+        _require(self.max_update_norm > 0, f"{path}.max_update_norm", f"must be > 0, got {self.max_update_norm}")
+        _require(self.norm_tolerance >= 0, f"{path}.norm_tolerance", f"must be >= 0, got {self.norm_tolerance}")
+        _require(self.value_range > 0, f"{path}.value_range", f"must be > 0, got {self.value_range}")
+        _require(
+            self.max_num_examples >= 1,
+            f"{path}.max_num_examples",
+            f"must be >= 1, got {self.max_num_examples}",
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class FaultsConfig:
+    """Fault injection for simulations: which organizations misbehave, from which round.
+
+    Each field lists partition ids (organizations) that send the named fault.
+    """
+
+    nan: tuple[int, ...] = ()
+    huge_norm: tuple[int, ...] = ()
+    wrong_shape: tuple[int, ...] = ()
+    sign_flip: tuple[int, ...] = ()
+    crash: tuple[int, ...] = ()
+    from_round: int = 1
+    sign_flip_scale: float = 10.0
+    huge_norm_scale: float = 1e6
+
+    def _check(self, path: str) -> None:
+        _require(self.from_round >= 1, f"{path}.from_round", f"must be >= 1, got {self.from_round}")
+
+    def fault_for(self, partition_id: int, server_round: int) -> str | None:
+        """Return the fault this organization injects in this round, if any."""
+        if server_round < self.from_round:
+            return None
+        for kind in ("nan", "huge_norm", "wrong_shape", "sign_flip", "crash"):
+            if partition_id in getattr(self, kind):
+                return kind
+        return None
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExperimentConfig:
+    """Everything that defines a run."""
+
+    seed: int = 0
+    output_dir: str | None = None
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    strategy: StrategyConfig = field(default_factory=StrategyConfig)
+    federation: FederationConfig = field(default_factory=FederationConfig)
+    aggregation_config: AggregationConfig = field(default_factory=AggregationConfig)
+    secure_sum: SecureSumConfig = field(default_factory=SecureSumConfig)
+    privacy_budget: PrivacyBudgetConfig = field(default_factory=PrivacyBudgetConfig)
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
+    faults: FaultsConfig = field(default_factory=FaultsConfig)
+
+    def _check(self, path: str) -> None:
+        agg = self.aggregation_config
+        if self.dataset.name == "breast_cancer" or self.federation.partition != "site":
+            _require(
+                agg.min_participants <= self.federation.num_organizations,
+                "aggregation_config.min_participants",
+                f"must be <= federation.num_organizations ({self.federation.num_organizations}), "
+                f"got {agg.min_participants}",
+            )
+        if self.federation.partition == "site":
+            _require(
+                self.dataset.site_column is not None,
+                "dataset.site_column",
+                "is required when federation.partition is 'site'",
+            )
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ExperimentConfig:
+        """Build and validate a config from a nested mapping (e.g. Hydra's).
+
+        Raises
+        ------
+        ConfigError
+            On an unknown key, a wrong type or an out-of-range value; the message names
+            the dotted field.
+        """
+        return _build(cls, data, "")
+
+    @classmethod
+    def from_run_config(cls, run_config: Mapping[str, Any]) -> ExperimentConfig:
+        """Build and validate a config from Flower's flat, dotted ``run_config``."""
+        nested: dict[str, Any] = {}
+        for dotted, value in run_config.items():
+            parts = str(dotted).split(".")
+            node = nested
+            for i, part in enumerate(parts[:-1]):
+                child = node.setdefault(part, {})
+                if not isinstance(child, dict):
+                    raise ConfigError(".".join(parts[: i + 1]), "is a value, not a group")
+                node = child
+            node[parts[-1]] = value
+        return cls.from_dict(nested)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the resolved config as plain JSON-compatible data."""
+        return _to_plain(self)
+
+    def to_run_config(self) -> dict[str, int | float | str | bool]:
+        """Flatten to Flower's scalar run-config form (inverse of ``from_run_config``)."""
+        flat: dict[str, int | float | str | bool] = {}
+
+        def walk(prefix: str, value: Any) -> None:
+            if isinstance(value, dict):
+                for key, sub in value.items():
+                    walk(f"{prefix}.{key}" if prefix else key, sub)
+            elif isinstance(value, list):
+                flat[prefix] = ",".join(str(v) for v in value)
+            elif value is None:
+                flat[prefix] = ""
+            else:
+                flat[prefix] = value
+
+        walk("", self.to_dict())
+        return flat
+
+
+def _to_plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value):
+        return {f.name: _to_plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, tuple):
+        return [_to_plain(v) for v in value]
+    return value
+
+
+def _type_name(tp: Any) -> str:
+    if get_origin(tp) is Literal:
+        return " | ".join(repr(a) for a in get_args(tp))
+    return getattr(tp, "__name__", str(tp))
+
+
+def _build(cls: type, data: Any, path: str) -> Any:
+    if not isinstance(data, Mapping):
+        raise ConfigError(path or "<root>", f"expected a group of settings, got {data!r}")
+    hints = get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(map(str, data)) - known)
+    if unknown:
+        where = f"{path}.{unknown[0]}" if path else unknown[0]
+        raise ConfigError(where, f"unknown setting; expected one of {sorted(known)}")
+    kwargs: dict[str, Any] = {}
+    for name, raw in data.items():
+        field_path = f"{path}.{name}" if path else str(name)
+        kwargs[str(name)] = _coerce(hints[str(name)], raw, field_path)
+    instance = cls(**kwargs)
+    for f in dataclasses.fields(cls):
+        child = getattr(instance, f.name)
+        if dataclasses.is_dataclass(child):
+            child._check(f"{path}.{f.name}" if path else f.name)
+    instance._check(path)
+    return instance
+
+
+def _coerce(tp: Any, raw: Any, path: str) -> Any:
+    origin = get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, raw, path)
+    if origin in (Union, types.UnionType):
+        options = get_args(tp)
+        if raw is None or (raw == "" and type(None) in options):
+            if type(None) in options:
+                return None
+            raise ConfigError(path, f"must not be null; expected {_type_name(tp)}")
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _coerce(option, raw, path)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(path, f"expected {' or '.join(_type_name(o) for o in options)}, got {raw!r}")
+    if origin is Literal:
+        allowed = get_args(tp)
+        if raw not in allowed:
+            raise ConfigError(path, f"expected one of {list(allowed)}, got {raw!r}")
+        return raw
+    if origin is tuple:
+        (item_type, _ellipsis) = get_args(tp)
+        if isinstance(raw, str):
+            items: list[Any] = [s.strip() for s in raw.split(",") if s.strip()]
+        elif isinstance(raw, (list, tuple)):
+            items = list(raw)
+        else:
+            raise ConfigError(path, f"expected a list of {_type_name(item_type)}, got {raw!r}")
+        return tuple(_coerce(item_type, item, f"{path}[{i}]") for i, item in enumerate(items))
+    if tp is bool:
+        if isinstance(raw, bool):
+            return raw
+        raise ConfigError(path, f"expected true or false, got {raw!r}")
+    if tp is int:
+        if isinstance(raw, bool):
+            raise ConfigError(path, f"expected an integer, got {raw!r}")
+        if isinstance(raw, int):
+            return raw
+        if isinstance(raw, float) and raw.is_integer():
+            return int(raw)
+        if isinstance(raw, str):
+            try:
+                return int(raw)
+            except ValueError:
+                pass
+        raise ConfigError(path, f"expected an integer, got {raw!r}")
+    if tp is float:
+        if isinstance(raw, bool):
+            raise ConfigError(path, f"expected a number, got {raw!r}")
+        if isinstance(raw, (int, float)):
+            return float(raw)
+        if isinstance(raw, str):
+            try:
+                return float(raw)
+            except ValueError:
+                pass
+        raise ConfigError(path, f"expected a number, got {raw!r}")
+    if tp is str:
+        if isinstance(raw, str):
+            return raw
+        raise ConfigError(path, f"expected a string, got {raw!r}")
+    raise ConfigError(path, f"unsupported setting type {tp!r}")  # pragma: no cover
+

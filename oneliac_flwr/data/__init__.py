@@ -1,0 +1,36 @@
+"""Data: built-in datasets, hospital CSV loader, partitioners and per-site preprocessing."""
+
+from oneliac_flwr.data.builtin import load_breast_cancer
+from oneliac_flwr.data.federated import (
+    central_test_set,
+    deployment_organization,
+    num_features,
+    partition_indices,
+    simulation_organization,
+)
+from oneliac_flwr.data.hospital_csv import load_csv
+from oneliac_flwr.data.partition import (
+    SingleClassPartitionWarning,
+    dirichlet_partition,
+    iid_partition,
+    site_partition,
+)
+from oneliac_flwr.data.preprocessing import OrganizationData, prepare_organization
+from oneliac_flwr.data.tables import Table
+
+__all__ = [
+    "OrganizationData",
+    "SingleClassPartitionWarning",
+    "Table",
+    "central_test_set",
+    "deployment_organization",
+    "dirichlet_partition",
+    "iid_partition",
+    "load_breast_cancer",
+    "load_csv",
+    "num_features",
+    "partition_indices",
+    "prepare_organization",
+    "simulation_organization",
+    "site_partition",
+]

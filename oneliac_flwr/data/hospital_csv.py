@@ -1,0 +1,97 @@
+"""Loader for a hospital's own table (CSV)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from oneliac_flwr.data.tables import Table
+from oneliac_flwr.errors import DataError
+
+__all__ = ["load_csv"]
+
+
+def load_csv(
+    path: str | Path,
+    *,
+    label_column: str,
+    feature_columns: Sequence[str] | None = None,
+    class_labels: Sequence[str] | None = None,
+) -> Table:
+    """Read a hospital's CSV table.
+
+    Parameters
+    ----------
+    path : str or Path
+        The CSV file.
+    label_column : str
+        Column holding the diagnosis.
+    feature_columns : sequence of str, optional
+        Columns used as features, in this order (every organization must use the same
+        order). Default: every column except the label.
+    class_labels : sequence of str, optional
+        The label values in class-index order, so that every organization maps labels to
+        the same indices. Default: integer labels are used as they are, other labels are
+        sorted.
+
+    Raises
+    ------
+    DataError
+        If the file is missing or empty, a column is missing or non-numeric, a feature or
+        label is missing (NaN), or a label is not one of ``class_labels``. The message
+        names the file and the column.
+    """
+    file = Path(path)
+    if not file.is_file():
+        raise DataError(f"{file}: file not found")
+    try:
+        frame = pd.read_csv(file)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise DataError(f"{file}: cannot be read as CSV ({exc})") from exc
+    if frame.empty:
+        raise DataError(f"{file}: has no rows")
+    if label_column not in frame.columns:
+        raise DataError(f"{file}: label column {label_column!r} not found; columns are {list(frame.columns)}")
+    columns = list(feature_columns) if feature_columns else [c for c in frame.columns if c != label_column]
+    if not columns:
+        raise DataError(f"{file}: no feature columns")
+    for column in columns:
+        if column not in frame.columns:
+            raise DataError(f"{file}: feature column {column!r} not found; columns are {list(frame.columns)}")
+        if not pd.api.types.is_numeric_dtype(frame[column]):
+            raise DataError(f"{file}: feature column {column!r} is not numeric (dtype {frame[column].dtype})")
+        missing = int(frame[column].isna().sum())
+        if missing:
+            raise DataError(f"{file}: feature column {column!r} has {missing} missing values (NaN)")
+    raw_labels = frame[label_column]
+    if int(raw_labels.isna().sum()):
+        raise DataError(f"{file}: label column {label_column!r} has {int(raw_labels.isna().sum())} missing values")
+    labels = _encode_labels(raw_labels, class_labels, file, label_column)
+    features = frame[columns].to_numpy(dtype=np.float32)
+    if not np.isfinite(features).all():
+        raise DataError(f"{file}: feature columns contain infinite values")
+    return Table(features=features, labels=labels, feature_names=tuple(columns), source=str(file))
+
+
+def _encode_labels(
+    raw: pd.Series, class_labels: Sequence[str] | None, file: Path, column: str
+) -> np.ndarray:
+    if class_labels is not None:
+        mapping = {str(v): i for i, v in enumerate(class_labels)}
+        as_text = raw.astype(str)
+        unknown = sorted(set(as_text) - set(mapping))
+        if unknown:
+            raise DataError(f"{file}: label column {column!r} has values {unknown} not in {list(class_labels)}")
+        return as_text.map(mapping).to_numpy(dtype=np.int64)
+    if pd.api.types.is_integer_dtype(raw):
+        values = raw.to_numpy(dtype=np.int64)
+        if values.min() < 0:
+            raise DataError(f"{file}: label column {column!r} has negative class indices")
+        return values
+    if pd.api.types.is_float_dtype(raw) and bool((raw == raw.round()).all()):
+        return raw.to_numpy(dtype=np.int64)
+    classes = sorted(raw.astype(str).unique())
+    return raw.astype(str).map({c: i for i, c in enumerate(classes)}).to_numpy(dtype=np.int64)

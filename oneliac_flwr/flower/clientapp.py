@@ -1,0 +1,160 @@
+"""The Flower ClientApp: local PyTorch training inside one organization.
+
+In simulation the node config carries ``partition-id``/``num-partitions``; in deployment
+it carries ``organization-id`` and ``data-path`` (the hospital's own CSV). The settings
+come from the run config (``flwr run``) or from the config object the app was built with
+(in-process simulation).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+
+from oneliac_flwr.config import ExperimentConfig
+from oneliac_flwr.data import OrganizationData, deployment_organization, simulation_organization
+from oneliac_flwr.errors import ConfigError
+from oneliac_flwr.flower.records import ARRAYS, CONFIG, METRICS, NUM_EXAMPLES, INFO, reply_info
+from oneliac_flwr.flower.components import new_model
+from oneliac_flwr.training import evaluate, get_weights, make_loader, make_optimizer, set_weights, train_local
+
+__all__ = ["Organization", "app", "build_client_app", "resolve_organization"]
+
+logger = logging.getLogger("oneliac_flwr")
+
+
+@dataclass(frozen=True)
+class Organization:
+    """Who this node is and where its data comes from."""
+
+    organization_id: str
+    partition_id: int | None
+    data_path: str | None
+    salt: int
+
+
+def resolve_organization(node_config: dict) -> Organization:
+    """Read the organization's identity from Flower's node config.
+
+    Raises
+    ------
+    ConfigError
+        If neither ``partition-id`` (simulation) nor ``data-path`` (deployment) is set.
+    """
+    if "partition-id" in node_config:
+        pid = int(node_config["partition-id"])
+        return Organization(str(node_config.get("organization-id", f"org-{pid}")), pid, None, pid)
+    if "data-path" in node_config:
+        org = str(node_config.get("organization-id", "organization"))
+        salt = int.from_bytes(org.encode()[:8].ljust(8, b"\0"), "little") % (2**31)
+        return Organization(org, None, str(node_config["data-path"]), salt)
+    raise ConfigError(
+        "node_config",
+        "expected 'partition-id' (simulation) or 'data-path' and 'organization-id' (deployment), "
+        f"got keys {sorted(node_config)}",
+    )
+
+
+@lru_cache(maxsize=64)
+def _organization_data(config: ExperimentConfig, organization: Organization) -> OrganizationData:
+    if organization.partition_id is not None:
+        return simulation_organization(config, organization.partition_id)
+    return deployment_organization(config, organization.data_path or "", seed_salt=organization.salt)
+
+
+def _server_round(msg: Message) -> int:
+    config = msg.content.get(CONFIG)
+    value = config.get("server-round", 0) if isinstance(config, ConfigRecord) else 0
+    return int(value) if isinstance(value, int) else 0
+
+
+def _inject_fault(kind: str, weights: list[np.ndarray], global_weights: list[np.ndarray], config: ExperimentConfig) -> list[np.ndarray]:
+    faults = config.faults
+    if kind == "nan":
+        poisoned = [w.copy() for w in weights]
+        poisoned[0].flat[0] = np.nan
+        return poisoned
+    if kind == "huge_norm":
+        return [g + (w - g) * faults.huge_norm_scale for w, g in zip(weights, global_weights, strict=True)]
+    if kind == "sign_flip":
+        return [g - (w - g) * faults.sign_flip_scale for w, g in zip(weights, global_weights, strict=True)]
+    if kind == "wrong_shape":
+        return [np.concatenate([w.ravel(), np.zeros(1, dtype=w.dtype)]) for w in weights]
+    raise ConfigError("faults", f"unknown fault {kind!r}")
+
+
+def build_client_app(config: ExperimentConfig | None = None) -> ClientApp:
+    """Build the ClientApp.
+
+    Parameters
+    ----------
+    config : ExperimentConfig, optional
+        Settings for an in-process simulation. ``None`` reads them from the run config
+        (``flwr run``), so a setting means the same thing on both paths.
+    """
+    client_app = ClientApp()
+
+    def settings(context: Context) -> ExperimentConfig:
+        return config if config is not None else ExperimentConfig.from_run_config(context.run_config)
+
+    @client_app.train()
+    def train(msg: Message, context: Context) -> Message:
+        cfg = settings(context)
+        organization = resolve_organization(dict(context.node_config))
+        server_round = _server_round(msg)
+        fault = cfg.faults.fault_for(organization.partition_id, server_round) if organization.partition_id is not None else None
+        if fault == "crash":
+            raise RuntimeError(f"injected crash in {organization.organization_id} at round {server_round}")
+        data = _organization_data(cfg, organization)
+        model = new_model(cfg)
+        global_weights = [np.asarray(a) for a in msg.content[ARRAYS].to_numpy_ndarrays()]
+        set_weights(model, global_weights)
+        generator = torch.Generator().manual_seed(int(np.random.default_rng([cfg.seed, 4, organization.salt, server_round]).integers(2**62)))
+        loader = make_loader(data.train, batch_size=cfg.training.batch_size, generator=generator)
+        optimizer = make_optimizer(
+            model, name=cfg.training.optimizer, learning_rate=cfg.training.learning_rate, momentum=cfg.training.momentum
+        )
+        proximal_mu = float(msg.content[CONFIG].get("proximal-mu", 0.0)) if CONFIG in msg.content else 0.0
+        result = train_local(model, loader, optimizer, epochs=cfg.training.local_epochs, proximal_mu=proximal_mu)
+        weights = get_weights(model)
+        if fault is not None:
+            weights = _inject_fault(fault, weights, global_weights, cfg)
+        content = RecordDict(
+            {
+                ARRAYS: ArrayRecord(numpy_ndarrays=weights),
+                METRICS: MetricRecord(
+                    {NUM_EXAMPLES: result.num_examples, "train_loss": result.loss, "train_accuracy": result.accuracy}
+                ),
+                INFO: reply_info(organization=organization.organization_id),
+            }
+        )
+        return Message(content=content, reply_to=msg)
+
+    @client_app.evaluate()
+    def evaluate_handler(msg: Message, context: Context) -> Message:
+        cfg = settings(context)
+        organization = resolve_organization(dict(context.node_config))
+        data = _organization_data(cfg, organization)
+        model = new_model(cfg)
+        set_weights(model, msg.content[ARRAYS].to_numpy_ndarrays())
+        result = evaluate(model, data.validation)
+        content = RecordDict(
+            {
+                METRICS: MetricRecord(
+                    {NUM_EXAMPLES: result.num_examples, "eval_loss": result.loss, "eval_accuracy": result.accuracy}
+                ),
+                INFO: reply_info(organization=organization.organization_id),
+            }
+        )
+        return Message(content=content, reply_to=msg)
+
+    return client_app
+
+
+app = build_client_app()

@@ -1,0 +1,147 @@
+"""The wire format between our ClientApp and our strategy, and its parsers.
+
+Parsing never raises on a malformed reply: it returns a :class:`~oneliac_flwr.results.Rejection`
+that says what was wrong, so one bad reply cannot end the run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
+
+from oneliac_flwr.results import Rejection
+
+__all__ = [
+    "ARRAYS",
+    "CONFIG",
+    "INFO",
+    "MASKED",
+    "METRICS",
+    "NUM_EXAMPLES",
+    "PRIVACY",
+    "SECURE_SUM",
+    "EvalReply",
+    "TrainReply",
+    "organization_of",
+    "parse_evaluate_reply",
+    "parse_train_reply",
+    "reply_info",
+]
+
+ARRAYS = "arrays"
+MASKED = "masked"
+CONFIG = "config"
+METRICS = "metrics"
+INFO = "oneliac"
+PRIVACY = "privacy"
+SECURE_SUM = "secure-sum"
+NUM_EXAMPLES = "num-examples"
+
+
+@dataclass(frozen=True)
+class TrainReply:
+    """A well-formed training reply."""
+
+    node_id: int
+    organization: str
+    num_examples: int
+    arrays: list[np.ndarray]
+    metrics: dict[str, float]
+    info: ConfigRecord
+    message: Message
+
+
+@dataclass(frozen=True)
+class EvalReply:
+    """A well-formed evaluation reply."""
+
+    node_id: int
+    organization: str
+    num_examples: int
+    metrics: dict[str, float]
+
+
+def reply_info(
+    *,
+    organization: str,
+    status: str = "ok",
+    check: str = "",
+    reason: str = "",
+) -> ConfigRecord:
+    """The ``oneliac`` ConfigRecord every reply of our ClientApp carries."""
+    return ConfigRecord({"organization-id": organization, "status": status, "check": check, "reason": reason})
+
+
+def organization_of(message: Message) -> str:
+    """The organization id a reply declares, or ``node-<id>`` when it declares none."""
+    node = message.metadata.src_node_id
+    if message.has_error() or not message.has_content():
+        return f"node-{node}"
+    info = message.content.get(INFO)
+    if isinstance(info, ConfigRecord) and isinstance(info.get("organization-id"), str):
+        return str(info["organization-id"])
+    return f"node-{node}"
+
+
+def _common(message: Message) -> tuple[int, str, ConfigRecord, MetricRecord, int] | Rejection:
+    node = message.metadata.src_node_id
+    organization = organization_of(message)
+    if message.has_error():
+        return Rejection(node, organization, "error_reply", f"client error: {message.error.reason}")
+    if not message.has_content():
+        return Rejection(node, organization, "malformed_reply", "reply has no content")
+    content = message.content
+    info = content.get(INFO)
+    if not isinstance(info, ConfigRecord):
+        return Rejection(node, organization, "malformed_reply", f"missing ConfigRecord {INFO!r}")
+    if info.get("status") == "rejected":
+        check = str(info.get("check") or "client_check")
+        return Rejection(node, organization, check, f"refused by the client: {info.get('reason')}")
+    metrics = content.get(METRICS)
+    if not isinstance(metrics, MetricRecord):
+        return Rejection(node, organization, "malformed_reply", f"missing MetricRecord {METRICS!r}")
+    num_examples = metrics.get(NUM_EXAMPLES)
+    if isinstance(num_examples, bool) or not isinstance(num_examples, (int, float)):
+        return Rejection(node, organization, "malformed_reply", f"{METRICS}.{NUM_EXAMPLES} missing or not a number")
+    if not float(num_examples).is_integer() or num_examples <= 0:
+        return Rejection(node, organization, "malformed_reply", f"{METRICS}.{NUM_EXAMPLES} must be a positive integer, got {num_examples}")
+    return node, organization, info, metrics, int(num_examples)
+
+
+def _scalar_metrics(metrics: MetricRecord) -> dict[str, float]:
+    return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def parse_train_reply(message: Message, *, array_key: str = ARRAYS) -> TrainReply | Rejection:
+    """Parse a training reply; a reply carrying plain arrays needs ``array_key``.
+
+    Replies of the secure-sum path carry their masked payload in ``masked`` instead; the
+    arrays list is then empty and the secure-sum adapter reads the payload.
+    """
+    parsed = _common(message)
+    if isinstance(parsed, Rejection):
+        return parsed
+    node, organization, info, metrics, num_examples = parsed
+    record = message.content.get(array_key)
+    arrays: list[np.ndarray] = []
+    if record is not None:
+        if not isinstance(record, ArrayRecord):
+            return Rejection(node, organization, "malformed_reply", f"{array_key!r} is not an ArrayRecord")
+        try:
+            arrays = record.to_numpy_ndarrays()
+        except Exception as exc:  # noqa: BLE001 - any decoding failure is a malformed reply
+            return Rejection(node, organization, "malformed_reply", f"arrays cannot be decoded: {exc}")
+    elif message.content.get(MASKED) is None:
+        return Rejection(node, organization, "malformed_reply", f"missing ArrayRecord {array_key!r}")
+    return TrainReply(node, organization, num_examples, arrays, _scalar_metrics(metrics), info, message)
+
+
+def parse_evaluate_reply(message: Message) -> EvalReply | Rejection:
+    """Parse an evaluation reply."""
+    parsed = _common(message)
+    if isinstance(parsed, Rejection):
+        return parsed
+    node, organization, _info, metrics, num_examples = parsed
+    return EvalReply(node, organization, num_examples, _scalar_metrics(metrics))

@@ -1,0 +1,120 @@
+"""The Flower ServerApp: drives the wrapped strategy and writes the run's outputs."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
+from flwr.serverapp import Grid, ServerApp
+
+from oneliac_flwr.config import ExperimentConfig
+from oneliac_flwr.data import central_test_set
+from oneliac_flwr.flower.components import build_strategy, new_model
+from oneliac_flwr.plots import plot_run
+from oneliac_flwr.results import RunResults, write_json_atomic
+from oneliac_flwr.training import evaluate, get_weights, set_weights
+
+__all__ = ["app", "build_server_app", "default_output_dir", "run_federation"]
+
+logger = logging.getLogger("oneliac_flwr")
+
+
+def default_output_dir() -> Path:
+    """``./outputs/run-<UTC timestamp>`` under the current directory."""
+    return Path.cwd() / "outputs" / time.strftime("run-%Y%m%d-%H%M%S", time.gmtime())
+
+
+def _central_evaluator(config: ExperimentConfig, model: torch.nn.Module):
+    if config.dataset.name != "breast_cancer" and config.dataset.csv_path is None:
+        return None
+    test_set = central_test_set(config)
+
+    def evaluate_fn(server_round: int, arrays: ArrayRecord) -> MetricRecord:
+        set_weights(model, arrays.to_numpy_ndarrays())
+        result = evaluate(model, test_set)
+        return MetricRecord({"accuracy": result.accuracy, "loss": result.loss, "num-examples": result.num_examples})
+
+    return evaluate_fn
+
+
+def run_federation(grid: Grid, config: ExperimentConfig, *, output_dir: Path) -> RunResults:
+    """Train a global model across the organizations reachable through ``grid``.
+
+    Writes ``results.json`` after every round (atomically), then ``model.pt`` and plots.
+
+    Returns
+    -------
+    RunResults
+        The per-round records, final metrics, stop reason and privacy report.
+    """
+    output_dir.mkdir(parents=True, exist_ok=True)
+    model = new_model(config)
+    initial = ArrayRecord(numpy_ndarrays=get_weights(model))
+    results = RunResults(config=config.to_dict())
+
+    def checkpoint(_record: object) -> None:
+        results.rounds = [strategy.records[k] for k in sorted(strategy.records)]
+        write_json_atomic(output_dir / "results.json", results.to_dict())
+
+    strategy = build_strategy(config, rng=np.random.default_rng([config.seed, 5]), on_round_end=checkpoint)
+    evaluate_fn = _central_evaluator(config, new_model(config))
+    result = strategy.start(
+        grid=grid,
+        initial_arrays=initial,
+        num_rounds=config.aggregation_config.max_rounds,
+        timeout=config.aggregation_config.timeout_minutes * 60.0,
+        train_config=ConfigRecord(),
+        evaluate_config=ConfigRecord(),
+        evaluate_fn=evaluate_fn,
+    )
+    initial_metrics = result.evaluate_metrics_serverapp.get(0)
+    if initial_metrics is not None:
+        results.initial_centralized_accuracy = float(initial_metrics["accuracy"])
+        results.initial_centralized_loss = float(initial_metrics["loss"])
+    results.rounds = [strategy.records[k] for k in sorted(strategy.records)]
+    results.stopped_reason = strategy.stopped_reason  # type: ignore[assignment]
+    results.stop_detail = strategy.stop_detail
+    results.organizations = strategy.organization_summaries()
+    if strategy.privacy is not None:
+        results.privacy_report = strategy.privacy.report()
+    set_weights(model, result.arrays.to_numpy_ndarrays())
+    torch.save(model.state_dict(), output_dir / "model.pt")
+    write_json_atomic(output_dir / "results.json", results.to_dict())
+    plot_run(results, output_dir)
+    final = results.final()
+    logger.info(
+        "run finished: %d round(s) completed, accuracy=%s, stopped_reason=%s, outputs in %s",
+        final["rounds_completed"],
+        final["accuracy"],
+        final["stopped_reason"],
+        output_dir,
+    )
+    return results
+
+
+def build_server_app(config: ExperimentConfig | None = None, *, output_dir: Path | None = None) -> ServerApp:
+    """Build the ServerApp.
+
+    Parameters
+    ----------
+    config : ExperimentConfig, optional
+        Settings for an in-process simulation; ``None`` reads the run config.
+    output_dir : Path, optional
+        Where to write outputs; default ``config.output_dir`` or :func:`default_output_dir`.
+    """
+    server_app = ServerApp()
+
+    @server_app.main()
+    def main(grid: Grid, context: Context) -> None:
+        cfg = config if config is not None else ExperimentConfig.from_run_config(context.run_config)
+        target = output_dir or (Path(cfg.output_dir) if cfg.output_dir else default_output_dir())
+        run_federation(grid, cfg, output_dir=target)
+
+    return server_app
+
+
+app = build_server_app()

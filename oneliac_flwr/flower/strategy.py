@@ -1,0 +1,445 @@
+"""``OneliacStrategy``: our guarantees wrapped around any weighted-mean Flower strategy.
+
+The inner strategy (FedAvg, FedProx, FedAvgM, FedAdam, FedYogi, FedAdagrad, ...) keeps
+sampling nodes and its own server-side update rule. The wrapper adds, per round:
+
+- reply sanitising: error replies, missing or extra records and wrong keys become
+  recorded rejections instead of ending the run (Flower raises
+  ``InconsistentMessageReplies`` there);
+- validation checks on every submission it can see (:mod:`oneliac_flwr.validation`);
+- an aggregator: plain weighted mean, or secure sum (the inner strategy then sees only
+  the unmasked aggregate, as a single synthetic reply);
+- differential privacy accounting and a budget checked before each round;
+- a record of every round (:class:`~oneliac_flwr.results.RoundRecord`).
+
+No hook raises: a round that cannot be aggregated is recorded as skipped or failed and
+leaves the model unchanged, both under :meth:`OneliacStrategy.start` and under Flower's
+own ``Strategy.start``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+from collections.abc import Callable, Iterable
+from typing import Protocol
+
+import numpy as np
+from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import Result, Strategy
+
+from oneliac_flwr.flower.records import (
+    METRICS,
+    NUM_EXAMPLES,
+    PRIVACY,
+    EvalReply,
+    TrainReply,
+    parse_evaluate_reply,
+    parse_train_reply,
+)
+from oneliac_flwr.results import Rejection, RoundRecord
+
+__all__ = ["Aggregate", "Aggregator", "OneliacStrategy", "PrivacyGuard", "SubmissionValidator"]
+
+logger = logging.getLogger("oneliac_flwr")
+
+
+class Aggregate:
+    """A round's aggregate as the aggregator hands it back.
+
+    Parameters
+    ----------
+    mean_update : list of numpy.ndarray
+        The (weighted) mean model update of the counted organizations.
+    total_weight : float
+        Sum of their weights.
+    counted : list of int
+        Node ids whose updates are in the aggregate.
+    metrics : dict
+        Weighted-mean training metrics.
+    """
+
+    def __init__(
+        self,
+        *,
+        mean_update: list[np.ndarray],
+        total_weight: float,
+        counted: list[int],
+        metrics: dict[str, float],
+    ) -> None:
+        self.mean_update = mean_update
+        self.total_weight = total_weight
+        self.counted = counted
+        self.metrics = metrics
+
+
+class SubmissionValidator(Protocol):
+    """Checks one plain submission; returns a rejection or ``None`` when it passes."""
+
+    def __call__(self, reply: TrainReply, global_arrays: list[np.ndarray], server_round: int) -> Rejection | None: ...
+
+
+class Aggregator(Protocol):
+    """Turns accepted replies into one aggregate (plain mean or secure sum)."""
+
+    def prepare(
+        self, server_round: int, node_ids: list[int], grid: Grid, timeout: float
+    ) -> tuple[list[int], dict[str, ConfigRecord]]:
+        """Return the node ids that take part and the records to add to their messages."""
+        ...
+
+    def aggregate(
+        self,
+        server_round: int,
+        replies: list[TrainReply],
+        global_arrays: list[np.ndarray],
+        grid: Grid,
+        timeout: float,
+        record: RoundRecord,
+    ) -> Aggregate:
+        """Aggregate the accepted replies (raise to fail the round; the model stays)."""
+        ...
+
+
+class PrivacyGuard(Protocol):
+    """Differential-privacy hooks: budget check, noise, accounting."""
+
+    def check_round(self, server_round: int) -> str | None:
+        """Return a reason to stop before this round, or ``None`` to go on."""
+        ...
+
+    def client_config(self) -> dict[str, int | float | str | bool]:
+        """Settings the clients need (mode, clip, noise) for this round."""
+        ...
+
+    def privatize(self, server_round: int, aggregate: Aggregate, rng: np.random.Generator) -> Aggregate:
+        """Apply coordinator-side noise (if any) to the aggregate."""
+        ...
+
+    def account(self, server_round: int, record: RoundRecord, replies: list[TrainReply]) -> None:
+        """Record this round's privacy cost in the ledger and in ``record.privacy``."""
+        ...
+
+    def report(self) -> dict:
+        """The full privacy report."""
+        ...
+
+
+class OneliacStrategy(Strategy):
+    """Wrap a weighted-mean Flower strategy with our aggregation, checks and accounting.
+
+    Parameters
+    ----------
+    inner : flwr.serverapp.strategy.Strategy
+        A weighted-mean strategy (it must aggregate replies as a weighted mean of their
+        arrays; FedAvg and its derivatives do).
+    aggregator : Aggregator
+        Plain weighted mean or secure sum.
+    min_participants : int
+        Fewest accepted submissions with which a round may be aggregated.
+    validator : SubmissionValidator, optional
+        Server-side checks on each plain submission.
+    privacy : PrivacyGuard, optional
+        Differential-privacy budget, noise and accounting.
+    rng : numpy.random.Generator
+        Source of coordinator-side randomness (noise).
+    on_round_end : callable, optional
+        Called with each finished :class:`RoundRecord` (progress, checkpoints).
+    """
+
+    def __init__(
+        self,
+        inner: Strategy,
+        *,
+        aggregator: Aggregator,
+        min_participants: int,
+        rng: np.random.Generator,
+        validator: SubmissionValidator | None = None,
+        privacy: PrivacyGuard | None = None,
+        on_round_end: Callable[[RoundRecord], None] | None = None,
+    ) -> None:
+        self.inner = inner
+        self.aggregator = aggregator
+        self.min_participants = min_participants
+        self.validator = validator
+        self.privacy = privacy
+        self.rng = rng
+        self.on_round_end = on_round_end
+        self.records: dict[int, RoundRecord] = {}
+        self.stopped_reason: str = "max_rounds_reached"
+        self.stop_detail: str | None = None
+        self._grid: Grid | None = None
+        self._timeout: float = 3600.0
+        self._global: dict[int, list[np.ndarray]] = {}
+        self._organizations: dict[int, str] = {}
+
+    # ------------------------------------------------------------------ helpers
+    @property
+    def _array_key(self) -> str:
+        return str(getattr(self.inner, "arrayrecord_key", "arrays"))
+
+    @property
+    def _weight_key(self) -> str:
+        return str(getattr(self.inner, "weighted_by_key", NUM_EXAMPLES))
+
+    def record(self, server_round: int) -> RoundRecord:
+        """The record of ``server_round`` (created on first use)."""
+        if server_round not in self.records:
+            self.records[server_round] = RoundRecord(round=server_round)
+        return self.records[server_round]
+
+    def _fail(self, record: RoundRecord, status: str, reason: str) -> tuple[None, None]:
+        record.status = status  # type: ignore[assignment]
+        record.failure_reason = reason
+        logger.warning("round %d %s: %s", record.round, status, reason)
+        return None, None
+
+    def _synthetic_reply(self, node_id: int, arrays: ArrayRecord, metrics: dict[str, float], weight: float) -> Message:
+        metric_record = MetricRecord({**metrics, self._weight_key: float(weight)})
+        content = RecordDict({self._array_key: arrays, METRICS: metric_record})
+        return Message(content=content, dst_node_id=node_id, message_type=MessageType.TRAIN)
+
+    # ------------------------------------------------------------------ Strategy hooks
+    def summary(self) -> None:
+        """Log the wrapped strategy and our settings."""
+        logger.info(
+            "OneliacStrategy around %s: aggregator=%s, min_participants=%d, validation=%s, privacy=%s",
+            type(self.inner).__name__,
+            type(self.aggregator).__name__,
+            self.min_participants,
+            self.validator is not None,
+            self.privacy is not None,
+        )
+        self.inner.summary()
+
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        """Let the inner strategy sample and configure, then add our round settings."""
+        record = self.record(server_round)
+        self._grid = grid
+        try:
+            self._global[server_round] = arrays.to_numpy_ndarrays()
+            messages = list(self.inner.configure_train(server_round, arrays, config, grid))
+            if not messages:
+                return []
+            node_ids = [m.metadata.dst_node_id for m in messages]
+            participants, extra = self.aggregator.prepare(server_round, node_ids, grid, self._timeout)
+            if self.privacy is not None:
+                extra = {**extra, PRIVACY: ConfigRecord(self.privacy.client_config())}
+            record.sampled = sorted(participants)
+            kept = [m for m in messages if m.metadata.dst_node_id in set(participants)]
+            for message in kept:
+                for key, value in extra.items():
+                    message.content[key] = value
+            return kept
+        except Exception as exc:  # noqa: BLE001 - a failed setup skips the round, never the run
+            self._fail(record, "failed", f"configure_train: {type(exc).__name__}: {exc}")
+            logger.debug(traceback.format_exc())
+            return []
+
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        """Sanitise and check replies, aggregate, privatize, then let the inner strategy update."""
+        record = self.record(server_round)
+        if record.status == "failed":
+            return None, None
+        try:
+            return self._aggregate_train(server_round, list(replies), record)
+        except Exception as exc:  # noqa: BLE001 - nothing in a round may end the run
+            logger.debug(traceback.format_exc())
+            return self._fail(record, "failed", f"aggregate_train: {type(exc).__name__}: {exc}")
+
+    def _aggregate_train(
+        self, server_round: int, replies: list[Message], record: RoundRecord
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        global_arrays = self._global.get(server_round)
+        if global_arrays is None:
+            return self._fail(record, "failed", "aggregate_train called without configure_train for this round")
+        accepted: list[TrainReply] = []
+        answered: set[int] = set()
+        for message in replies:
+            answered.add(message.metadata.src_node_id)
+            parsed = parse_train_reply(message, array_key=self._array_key)
+            if isinstance(parsed, Rejection):
+                record.rejected.append(parsed)
+                continue
+            self._organizations[parsed.node_id] = parsed.organization
+            rejection = self.validator(parsed, global_arrays, server_round) if self.validator else None
+            if rejection is not None:
+                record.rejected.append(rejection)
+                continue
+            accepted.append(parsed)
+        for node in record.sampled:
+            if node not in answered:
+                org = self._organizations.get(node, f"node-{node}")
+                record.rejected.append(Rejection(node, org, "timeout", f"no reply within {self._timeout:.0f} s"))
+        if len(accepted) < self.min_participants:
+            return self._fail(
+                record,
+                "skipped",
+                f"{len(accepted)} accepted submission(s) < min_participants={self.min_participants}",
+            )
+        aggregate = self.aggregator.aggregate(server_round, accepted, global_arrays, self._grid, self._timeout, record)  # type: ignore[arg-type]
+        if len(aggregate.counted) < self.min_participants:
+            return self._fail(
+                record,
+                "skipped",
+                f"{len(aggregate.counted)} counted submission(s) < min_participants={self.min_participants}",
+            )
+        if self.privacy is not None:
+            aggregate = self.privacy.privatize(server_round, aggregate, self.rng)
+        by_node = {r.node_id: r for r in accepted}
+        record.participants = [by_node[n].organization for n in aggregate.counted if n in by_node]
+        new_arrays = [g + u.astype(g.dtype) for g, u in zip(global_arrays, aggregate.mean_update, strict=True)]
+        synthetic = self._synthetic_reply(
+            aggregate.counted[0],
+            ArrayRecord(numpy_ndarrays=new_arrays),
+            aggregate.metrics,
+            aggregate.total_weight,
+        )
+        arrays, metrics = self.inner.aggregate_train(server_round, [synthetic])
+        if arrays is None:
+            return self._fail(record, "failed", "the inner strategy returned no arrays")
+        if not all(np.isfinite(a).all() for a in arrays.to_numpy_ndarrays()):
+            return self._fail(record, "failed", "the aggregate is not finite; model left unchanged")
+        if self.privacy is not None:
+            self.privacy.account(server_round, record, [by_node[n] for n in aggregate.counted if n in by_node])
+        if metrics is not None:
+            record.train_loss = _maybe(metrics.get("train_loss"))
+            record.train_accuracy = _maybe(metrics.get("train_accuracy"))
+        record.status = "ok"
+        return arrays, metrics
+
+    def configure_evaluate(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        """Delegate to the inner strategy (never raises)."""
+        try:
+            return list(self.inner.configure_evaluate(server_round, arrays, config, grid))
+        except Exception as exc:  # noqa: BLE001
+            logger.warning("round %d: configure_evaluate failed: %s", server_round, exc)
+            return []
+
+    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
+        """Weighted-mean federated evaluation over well-formed replies; per-organization metrics recorded."""
+        record = self.record(server_round)
+        try:
+            good: list[EvalReply] = []
+            for message in replies:
+                parsed = parse_evaluate_reply(message)
+                if isinstance(parsed, Rejection):
+                    logger.info("round %d: evaluation reply left out: %s", server_round, parsed.reason)
+                    continue
+                good.append(parsed)
+                record.per_organization[parsed.organization] = {
+                    "eval_loss": parsed.metrics.get("eval_loss", float("nan")),
+                    "eval_accuracy": parsed.metrics.get("eval_accuracy", float("nan")),
+                    "num_examples": float(parsed.num_examples),
+                }
+            if not good:
+                return None
+            weights = np.array([r.num_examples for r in good], dtype=np.float64)
+            keys = set.intersection(*(set(r.metrics) for r in good)) - {NUM_EXAMPLES}
+            mean = {k: float(np.average([r.metrics[k] for r in good], weights=weights)) for k in sorted(keys)}
+            record.federated_loss = _maybe(mean.get("eval_loss"))
+            record.federated_accuracy = _maybe(mean.get("eval_accuracy"))
+            return MetricRecord({**mean, NUM_EXAMPLES: int(weights.sum())})
+        except Exception as exc:  # noqa: BLE001
+            logger.warning("round %d: aggregate_evaluate failed: %s", server_round, exc)
+            return None
+
+    def organization_summaries(self) -> dict[str, dict[str, int]]:
+        """Per organization: rounds counted and submissions rejected (no raw values)."""
+        summary: dict[str, dict[str, int]] = {}
+        for record in self.records.values():
+            for org in record.participants:
+                summary.setdefault(org, {"rounds_counted": 0, "rejections": 0})["rounds_counted"] += 1
+            for rejection in record.rejected:
+                summary.setdefault(rejection.organization, {"rounds_counted": 0, "rejections": 0})["rejections"] += 1
+        return summary
+
+    # ------------------------------------------------------------------ run loop
+    def start(
+        self,
+        grid: Grid,
+        initial_arrays: ArrayRecord,
+        num_rounds: int = 3,
+        timeout: float = 3600,
+        train_config: ConfigRecord | None = None,
+        evaluate_config: ConfigRecord | None = None,
+        evaluate_fn: Callable[[int, ArrayRecord], MetricRecord | None] | None = None,
+    ) -> Result:
+        """Run up to ``num_rounds`` rounds; stop early, gracefully, when the budget is spent.
+
+        Same signature and result as Flower's ``Strategy.start``, plus: the privacy budget
+        is checked before each round; an exception in any stage of a round is recorded and
+        the run goes on; :attr:`records` holds one :class:`RoundRecord` per round and
+        :attr:`stopped_reason` says why the run ended.
+        """
+        self._timeout = float(timeout)
+        self.summary()
+        result = Result()
+        arrays = initial_arrays
+        result.arrays = arrays
+        if evaluate_fn is not None:
+            initial = evaluate_fn(0, arrays)
+            if initial is not None:
+                result.evaluate_metrics_serverapp[0] = initial
+        for server_round in range(1, num_rounds + 1):
+            if self.privacy is not None:
+                reason = self.privacy.check_round(server_round)
+                if reason is not None:
+                    self.stopped_reason = "privacy_budget_exhausted"
+                    self.stop_detail = reason
+                    logger.info("stopping before round %d: %s", server_round, reason)
+                    break
+            started = time.perf_counter()
+            record = self.record(server_round)
+            messages = self.configure_train(server_round, arrays, ConfigRecord(dict(train_config or {})), grid)
+            replies = grid.send_and_receive(messages, timeout=timeout) if messages else []
+            new_arrays, train_metrics = self.aggregate_train(server_round, replies)
+            if new_arrays is not None:
+                arrays = new_arrays
+                result.arrays = arrays
+            if train_metrics is not None:
+                result.train_metrics_clientapp[server_round] = train_metrics
+            eval_messages = self.configure_evaluate(server_round, arrays, ConfigRecord(dict(evaluate_config or {})), grid)
+            eval_replies = grid.send_and_receive(eval_messages, timeout=timeout) if eval_messages else []
+            eval_metrics = self.aggregate_evaluate(server_round, eval_replies)
+            if eval_metrics is not None:
+                result.evaluate_metrics_clientapp[server_round] = eval_metrics
+            if evaluate_fn is not None:
+                central = evaluate_fn(server_round, arrays)
+                if central is not None:
+                    result.evaluate_metrics_serverapp[server_round] = central
+                    record.centralized_accuracy = _maybe(central.get("accuracy"))
+                    record.centralized_loss = _maybe(central.get("loss"))
+            record.wall_seconds = time.perf_counter() - started
+            logger.info(
+                "round %d/%d %s: participants=%d rejected=%d centralized_acc=%s federated_acc=%s (%.2f s)",
+                server_round,
+                num_rounds,
+                record.status,
+                len(record.participants),
+                len(record.rejected),
+                _fmt(record.centralized_accuracy),
+                _fmt(record.federated_accuracy),
+                record.wall_seconds,
+            )
+            if self.on_round_end is not None:
+                self.on_round_end(record)
+        return result
+
+
+def _maybe(value: object) -> float | None:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    return None
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"

@@ -1,0 +1,48 @@
+"""Run one simulated federation configured by Hydra.
+
+    python -m simulations.run federation.num_organizations=3 aggregation_config.max_rounds=10
+    python -m simulations.run -m strategy=fedavg,fedprox,fedadam seed=0,1,2
+
+Outputs go to Hydra's run folder (``outputs/<date>/<time>``), or ``output_dir=...``.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from oneliac_flwr.config import ExperimentConfig
+from oneliac_flwr.errors import OneliacError
+
+logger = logging.getLogger("oneliac_flwr")
+
+
+@hydra.main(version_base=None, config_path="../conf", config_name="config")
+def main(cfg: DictConfig) -> float | None:
+    """Build the typed config, simulate, and return the final accuracy (for sweepers)."""
+    from oneliac_flwr.flower.simulation import simulate
+
+    try:
+        config = ExperimentConfig.from_dict(OmegaConf.to_container(cfg, resolve=True))  # type: ignore[arg-type]
+    except OneliacError as exc:
+        logger.error("invalid configuration: %s", exc)
+        raise SystemExit(2) from exc
+    output_dir = Path(config.output_dir or HydraConfig.get().runtime.output_dir)
+    results = simulate(config, output_dir=output_dir)
+    final = results["final"]
+    logger.info(
+        "final accuracy %s after %d round(s) (%s); results in %s",
+        final["accuracy"],
+        final["rounds_completed"],
+        final["stopped_reason"],
+        output_dir / "results.json",
+    )
+    return final["accuracy"]
+
+
+if __name__ == "__main__":
+    main()
