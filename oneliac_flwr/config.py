@@ -253,7 +253,11 @@ class ValidationConfig:
 class FaultsConfig:
     """Fault injection for simulations: which organizations misbehave, from which round.
 
-    Each field lists partition ids (organizations) that send the named fault.
+    Each field lists partition ids (organizations) that send the named fault. With
+    ``bypass_client_checks`` (default) the fault is injected after the client's own checks,
+    as a modified or malicious client would send it, so the coordinator's checks meet it;
+    otherwise it is injected before them, as a buggy pipeline would produce it, and the
+    client refuses to send it.
     """
 
     nan: tuple[int, ...] = ()
@@ -264,6 +268,7 @@ class FaultsConfig:
     from_round: int = 1
     sign_flip_scale: float = 10.0
     huge_norm_scale: float = 1e6
+    bypass_client_checks: bool = True
 
     def _check(self, path: str) -> None:
         _require(self.from_round >= 1, f"{path}.from_round", f"must be >= 1, got {self.from_round}")

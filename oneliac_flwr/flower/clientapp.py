@@ -21,7 +21,9 @@ from oneliac_flwr.config import ExperimentConfig
 from oneliac_flwr.data import OrganizationData, deployment_organization, simulation_organization
 from oneliac_flwr.errors import ConfigError
 from oneliac_flwr.flower.records import ARRAYS, CONFIG, METRICS, NUM_EXAMPLES, INFO, reply_info
+from oneliac_flwr.flower.checks import check_update, submission_policy, update_of
 from oneliac_flwr.flower.components import new_model
+from oneliac_flwr.validation import ValidationReport
 from oneliac_flwr.training import evaluate, get_weights, make_loader, make_optimizer, set_weights, train_local
 
 __all__ = ["Organization", "app", "build_client_app", "resolve_organization"]
@@ -61,6 +63,16 @@ def resolve_organization(node_config: dict) -> Organization:
     )
 
 
+def _check_federation_size(config: ExperimentConfig, node_config: dict) -> None:
+    if "num-partitions" in node_config and int(node_config["num-partitions"]) != config.federation.num_organizations:
+        raise ConfigError(
+            "federation.num_organizations",
+            f"is {config.federation.num_organizations} but the simulation runs "
+            f"{node_config['num-partitions']} SuperNodes; make them equal "
+            "(e.g. flwr run . --federation-config 'num-supernodes=N' -c 'federation.num_organizations=N')",
+        )
+
+
 @lru_cache(maxsize=64)
 def _organization_data(config: ExperimentConfig, organization: Organization) -> OrganizationData:
     if organization.partition_id is not None:
@@ -89,6 +101,18 @@ def _inject_fault(kind: str, weights: list[np.ndarray], global_weights: list[np.
     raise ConfigError("faults", f"unknown fault {kind!r}")
 
 
+def _refusal(msg: Message, organization: Organization, report: ValidationReport) -> Message:
+    """A reply that sends no update and says which checks failed and why."""
+    failed = ",".join(r.check for r in report.failures)
+    info = reply_info(
+        organization=organization.organization_id,
+        status="rejected",
+        check=failed,
+        reason="; ".join(report.reasons()),
+    )
+    return Message(content=RecordDict({INFO: info}), reply_to=msg)
+
+
 def build_client_app(config: ExperimentConfig | None = None) -> ClientApp:
     """Build the ClientApp.
 
@@ -106,6 +130,7 @@ def build_client_app(config: ExperimentConfig | None = None) -> ClientApp:
     @client_app.train()
     def train(msg: Message, context: Context) -> Message:
         cfg = settings(context)
+        _check_federation_size(cfg, dict(context.node_config))
         organization = resolve_organization(dict(context.node_config))
         server_round = _server_round(msg)
         fault = cfg.faults.fault_for(organization.partition_id, server_round) if organization.partition_id is not None else None
@@ -123,7 +148,20 @@ def build_client_app(config: ExperimentConfig | None = None) -> ClientApp:
         proximal_mu = float(msg.content[CONFIG].get("proximal-mu", 0.0)) if CONFIG in msg.content else 0.0
         result = train_local(model, loader, optimizer, epochs=cfg.training.local_epochs, proximal_mu=proximal_mu)
         weights = get_weights(model)
-        if fault is not None:
+        bypass = cfg.faults.bypass_client_checks
+        if fault is not None and not bypass:
+            weights = _inject_fault(fault, weights, global_weights, cfg)
+        report = check_update(
+            update_of(weights, global_weights),
+            num_examples=result.num_examples,
+            policy=submission_policy(cfg, global_weights),
+            checks=cfg.validation.checks,
+            server_round=server_round,
+        )
+        if not report.passed:
+            logger.warning("%s refuses to send its update: %s", organization.organization_id, report.reasons())
+            return _refusal(msg, organization, report)
+        if fault is not None and bypass:
             weights = _inject_fault(fault, weights, global_weights, cfg)
         content = RecordDict(
             {

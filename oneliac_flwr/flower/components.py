@@ -9,6 +9,7 @@ import torch
 
 from oneliac_flwr.config import ExperimentConfig
 from oneliac_flwr.data import num_features
+from oneliac_flwr.flower.checks import ServerValidator
 from oneliac_flwr.flower.inner import build_inner_strategy
 from oneliac_flwr.flower.plain import PlainAggregator
 from oneliac_flwr.flower.strategy import OneliacStrategy
@@ -39,6 +40,7 @@ def build_strategy(
     return OneliacStrategy(
         build_inner_strategy(config),
         aggregator=PlainAggregator(),
+        validator=ServerValidator(config),
         min_participants=config.aggregation_config.min_participants,
         rng=rng,
         on_round_end=on_round_end,

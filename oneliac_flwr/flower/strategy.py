@@ -304,8 +304,11 @@ class OneliacStrategy(Strategy):
         arrays, metrics = self.inner.aggregate_train(server_round, [synthetic])
         if arrays is None:
             return self._fail(record, "failed", "the inner strategy returned no arrays")
-        if not all(np.isfinite(a).all() for a in arrays.to_numpy_ndarrays()):
+        # Server optimizers (FedAdam, ...) compute in float64: keep the model's own dtypes.
+        updated = [a.astype(g.dtype, copy=False) for a, g in zip(arrays.to_numpy_ndarrays(), global_arrays, strict=True)]
+        if not all(np.isfinite(a).all() for a in updated):
             return self._fail(record, "failed", "the aggregate is not finite; model left unchanged")
+        arrays = ArrayRecord(numpy_ndarrays=updated)
         if self.privacy is not None:
             self.privacy.account(server_round, record, [by_node[n] for n in aggregate.counted if n in by_node])
         if metrics is not None:

@@ -1,0 +1,74 @@
+"""A scripted Grid for unit tests of the strategy (no simulation engine)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import numpy as np
+import pytest
+from flwr.app import ArrayRecord, Error, Message, MetricRecord, RecordDict
+from flwr.supercore.task_identity import TaskIdentity
+
+from oneliac_flwr.flower.records import ARRAYS, INFO, METRICS, reply_info
+
+Behaviour = Callable[[int, Message], RecordDict | Error | None]
+
+
+@pytest.fixture(autouse=True)
+def task_identity() -> Iterable[None]:
+    """Messages need a run identity outside a real run."""
+    saved = (TaskIdentity._run_id, TaskIdentity._task_id, TaskIdentity._node_id)
+    TaskIdentity.run_id, TaskIdentity.task_id, TaskIdentity.node_id = 1, 1, 0
+    yield
+    TaskIdentity._run_id, TaskIdentity._task_id, TaskIdentity._node_id = saved
+
+
+class ScriptedGrid:
+    """Nodes answer according to ``behaviour(node_id, message)``.
+
+    The behaviour returns a RecordDict (a reply), an Error (an error reply) or None (no
+    reply within the timeout). Every exchange is recorded in ``exchanges``.
+    """
+
+    def __init__(self, node_ids: list[int], behaviour: Behaviour) -> None:
+        self.node_ids = node_ids
+        self.behaviour = behaviour
+        self.exchanges: list[list[str]] = []
+
+    def get_node_ids(self) -> list[int]:
+        return list(self.node_ids)
+
+    def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> list[Message]:
+        messages = list(messages)
+        self.exchanges.append([m.metadata.message_type for m in messages])
+        replies = []
+        for message in messages:
+            answer = self.behaviour(message.metadata.dst_node_id, message)
+            if answer is None:
+                continue
+            if isinstance(answer, Error):
+                replies.append(Message(error=answer, reply_to=message))
+            else:
+                replies.append(Message(content=answer, reply_to=message))
+        return replies
+
+
+def train_reply(arrays: list[np.ndarray], num_examples: int, organization: str, **metrics: float) -> RecordDict:
+    """A well-formed training reply of our ClientApp."""
+    return RecordDict(
+        {
+            ARRAYS: ArrayRecord(numpy_ndarrays=arrays),
+            METRICS: MetricRecord({"num-examples": num_examples, "train_loss": 0.5, "train_accuracy": 0.8, **metrics}),
+            INFO: reply_info(organization=organization),
+        }
+    )
+
+
+def eval_reply(num_examples: int, organization: str, accuracy: float) -> RecordDict:
+    """A well-formed evaluation reply of our ClientApp."""
+    return RecordDict(
+        {
+            METRICS: MetricRecord({"num-examples": num_examples, "eval_loss": 1 - accuracy, "eval_accuracy": accuracy}),
+            INFO: reply_info(organization=organization),
+        }
+    )
