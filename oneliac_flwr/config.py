@@ -178,17 +178,20 @@ class AggregationConfig:
 class SecureSumConfig:
     """Parameters of the secure-sum protocol (used when aggregation_method is secure_sum).
 
-    ``clip_norm`` bounds the L2 norm of each organization's model update before it is
-    encoded; ``weight_bound`` bounds the sample count each organization may declare.
-    ``bits``/``frac_bits`` fix the ring; ``None`` lets the bit budget choose.
+    ``clip_norm`` bounds the L2 norm of each organization's model update (clipped by the
+    client before encoding); ``weight_bound`` caps the weight (sample count) one
+    organization contributes; ``max_participants`` bounds the organizations in one sum.
+    ``bits``/``frac_bits`` fix the ring; ``None`` lets the bit budget choose (the defaults
+    fit a 32-bit ring with 16 fractional bits: 4 bytes per parameter). Key pinning is a
+    hospital's own choice, so it is set in its node config (``pinned-fingerprints``), not
+    in the run config the coordinator controls.
     """
 
-    clip_norm: float = 10.0
-    weight_bound: int = 100_000
+    clip_norm: float = 1.0
+    weight_bound: int = 1000
     bits: int | None = None
     frac_bits: int | None = None
-    max_participants: int = 64
-    pinned_fingerprints: str | None = None
+    max_participants: int = 32
 
     def _check(self, path: str) -> None:
         _require(self.clip_norm > 0, f"{path}.clip_norm", f"must be > 0, got {self.clip_norm}")

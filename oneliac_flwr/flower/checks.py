@@ -112,11 +112,20 @@ class ServerValidator:
         Names the checks and their bounds.
     expected : DeclaredPrivacy, optional
         DP parameters every submission must declare.
+    checks : sequence of str, optional
+        The checks to run (default: ``validation.checks``).
     """
 
-    def __init__(self, config: ExperimentConfig, *, expected: DeclaredPrivacy | None = None) -> None:
+    def __init__(
+        self,
+        config: ExperimentConfig,
+        *,
+        expected: DeclaredPrivacy | None = None,
+        checks: Sequence[str] | None = None,
+    ) -> None:
         self.config = config
         self.expected = expected
+        self.checks = tuple(checks) if checks is not None else tuple(config.validation.checks)
 
     def __call__(self, reply: TrainReply, global_arrays: list[np.ndarray], server_round: int) -> Rejection | None:
         """Return a rejection naming the failed checks, or ``None`` when every check passes."""
@@ -124,7 +133,7 @@ class ServerValidator:
             update_of(reply.arrays, global_arrays),
             num_examples=reply.num_examples,
             policy=submission_policy(self.config, global_arrays, expected=self.expected),
-            checks=self.config.validation.checks,
+            checks=self.checks,
             declared=declared_privacy(reply.info),
             server_round=server_round,
         )

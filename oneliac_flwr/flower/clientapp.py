@@ -20,13 +20,15 @@ from flwr.clientapp import ClientApp
 from oneliac_flwr.config import ExperimentConfig
 from oneliac_flwr.data import OrganizationData, deployment_organization, simulation_organization
 from oneliac_flwr.errors import ConfigError
-from oneliac_flwr.flower.records import ARRAYS, CONFIG, METRICS, NUM_EXAMPLES, INFO, reply_info
+from oneliac_flwr.flower.records import ARRAYS, CONFIG, INFO, MASKED, METRICS, NUM_EXAMPLES, SECURE_SUM, reply_info
+from oneliac_flwr.flower.secure_sum import KEYS_ACTION, UNMASK_ACTION
+from oneliac_flwr.secure import RoundSetup, SecureSumClient, UnmaskRequest
 from oneliac_flwr.flower.checks import check_update, submission_policy, update_of
 from oneliac_flwr.flower.components import new_model
 from oneliac_flwr.validation import ValidationReport
 from oneliac_flwr.training import evaluate, get_weights, make_loader, make_optimizer, set_weights, train_local
 
-__all__ = ["Organization", "app", "build_client_app", "resolve_organization"]
+__all__ = ["Organization", "app", "build_client_app", "parse_pins", "resolve_organization"]
 
 logger = logging.getLogger("oneliac_flwr")
 
@@ -101,6 +103,67 @@ def _inject_fault(kind: str, weights: list[np.ndarray], global_weights: list[np.
     raise ConfigError("faults", f"unknown fault {kind!r}")
 
 
+_CLIENT_STATE = "secure-sum-client"
+
+
+def _secure_client(msg: Message, context: Context) -> SecureSumClient:
+    stored = context.state.get(_CLIENT_STATE)
+    if isinstance(stored, ConfigRecord):
+        return SecureSumClient.from_state_dict(dict(stored))
+    return SecureSumClient(node_id=msg.metadata.dst_node_id, run_id=msg.metadata.run_id)
+
+
+def _save_secure_client(context: Context, client: SecureSumClient) -> None:
+    context.state[_CLIENT_STATE] = ConfigRecord(client.state_dict())
+
+
+def parse_pins(text: str) -> dict[int, str]:
+    """Parse ``pinned-fingerprints`` from the node config: ``"<node id>=<sha256 hex>,..."``."""
+    pins: dict[int, str] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        node, sep, fingerprint = item.partition("=")
+        if not sep or not node.strip().isdigit() or len(fingerprint.strip()) != 64:
+            raise ConfigError("pinned-fingerprints", f"expected '<node id>=<64 hex digits>', got {item!r}")
+        pins[int(node)] = fingerprint.strip().lower()
+    return pins
+
+
+def _masked_reply(
+    msg: Message,
+    context: Context,
+    config: ExperimentConfig,
+    weights: list[np.ndarray],
+    global_weights: list[np.ndarray],
+    metrics: dict[str, float | int],
+    info: ConfigRecord,
+) -> Message:
+    """Stage M: clip the update, mask it, and reply with the masked payload only."""
+    setup = RoundSetup.from_record(dict(msg.content[SECURE_SUM]))
+    flat = np.concatenate([(np.asarray(w, np.float64) - g).ravel() for w, g in zip(weights, global_weights, strict=False)])
+    if len(weights) != len(global_weights) or flat.size != setup.length:
+        flat = np.concatenate([np.asarray(w, np.float64).ravel() for w in weights])  # wrong shape: sent as is
+    norm = float(np.linalg.norm(flat))
+    if norm > setup.clip_bound:
+        flat = flat * (setup.clip_bound / norm)
+    weight = min(int(metrics[NUM_EXAMPLES]), int(setup.weight_bound))
+    if weight < int(metrics[NUM_EXAMPLES]):
+        info["weight-capped-from"] = int(metrics[NUM_EXAMPLES])
+    pins_text = context.node_config.get("pinned-fingerprints")
+    pins = parse_pins(str(pins_text)) if pins_text else None
+    client = _secure_client(msg, context)
+    masked = client.mask(flat, weight=weight, setup=setup, expected_fingerprints=pins)
+    _save_secure_client(context, client)
+    content = RecordDict(
+        {
+            MASKED: ArrayRecord(numpy_ndarrays=[masked.masked]),
+            SECURE_SUM: ConfigRecord(masked.to_record()),
+            METRICS: MetricRecord({**metrics, NUM_EXAMPLES: weight}),
+            INFO: info,
+        }
+    )
+    return Message(content=content, reply_to=msg)
+
+
 def _refusal(msg: Message, organization: Organization, report: ValidationReport) -> Message:
     """A reply that sends no update and says which checks failed and why."""
     failed = ",".join(r.check for r in report.failures)
@@ -163,16 +226,26 @@ def build_client_app(config: ExperimentConfig | None = None) -> ClientApp:
             return _refusal(msg, organization, report)
         if fault is not None and bypass:
             weights = _inject_fault(fault, weights, global_weights, cfg)
-        content = RecordDict(
-            {
-                ARRAYS: ArrayRecord(numpy_ndarrays=weights),
-                METRICS: MetricRecord(
-                    {NUM_EXAMPLES: result.num_examples, "train_loss": result.loss, "train_accuracy": result.accuracy}
-                ),
-                INFO: reply_info(organization=organization.organization_id),
-            }
-        )
+        metrics = {NUM_EXAMPLES: result.num_examples, "train_loss": result.loss, "train_accuracy": result.accuracy}
+        info = reply_info(organization=organization.organization_id)
+        if SECURE_SUM in msg.content:
+            return _masked_reply(msg, context, cfg, weights, global_weights, metrics, info)
+        content = RecordDict({ARRAYS: ArrayRecord(numpy_ndarrays=weights), METRICS: MetricRecord(metrics), INFO: info})
         return Message(content=content, reply_to=msg)
+
+    @client_app.train(KEYS_ACTION)
+    def advertise_keys(msg: Message, context: Context) -> Message:
+        client = _secure_client(msg, context)
+        advert = client.advertise_keys()
+        _save_secure_client(context, client)
+        return Message(content=RecordDict({SECURE_SUM: ConfigRecord(advert.to_record())}), reply_to=msg)
+
+    @client_app.train(UNMASK_ACTION)
+    def unmask(msg: Message, context: Context) -> Message:
+        client = _secure_client(msg, context)
+        response = client.unmask(UnmaskRequest.from_record(dict(msg.content[SECURE_SUM])))
+        _save_secure_client(context, client)
+        return Message(content=RecordDict({SECURE_SUM: ConfigRecord(response.to_record())}), reply_to=msg)
 
     @client_app.evaluate()
     def evaluate_handler(msg: Message, context: Context) -> Message:

@@ -41,7 +41,7 @@ def _central_evaluator(config: ExperimentConfig, model: torch.nn.Module):
     return evaluate_fn
 
 
-def run_federation(grid: Grid, config: ExperimentConfig, *, output_dir: Path) -> RunResults:
+def run_federation(grid: Grid, config: ExperimentConfig, *, output_dir: Path, run_id: int = 0) -> RunResults:
     """Train a global model across the organizations reachable through ``grid``.
 
     Writes ``results.json`` after every round (atomically), then ``model.pt`` and plots.
@@ -60,7 +60,7 @@ def run_federation(grid: Grid, config: ExperimentConfig, *, output_dir: Path) ->
         results.rounds = [strategy.records[k] for k in sorted(strategy.records)]
         write_json_atomic(output_dir / "results.json", results.to_dict())
 
-    strategy = build_strategy(config, rng=np.random.default_rng([config.seed, 5]), on_round_end=checkpoint)
+    strategy = build_strategy(config, rng=np.random.default_rng([config.seed, 5]), run_id=run_id, on_round_end=checkpoint)
     evaluate_fn = _central_evaluator(config, new_model(config))
     result = strategy.start(
         grid=grid,
@@ -112,7 +112,7 @@ def build_server_app(config: ExperimentConfig | None = None, *, output_dir: Path
     def main(grid: Grid, context: Context) -> None:
         cfg = config if config is not None else ExperimentConfig.from_run_config(context.run_config)
         target = output_dir or (Path(cfg.output_dir) if cfg.output_dir else default_output_dir())
-        run_federation(grid, cfg, output_dir=target)
+        run_federation(grid, cfg, output_dir=target, run_id=int(context.run_id))
 
     return server_app
 

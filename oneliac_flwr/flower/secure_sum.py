@@ -1,0 +1,233 @@
+"""Secure sum at the Flower boundary: the coordinator side (an ``Aggregator``).
+
+Per round (see ``docs/secure-sum.md``):
+
+1. stage K, only for sampled nodes without registered keys: ``train.secure_keys``;
+2. stage M rides on the training message: the round setup goes out in the
+   ``secure-sum`` ConfigRecord, each client replies with its masked update;
+3. stage U: ``train.secure_unmask`` to the nodes whose masked update was accepted.
+
+The inner strategy then receives only the unmasked weighted mean. Every exchange is
+bounded by ``aggregation_config.timeout_minutes``.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+from flwr.app import ConfigRecord, Message, RecordDict
+from flwr.serverapp import Grid
+
+from oneliac_flwr.config import ExperimentConfig
+from oneliac_flwr.errors import ProtocolViolation, RoundFailed, SecureAggregationError
+from oneliac_flwr.flower.plain import weighted_mean_metrics
+from oneliac_flwr.flower.records import MASKED, SECURE_SUM, TrainReply
+from oneliac_flwr.flower.strategy import Aggregate
+from oneliac_flwr.results import Rejection, RoundRecord
+from oneliac_flwr.secure import (
+    AdvertiseKeys,
+    MaskedInput,
+    RingSpec,
+    SecureSumServer,
+    UnmaskResponse,
+    plan_ring,
+)
+from oneliac_flwr.validation import check_aggregate
+
+__all__ = ["KEYS_ACTION", "UNMASK_ACTION", "SecureSumAggregator", "ring_for", "threshold_for"]
+
+logger = logging.getLogger("oneliac_flwr")
+
+KEYS_ACTION = "secure_keys"
+UNMASK_ACTION = "secure_unmask"
+
+
+def ring_for(config: ExperimentConfig) -> RingSpec:
+    """The ring the run uses, from ``secure_sum.*`` (refused at start-up if impossible)."""
+    settings = config.secure_sum
+    return plan_ring(
+        clip_bound=settings.clip_norm,
+        weight_bound=settings.weight_bound,
+        max_participants=settings.max_participants,
+        bits=settings.bits,
+        frac_bits=settings.frac_bits,
+    )
+
+
+def threshold_for(num_participants: int, min_participants: int) -> int:
+    """Shamir threshold: a strict majority of the round, never below ``min_participants``."""
+    return min(num_participants, max(min_participants, num_participants // 2 + 1, 2))
+
+
+def _payload_bytes(message: Message) -> int:
+    content = message.content
+    total = 0
+    masked = content.get(MASKED)
+    if masked is not None:
+        total += sum(a.nbytes for a in masked.to_numpy_ndarrays())
+    record = content.get(SECURE_SUM)
+    if isinstance(record, ConfigRecord):
+        for value in record.values():
+            items = value if isinstance(value, list) else [value]
+            total += sum(len(v) if isinstance(v, (bytes, str)) else 8 for v in items)
+    return total
+
+
+class SecureSumAggregator:
+    """Coordinator side of the secure sum: it never sees one organization's update.
+
+    Parameters
+    ----------
+    config : ExperimentConfig
+        ``secure_sum.*`` (ring, clip) and ``aggregation_config.min_participants``
+        (threshold floor).
+    run_id : int
+        Binds every key derivation and ciphertext to this run.
+    num_parameters : int
+        Length of the flattened model.
+    noise_std : float
+        Standard deviation of DP noise the clients add before masking (distributed DP),
+        allowed for in the aggregate's norm check.
+    """
+
+    def __init__(self, config: ExperimentConfig, *, run_id: int, num_parameters: int, noise_std: float = 0.0) -> None:
+        self.config = config
+        self.spec = ring_for(config)
+        self.server = SecureSumServer(run_id=run_id, spec=self.spec, length=num_parameters)
+        self.noise_std = noise_std
+        self._exchanges: dict[int, int] = {}
+        self._keyed_this_round: dict[int, list[int]] = {}
+
+    # -------------------------------------------------------------- helpers
+    def _exchange(self, grid: Grid, node_ids: list[int], action: str, records: dict[int, ConfigRecord], timeout: float, server_round: int) -> dict[int, Message]:
+        messages = [
+            Message(content=RecordDict({SECURE_SUM: records[n]}), dst_node_id=n, message_type=f"train.{action}")
+            for n in node_ids
+        ]
+        self._exchanges[server_round] = self._exchanges.get(server_round, 1) + 1
+        replies = grid.send_and_receive(messages, timeout=timeout)
+        return {m.metadata.src_node_id: m for m in replies if not m.has_error() and m.has_content()}
+
+    # -------------------------------------------------------------- Aggregator protocol
+    def prepare(
+        self, server_round: int, node_ids: list[int], grid: Grid, timeout: float
+    ) -> tuple[list[int], dict[str, ConfigRecord]]:
+        """Stage K for nodes without keys, then the round setup for the training message."""
+        self.server.abort_round()  # a round left open by a failed stage never blocks the next
+        self._exchanges[server_round] = 1  # the training exchange itself
+        participants = list(node_ids)
+        need = self.server.needs_keys(participants)
+        if need:
+            replies = self._exchange(grid, need, KEYS_ACTION, {n: ConfigRecord({"round": server_round}) for n in need}, timeout, server_round)
+            for node in need:
+                message = replies.get(node)
+                try:
+                    if message is None:
+                        raise ProtocolViolation("no key advertisement within the timeout")
+                    self.server.register_keys(node, AdvertiseKeys.from_record(dict(message.content[SECURE_SUM])))
+                except (SecureAggregationError, KeyError, TypeError) as exc:
+                    logger.warning("round %d: node %d left out of the secure sum at stage K: %s", server_round, node, exc)
+                    participants.remove(node)
+        self._keyed_this_round[server_round] = need
+        threshold = threshold_for(len(participants), self.config.aggregation_config.min_participants)
+        setup = self.server.round_setup(round=server_round, participants=sorted(participants), threshold=threshold)
+        return sorted(participants), {SECURE_SUM: ConfigRecord(setup.to_record())}
+
+    def aggregate(
+        self,
+        server_round: int,
+        replies: list[TrainReply],
+        global_arrays: list[np.ndarray],
+        grid: Grid,
+        timeout: float,
+        record: RoundRecord,
+    ) -> Aggregate:
+        """Collect masked updates, unmask the sum of the accepted ones, check it, return the mean."""
+        try:
+            return self._aggregate(server_round, replies, global_arrays, grid, timeout, record)
+        finally:
+            self.server.abort_round()  # no-op after a finalized round; closes a failed one
+
+    def _aggregate(
+        self,
+        server_round: int,
+        replies: list[TrainReply],
+        global_arrays: list[np.ndarray],
+        grid: Grid,
+        timeout: float,
+        record: RoundRecord,
+    ) -> Aggregate:
+        accepted: dict[int, TrainReply] = {}
+        uploaded: list[int] = []
+        for reply in replies:
+            content = reply.message.content
+            try:
+                masked_record = content.get(MASKED)
+                setup_record = content.get(SECURE_SUM)
+                if masked_record is None or not isinstance(setup_record, ConfigRecord):
+                    raise ProtocolViolation(f"reply lacks the {MASKED!r} payload or the {SECURE_SUM!r} record")
+                arrays = masked_record.to_numpy_ndarrays()
+                if len(arrays) != 1:
+                    raise ProtocolViolation(f"expected 1 masked array, got {len(arrays)}")
+                message = MaskedInput.from_record(dict(setup_record), masked=arrays[0])
+                self.server.receive_masked(reply.node_id, message)
+            except (SecureAggregationError, KeyError, TypeError, ValueError) as exc:
+                record.rejected.append(Rejection(reply.node_id, reply.organization, "secure_sum_payload", str(exc)))
+                continue
+            accepted[reply.node_id] = reply
+            uploaded.append(_payload_bytes(reply.message))
+        requests = self.server.unmask_requests()
+        responses = self._exchange(
+            grid,
+            sorted(requests),
+            UNMASK_ACTION,
+            {n: ConfigRecord(req.to_record()) for n, req in requests.items()},
+            timeout,
+            server_round,
+        )
+        for node, message in responses.items():
+            try:
+                self.server.receive_unmask(node, UnmaskResponse.from_record(dict(message.content[SECURE_SUM])))
+            except (SecureAggregationError, KeyError, TypeError) as exc:
+                logger.warning("round %d: unmask reply of node %d ignored: %s", server_round, node, exc)
+        result = self.server.finalize()
+        counted = [n for n in result.counted if n in accepted]
+        weights = np.array([accepted[n].num_examples for n in counted], dtype=np.float64)
+        total_weight = float(weights.sum())
+        check = check_aggregate(
+            result.weighted_sum,
+            total_weight=total_weight,
+            n_participants=len(counted),
+            clip_norm=self.spec.clip_bound,
+            noise_std=self.noise_std,
+            quantization_step=2.0 ** (-self.spec.frac_bits),
+        )
+        record.secure_sum = {
+            "counted": [accepted[n].organization for n in counted],
+            "dropped": [int(n) for n in result.dropped],
+            "dropouts_recovered": int(result.recovered_dropouts),
+            "recovered_from_seeds": [int(n) for n in result.recovered_from_seeds],
+            "silent_in_unmask": [int(n) for n in result.silent_in_unmask],
+            "keys_advertised": len(self._keyed_this_round.get(server_round, [])),
+            "exchanges": self._exchanges.get(server_round, 2),
+            "bytes_uploaded_per_client": int(np.mean(uploaded)) if uploaded else 0,
+            "ring_bits": self.spec.bits,
+            "frac_bits": self.spec.frac_bits,
+            "error_bound_sum": float(result.error_bound),
+            "aggregate_check": check.to_dict(),
+        }
+        if not check.passed:
+            raise RoundFailed(f"aggregate_bounds_check: {check.reason}")
+        flat_mean = result.weighted_sum / total_weight
+        mean_update, offset = [], 0
+        for array in global_arrays:
+            mean_update.append(flat_mean[offset : offset + array.size].reshape(array.shape))
+            offset += array.size
+        return Aggregate(
+            mean_update=mean_update,
+            total_weight=total_weight,
+            counted=counted,
+            metrics=weighted_mean_metrics([accepted[n] for n in counted], weights),
+        )
+

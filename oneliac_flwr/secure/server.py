@@ -1,0 +1,496 @@
+"""Coordinator side of the secure-sum protocol: a transport-free state machine.
+
+Per round (``docs/secure-sum.md`` section 6)::
+
+    needs_keys(S) -> register_keys(...)            # stage K, only if someone needs keys
+    round_setup(...) -> receive_masked(...)        # stage M
+    unmask_requests() -> receive_unmask(...)       # stage U
+    finalize() -> AggregateResult
+
+The coordinator also keeps, between rounds, the encrypted key shares (envelopes it
+cannot open) of every node's next mask key: the newest sharing per owner.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+from oneliac_flwr.errors import ConfigError, ProtocolViolation, RoundFailed
+
+from ._fields import check_u64, check_u64_tuple
+from .encoding import RingSpec, decode_sum, error_bound
+from .keys import load_private_key, pairwise_mask_key, public_bytes, self_mask_key
+from .masks import apply_masks, pairwise_sign
+from .messages import AdvertiseKeys, MaskedInput, RoundSetup, UnmaskRequest, UnmaskResponse
+from .sharing import combine_shares
+
+__all__ = ["AggregateResult", "SecureSumServer"]
+
+Stage = Literal["idle", "masking", "unmasking"]
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
+class AggregateResult:
+    """Outcome of one secure-sum round.
+
+    Parameters
+    ----------
+    weighted_sum : numpy.ndarray
+        float64 ``sum_{w in counted} weight_w * x_w`` (divide by the total weight, which
+        the adapter knows, for the mean).
+    counted : tuple of int
+        Nodes whose updates are in the sum.
+    dropped : tuple of int
+        Participants whose masked input was not accepted.
+    recovered_dropouts : int
+        Number of dropped nodes whose masks were removed (``len(dropped)``).
+    recovered_from_seeds : tuple of int
+        Dropped nodes whose masks were removed with per-round seeds (not key shares).
+    silent_in_unmask : tuple of int
+        Counted nodes that did not answer stage U (still counted).
+    error_bound : float
+        Bound on ``|weighted_sum - exact|`` per coordinate.
+    """
+
+    weighted_sum: np.ndarray
+    counted: tuple[int, ...]
+    dropped: tuple[int, ...]
+    recovered_dropouts: int
+    recovered_from_seeds: tuple[int, ...]
+    silent_in_unmask: tuple[int, ...]
+    error_bound: float
+
+
+@dataclass
+class _Registration:
+    c_pk: bytes
+    s_pk: bytes | None  # None: consumed or invalidated, the node must re-advertise
+
+
+@dataclass
+class _KeySharing:
+    """Envelopes of the shares of one owner's next mask key."""
+
+    s_pk: bytes
+    round: int
+    threshold: int
+    holders: dict[int, tuple[int, bytes]]  # holder -> (share index, envelope)
+
+
+@dataclass
+class _Round:
+    setup: RoundSetup
+    total: np.ndarray
+    accepted: set[int] = field(default_factory=set)
+    self_envelopes: dict[int, tuple[bytes, ...]] = field(default_factory=dict)
+    requests: dict[int, UnmaskRequest] | None = None
+    counted: tuple[int, ...] = ()
+    dropped: tuple[int, ...] = ()
+    key_plan: dict[int, _KeySharing] = field(default_factory=dict)
+    seed_plan: tuple[int, ...] = ()
+    responses: dict[int, UnmaskResponse] = field(default_factory=dict)
+
+    def index_of(self, node: int) -> int:
+        return self.setup.participants.index(node) + 1
+
+    def s_pk_of(self, node: int) -> bytes:
+        return self.setup.s_pks[self.setup.participants.index(node)]
+
+
+class SecureSumServer:
+    """Secure-sum coordinator for one run.
+
+    Parameters
+    ----------
+    run_id : int
+        Flower run id.
+    spec : RingSpec
+        Ring of the run (``plan_ring``).
+    length : int
+        Number of ring elements per masked vector (the flattened model size).
+    """
+
+    def __init__(self, *, run_id: int, spec: RingSpec, length: int) -> None:
+        if not isinstance(spec, RingSpec):
+            raise ConfigError("spec", f"expected a RingSpec, got {type(spec).__name__}")
+        if not isinstance(run_id, int) or isinstance(run_id, bool) or not 0 <= run_id < 2**64:
+            raise ConfigError("run_id", f"expected an integer in [0, 2^64), got {run_id!r}")
+        if not isinstance(length, int) or isinstance(length, bool) or length < 1:
+            raise ConfigError("length", f"expected an integer >= 1, got {length!r}")
+        self._run = run_id
+        self._length = length
+        self._spec = spec
+        self._registry: dict[int, _Registration] = {}
+        self._sharings: dict[int, _KeySharing] = {}
+        self._round: _Round | None = None
+        self._last_round: int | None = None
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def spec(self) -> RingSpec:
+        """The ring."""
+        return self._spec
+
+    @property
+    def stage(self) -> Stage:
+        """``idle`` (no open round), ``masking`` (stage M) or ``unmasking`` (stage U)."""
+        if self._round is None:
+            return "idle"
+        return "masking" if self._round.requests is None else "unmasking"
+
+    def key_share_holders(self, owner: int) -> tuple[int, ...]:
+        """Holders of stored key-share envelopes of ``owner``'s registered mask key."""
+        reg = self._registry.get(owner)
+        sharing = self._sharings.get(owner)
+        if reg is None or sharing is None or sharing.s_pk != reg.s_pk:
+            return ()
+        return tuple(sorted(sharing.holders))
+
+    # ------------------------------------------------------------------ stage K
+    def needs_keys(self, participants: Sequence[int]) -> list[int]:
+        """Participants without a valid mask key (they must run stage K), sorted."""
+        nodes = check_u64_tuple(list(participants), "participants")
+        return sorted(n for n in nodes if n not in self._registry or self._registry[n].s_pk is None)
+
+    def register_keys(self, node: int, message: AdvertiseKeys) -> None:
+        """Record a node's advertised keys.
+
+        Its stored sharing (of an older key) is discarded; if its envelope key changed,
+        so are the envelopes addressed to it.
+
+        Raises
+        ------
+        ProtocolViolation
+            If the message is not for this run or node.
+        """
+        check_u64(node, "node")
+        if not isinstance(message, AdvertiseKeys):
+            raise ProtocolViolation(f"message: expected AdvertiseKeys, got {type(message).__name__}")
+        if message.run_id != self._run:
+            raise ProtocolViolation(f"{message.TAG}.run_id: expected {self._run}, got {message.run_id}")
+        if message.node_id != node:
+            raise ProtocolViolation(f"{message.TAG}.node_id: {message.node_id} sent by node {node}")
+        old = self._registry.get(node)
+        if old is not None and old.c_pk != message.c_pk:
+            for sharing in self._sharings.values():
+                sharing.holders.pop(node, None)
+        self._sharings.pop(node, None)
+        self._registry[node] = _Registration(c_pk=message.c_pk, s_pk=message.s_pk)
+
+    def invalidate_keys(self, node: int) -> None:
+        """Force ``node`` to re-advertise keys before its next round."""
+        reg = self._registry.get(check_u64(node, "node"))
+        if reg is not None:
+            reg.s_pk = None
+        self._sharings.pop(node, None)
+
+    # ------------------------------------------------------------------ stage M
+    def round_setup(self, *, round: int, participants: Sequence[int], threshold: int) -> RoundSetup:
+        """Open a round: build the setup sent to every participant.
+
+        Every listed mask key is consumed from now on. An open round is closed first.
+
+        Parameters
+        ----------
+        round : int
+            Server round, greater than every earlier one.
+        participants : sequence of int
+            Nodes with registered keys (after stage K).
+        threshold : int
+            ``t``, with ``2 <= t``.
+
+        Raises
+        ------
+        ConfigError
+            If ``threshold < 2`` or there are more participants than ``max_participants``.
+        ProtocolViolation
+            If the round is not new or a participant has no valid keys.
+        RoundFailed
+            If fewer than ``threshold`` participants remain.
+        """
+        if self._round is not None:
+            self._close()
+        check_u64(round, "round")
+        nodes = tuple(sorted(check_u64_tuple(list(participants), "participants")))
+        if not isinstance(threshold, int) or isinstance(threshold, bool) or threshold < 2:
+            raise ConfigError("threshold", f"expected an integer >= 2, got {threshold!r}")
+        if len(nodes) > self._spec.max_participants:
+            raise ConfigError(
+                "max_participants",
+                f"{len(nodes)} participants exceed the ring's bound {self._spec.max_participants}",
+            )
+        if self._last_round is not None and round <= self._last_round:
+            raise ProtocolViolation(f"round: {round} is not after the last round {self._last_round}")
+        missing = self.needs_keys(nodes)
+        if missing:
+            raise ProtocolViolation(f"participants: nodes {missing} have no valid keys; run stage K first")
+        if len(nodes) < threshold:
+            raise RoundFailed(f"round {round}: {len(nodes)} participants, below the threshold {threshold}")
+        spec = self._spec
+        setup = RoundSetup(
+            run_id=self._run,
+            round=round,
+            threshold=threshold,
+            length=self._length,
+            bits=spec.bits,
+            frac_bits=spec.frac_bits,
+            clip_bound=spec.clip_bound,
+            weight_bound=spec.weight_bound,
+            max_participants=spec.max_participants,
+            participants=nodes,
+            c_pks=tuple(self._registry[n].c_pk for n in nodes),
+            s_pks=tuple(self._registry[n].s_pk or b"" for n in nodes),
+        )
+        for n in nodes:
+            self._registry[n].s_pk = None  # consumed: single-use mask keys
+        self._round = _Round(setup=setup, total=np.zeros(self._length, dtype=spec.dtype))
+        self._last_round = round
+        return setup
+
+    def receive_masked(self, node: int, message: MaskedInput) -> None:
+        """Accept a masked input (stage M).
+
+        Raises
+        ------
+        ProtocolViolation
+            If it arrives outside stage M, twice, from a non-participant, or has a wrong
+            run, round, node, ring, dtype, length, recipient list or key. The node then
+            counts as dropped.
+        """
+        rnd = self._open("masked input")
+        setup, tag = rnd.setup, MaskedInput.TAG
+        if not isinstance(message, MaskedInput):
+            raise ProtocolViolation(f"message: expected MaskedInput, got {type(message).__name__}")
+        if rnd.requests is not None:
+            raise ProtocolViolation(f"{tag}: node {node}'s input arrived after stage U started; rejected")
+        if node not in setup.participants:
+            raise ProtocolViolation(f"{tag}: node {node} is not a participant of round {setup.round}")
+        if node in rnd.accepted:
+            raise ProtocolViolation(f"{tag}: node {node} already sent its input for round {setup.round}")
+        expected = {"run_id": self._run, "round": setup.round, "node_id": node, "bits": setup.bits}
+        for name, value in expected.items():
+            if getattr(message, name) != value:
+                raise ProtocolViolation(f"{tag}.{name}: expected {value}, got {getattr(message, name)}")
+        masked = message.masked
+        if masked.dtype != self._spec.dtype:
+            raise ProtocolViolation(f"{tag}.masked: expected dtype {self._spec.dtype}, got {masked.dtype}")
+        if masked.shape != (self._length,):
+            raise ProtocolViolation(f"{tag}.masked: expected shape ({self._length},), got {masked.shape}")
+        if message.share_recipients != setup.participants:
+            raise ProtocolViolation(f"{tag}.share_recipients: expected the participants {list(setup.participants)}")
+        reg = self._registry[node]
+        if message.next_s_pk in (rnd.s_pk_of(node), reg.c_pk):
+            raise ProtocolViolation(f"{tag}.next_s_pk: must be a fresh key")
+        np.add(rnd.total, masked, out=rnd.total)
+        rnd.accepted.add(node)
+        rnd.self_envelopes[node] = message.self_share_ciphertexts
+        reg.s_pk = message.next_s_pk
+        self._sharings[node] = _KeySharing(
+            s_pk=message.next_s_pk,
+            round=setup.round,
+            threshold=setup.threshold,
+            holders={
+                v: (i + 1, env)
+                for i, (v, env) in enumerate(zip(setup.participants, message.key_share_ciphertexts, strict=True))
+            },
+        )
+
+    # ------------------------------------------------------------------ stage U
+    def unmask_requests(self) -> dict[int, UnmaskRequest]:
+        """Close stage M and build one unmask request per accepted node.
+
+        Returns
+        -------
+        dict of int to UnmaskRequest
+            Keyed by recipient (the counted nodes).
+
+        Raises
+        ------
+        RoundFailed
+            If fewer than ``threshold`` masked inputs were accepted (the round is closed).
+        """
+        rnd = self._open("unmask requests")
+        if rnd.requests is not None:
+            return dict(rnd.requests)
+        setup = rnd.setup
+        counted = tuple(sorted(rnd.accepted))
+        dropped = tuple(n for n in setup.participants if n not in rnd.accepted)
+        if len(counted) < setup.threshold:
+            self._close()
+            raise RoundFailed(
+                f"round {setup.round}: {len(counted)} of {len(setup.participants)} masked inputs accepted, "
+                f"below the threshold {setup.threshold} (accepted {list(counted)}, missing {list(dropped)})"
+            )
+        alive = set(counted)
+        seeds: list[int] = []
+        for d in dropped:
+            sharing = self._sharings.get(d)
+            if (
+                sharing is not None
+                and sharing.s_pk == rnd.s_pk_of(d)
+                and len(alive.intersection(sharing.holders)) >= sharing.threshold
+            ):
+                rnd.key_plan[d] = sharing
+            else:
+                seeds.append(d)
+        rnd.counted, rnd.dropped, rnd.seed_plan = counted, dropped, tuple(seeds)
+        requests: dict[int, UnmaskRequest] = {}
+        for v in counted:
+            pos = rnd.index_of(v) - 1
+            key_owners = [d for d, sh in rnd.key_plan.items() if v in sh.holders]
+            requests[v] = UnmaskRequest(
+                run_id=self._run,
+                round=setup.round,
+                node_id=v,
+                counted=counted,
+                dropped=dropped,
+                self_share_owners=counted,
+                self_share_ciphertexts=tuple(rnd.self_envelopes[w][pos] for w in counted),
+                key_share_owners=tuple(key_owners),
+                key_share_rounds=tuple(rnd.key_plan[d].round for d in key_owners),
+                key_share_ciphertexts=tuple(rnd.key_plan[d].holders[v][1] for d in key_owners),
+                seed_requests=rnd.seed_plan,
+            )
+        rnd.requests = requests
+        return dict(requests)
+
+    def receive_unmask(self, node: int, message: UnmaskResponse) -> None:
+        """Accept an unmask response (stage U).
+
+        Raises
+        ------
+        ProtocolViolation
+            If it is unexpected, duplicated, or answers something that was not asked
+            (other owners, wrong share indices).
+        """
+        rnd = self._open("unmask response")
+        tag = UnmaskResponse.TAG
+        if not isinstance(message, UnmaskResponse):
+            raise ProtocolViolation(f"message: expected UnmaskResponse, got {type(message).__name__}")
+        if rnd.requests is None or node not in rnd.requests:
+            raise ProtocolViolation(f"{tag}: no unmask request was sent to node {node}")
+        if node in rnd.responses:
+            raise ProtocolViolation(f"{tag}: node {node} already answered round {rnd.setup.round}")
+        expected = {"run_id": self._run, "round": rnd.setup.round, "node_id": node}
+        for name, value in expected.items():
+            if getattr(message, name) != value:
+                raise ProtocolViolation(f"{tag}.{name}: expected {value}, got {getattr(message, name)}")
+        request = rnd.requests[node]
+        my_index = rnd.index_of(node)
+        if not set(message.self_share_owners) <= set(request.self_share_owners):
+            raise ProtocolViolation(f"{tag}.self_share_owners: not requested from node {node}")
+        if any(i != my_index for i in message.self_share_indices):
+            raise ProtocolViolation(f"{tag}.self_share_indices: node {node}'s index is {my_index}")
+        if not set(message.key_share_owners) <= set(request.key_share_owners):
+            raise ProtocolViolation(f"{tag}.key_share_owners: not requested from node {node}")
+        for d, index in zip(message.key_share_owners, message.key_share_indices, strict=True):
+            if index != rnd.key_plan[d].holders[node][0]:
+                raise ProtocolViolation(
+                    f"{tag}.key_share_indices: share of node {d} held by node {node} has index "
+                    f"{rnd.key_plan[d].holders[node][0]}, got {index}"
+                )
+        if not set(message.seed_peers) <= set(request.seed_requests):
+            raise ProtocolViolation(f"{tag}.seed_peers: not requested from node {node}")
+        rnd.responses[node] = message
+
+    def finalize(self) -> AggregateResult:
+        """Remove all masks and decode the weighted sum; closes the round.
+
+        Raises
+        ------
+        RoundFailed
+            If a secret cannot be recovered (names who and what is missing) or a
+            reconstructed key does not match its public key. The round is closed.
+        """
+        rnd = self._open("finalize")
+        if rnd.requests is None:
+            raise ProtocolViolation("finalize: call unmask_requests() and collect responses first")
+        try:
+            return self._finalize(rnd)
+        finally:
+            self._close()
+
+    def abort_round(self) -> None:
+        """Close the open round without a result (dropped nodes must re-key)."""
+        if self._round is not None:
+            self._close()
+
+    # ------------------------------------------------------------------ internals
+    def _open(self, what: str) -> _Round:
+        if self._round is None:
+            raise ProtocolViolation(f"{what}: no open round")
+        return self._round
+
+    def _close(self) -> None:
+        rnd = self._round
+        self._round = None
+        if rnd is None:
+            return
+        for node in rnd.setup.participants:
+            if node not in rnd.accepted:
+                self.invalidate_keys(node)
+
+    def _finalize(self, rnd: _Round) -> AggregateResult:
+        setup, run = rnd.setup, self._run
+        counted, dropped, t = rnd.counted, rnd.dropped, setup.threshold
+        self_shares: dict[int, list[tuple[int, bytes]]] = {w: [] for w in counted}
+        key_shares: dict[int, list[tuple[int, bytes]]] = {d: [] for d in rnd.key_plan}
+        seeds: dict[int, dict[int, bytes]] = {d: {} for d in rnd.seed_plan}
+        for v, resp in rnd.responses.items():
+            for w, i, share in zip(resp.self_share_owners, resp.self_share_indices, resp.self_shares, strict=True):
+                self_shares[w].append((i, share))
+            for d, i, share in zip(resp.key_share_owners, resp.key_share_indices, resp.key_shares, strict=True):
+                key_shares[d].append((i, share))
+            for d, seed in zip(resp.seed_peers, resp.seeds, strict=True):
+                seeds[d][v] = seed
+
+        missing: list[str] = []
+        for w in counted:
+            if len(self_shares[w]) < t:
+                missing.append(f"self-mask seed of counted node {w}: {len(self_shares[w])} of {t} shares")
+        for d, sharing in rnd.key_plan.items():
+            if len(key_shares[d]) < sharing.threshold:
+                missing.append(f"mask key of dropped node {d}: {len(key_shares[d])} of {sharing.threshold} key shares")
+        for d in rnd.seed_plan:
+            absent = [w for w in counted if w not in seeds[d]]
+            if absent:
+                missing.append(f"pairwise masks of dropped node {d}: no seed from counted nodes {absent}")
+        if missing:
+            silent = [w for w in counted if w not in rnd.responses]
+            raise RoundFailed(
+                f"round {setup.round} cannot be unmasked: " + "; ".join(missing) + f" (silent in stage U: {silent})"
+            )
+
+        masks: list[tuple[bytes, int]] = []
+        for w in counted:
+            b_w = combine_shares(self_shares[w], threshold=t, what=f"self-mask seed of node {w}")
+            masks.append((self_mask_key(b_w, run_id=run, round=setup.round, node=w), -1))
+        for d, sharing in rnd.key_plan.items():
+            raw = combine_shares(key_shares[d], threshold=sharing.threshold, what=f"mask key of node {d}")
+            s_sk = load_private_key(raw, field=f"mask key of node {d}")
+            if public_bytes(s_sk) != rnd.s_pk_of(d):
+                raise RoundFailed(
+                    f"round {setup.round}: the mask key of dropped node {d} reconstructed from key shares "
+                    "does not match its public key (a wrong share was returned)"
+                )
+            for w in counted:
+                key = pairwise_mask_key(s_sk, rnd.s_pk_of(w), run_id=run, round=setup.round, me=d, peer=w)
+                masks.append((key, -pairwise_sign(w, d)))
+        for d in rnd.seed_plan:
+            for w in counted:
+                masks.append((seeds[d][w], -pairwise_sign(w, d)))
+        total = rnd.total
+        apply_masks(total, masks)
+        return AggregateResult(
+            weighted_sum=decode_sum(total, spec=self._spec),
+            counted=counted,
+            dropped=dropped,
+            recovered_dropouts=len(dropped),
+            recovered_from_seeds=rnd.seed_plan,
+            silent_in_unmask=tuple(w for w in counted if w not in rnd.responses),
+            error_bound=error_bound(self._spec, len(counted)),
+        )
