@@ -139,9 +139,8 @@ def _masked_reply(
 ) -> Message:
     """Stage M: clip the update, mask it, and reply with the masked payload only."""
     setup = RoundSetup.from_record(dict(msg.content[SECURE_SUM]))
-    flat = np.concatenate([(np.asarray(w, np.float64) - g).ravel() for w, g in zip(weights, global_weights, strict=False)])
-    if len(weights) != len(global_weights) or flat.size != setup.length:
-        flat = np.concatenate([np.asarray(w, np.float64).ravel() for w in weights])  # wrong shape: sent as is
+    update = update_of(weights, global_weights)  # the arrays themselves when shapes disagree
+    flat = np.concatenate([np.asarray(u, np.float64).ravel() for u in update])
     norm = float(np.linalg.norm(flat))
     if norm > setup.clip_bound:
         flat = flat * (setup.clip_bound / norm)

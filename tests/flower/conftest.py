@@ -14,7 +14,7 @@ from oneliac_flwr.flower.records import ARRAYS, INFO, METRICS, reply_info
 Behaviour = Callable[[int, Message], RecordDict | Error | None]
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture(autouse=True, scope="session")
 def task_identity() -> Iterable[None]:
     """Messages need a run identity outside a real run."""
     saved = (TaskIdentity._run_id, TaskIdentity._task_id, TaskIdentity._node_id)

@@ -1,0 +1,227 @@
+"""Secure sum through the real ClientApp and strategy (no simulation engine).
+
+An in-memory grid delivers each message to the real ClientApp with a per-node Context,
+so the whole protocol runs: stage K, masked training replies, stage U. Dropouts and bad
+payloads are scripted per node, stage and round.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import numpy as np
+import pytest
+from flwr.app import ArrayRecord, Context, Error, Message, RecordDict
+
+from oneliac_flwr.config import ExperimentConfig
+from oneliac_flwr.flower.clientapp import build_client_app
+from oneliac_flwr.flower.components import build_strategy, new_model
+from oneliac_flwr.flower.records import MASKED
+from oneliac_flwr.training import get_weights
+
+RUN_ID = 1
+NODES = [101, 202, 303, 404]
+
+# (node, message_type, round) -> True to drop the message (no reply)
+DropRule = Callable[[int, str, int], bool]
+Tamper = Callable[[int, Message], None]
+
+
+class AppGrid:
+    """Delivers messages to the real ClientApp; drops or tampers as scripted."""
+
+    def __init__(self, config: ExperimentConfig, *, drop: DropRule | None = None, tamper: Tamper | None = None) -> None:
+        self.app = build_client_app(config)
+        self.contexts = {
+            node: Context(
+                run_id=RUN_ID,
+                node_id=node,
+                node_config={"partition-id": i, "num-partitions": len(NODES)},
+                state=RecordDict(),
+                run_config={},
+            )
+            for i, node in enumerate(NODES)
+        }
+        self.drop = drop or (lambda node, kind, rnd: False)
+        self.tamper = tamper
+        self.round = 0
+        self.exchanges: list[str] = []
+
+    def get_node_ids(self) -> list[int]:
+        return list(NODES)
+
+    def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> list[Message]:
+        messages = list(messages)
+        if not messages:
+            return []
+        kind = messages[0].metadata.message_type
+        if kind == "train" or kind == "train.secure_keys":
+            self.round += kind == "train.secure_keys" or not self.exchanges or self.exchanges[-1] != "train.secure_keys"
+        self.exchanges.append(kind)
+        replies = []
+        for message in messages:
+            node = message.metadata.dst_node_id
+            if self.drop(node, kind, self.round):
+                continue
+            try:
+                reply = self.app(message, self.contexts[node])
+            except Exception as exc:  # noqa: BLE001 - the engine turns client exceptions into error replies
+                reply = Message(error=Error(code=1, reason=str(exc)), reply_to=message)
+            if self.tamper is not None and kind == "train":
+                self.tamper(node, reply)
+            replies.append(reply)
+        return replies
+
+
+def _config(method: str, **extra: dict) -> ExperimentConfig:
+    data = {
+        "federation": {"num_organizations": len(NODES)},
+        "aggregation_config": {"aggregation_method": method, "min_participants": 2, "max_rounds": 2},
+        "strategy": {"fraction_evaluate": 0.0},
+    }
+    for group, values in extra.items():
+        data.setdefault(group, {}).update(values)
+    return ExperimentConfig.from_dict(data)
+
+
+def _run(config: ExperimentConfig, grid: AppGrid, rounds: int = 2):
+    strategy = build_strategy(config, rng=np.random.default_rng(0), run_id=RUN_ID)
+    initial = ArrayRecord(numpy_ndarrays=get_weights(new_model(config)))
+    result = strategy.start(grid, initial, num_rounds=rounds, timeout=5)
+    return strategy, result
+
+
+def _flat(result) -> np.ndarray:
+    return np.concatenate([a.ravel() for a in result.arrays.to_numpy_ndarrays()])
+
+
+@pytest.fixture(scope="module")
+def plain_result():
+    return _run(_config("fedavg"), AppGrid(_config("fedavg")))
+
+
+def test_secure_sum_gives_the_plain_weighted_mean(plain_result) -> None:
+    _, plain = plain_result
+    strategy, secure = _run(_config("secure_sum"), AppGrid(_config("secure_sum")))
+    assert np.max(np.abs(_flat(secure) - _flat(plain))) < 1e-5
+    record = strategy.records[1].secure_sum
+    assert record["ring_bits"] == 32 and record["dropouts_recovered"] == 0
+    assert sorted(record["counted"]) == ["org-0", "org-1", "org-2", "org-3"]
+    assert record["bytes_uploaded_per_client"] >= 4 * 62
+
+
+def test_three_exchanges_in_the_first_round_then_two() -> None:
+    config = _config("secure_sum")
+    grid = AppGrid(config)
+    strategy, _ = _run(config, grid, rounds=3)
+    assert grid.exchanges == [
+        "train.secure_keys", "train", "train.secure_unmask",
+        "train", "train.secure_unmask",
+        "train", "train.secure_unmask",
+    ]
+    assert [strategy.records[r].secure_sum["exchanges"] for r in (1, 2, 3)] == [3, 2, 2]
+
+
+def test_dropout_at_key_advertisement_leaves_the_node_out() -> None:
+    config = _config("secure_sum")
+    grid = AppGrid(config, drop=lambda n, kind, rnd: n == 101 and kind == "train.secure_keys")
+    strategy, _ = _run(config, grid, rounds=1)
+    record = strategy.records[1]
+    assert record.status == "ok"
+    assert sorted(record.participants) == ["org-1", "org-2", "org-3"]
+    assert record.sampled == [202, 303, 404]
+
+
+@pytest.mark.parametrize("round_of_drop", [1, 2])
+def test_dropout_after_setup_before_masking_is_recovered(round_of_drop: int, plain_result) -> None:
+    config = _config("secure_sum")
+    grid = AppGrid(config, drop=lambda n, kind, rnd: n == 303 and kind == "train" and rnd == round_of_drop)
+    strategy, _ = _run(config, grid, rounds=2)
+    record = strategy.records[round_of_drop]
+    assert record.status == "ok", record.failure_reason
+    assert record.secure_sum["dropouts_recovered"] == 1
+    assert sorted(record.secure_sum["counted"]) == ["org-0", "org-1", "org-3"]
+    assert [r.check for r in record.rejected] == ["timeout"]
+
+
+def test_exact_sum_over_the_counted_organizations_after_a_dropout() -> None:
+    """With org-2 dropped in round 1, the secure aggregate equals the plain mean of the other three."""
+    drop = lambda n, kind, rnd: n == 303 and kind == "train" and rnd == 1  # noqa: E731
+    _, secure = _run(_config("secure_sum"), AppGrid(_config("secure_sum"), drop=drop), rounds=1)
+    _, plain = _run(_config("fedavg"), AppGrid(_config("fedavg"), drop=drop), rounds=1)
+    assert np.max(np.abs(_flat(secure) - _flat(plain))) < 1e-5
+
+
+def test_dropout_during_unmasking_still_counts_the_node() -> None:
+    config = _config("secure_sum")
+    grid = AppGrid(config, drop=lambda n, kind, rnd: n == 404 and kind == "train.secure_unmask")
+    strategy, _ = _run(config, grid, rounds=2)
+    for rnd in (1, 2):
+        record = strategy.records[rnd]
+        assert record.status == "ok", record.failure_reason
+        assert "org-3" in record.secure_sum["counted"]
+        assert record.secure_sum["silent_in_unmask"] == [404]
+
+
+def test_below_threshold_the_round_fails_loudly_and_the_model_is_unchanged() -> None:
+    config = _config("secure_sum", aggregation_config={"min_participants": 2})
+    # t = 3 of 4; only 2 masked updates arrive in round 1
+    grid = AppGrid(config, drop=lambda n, kind, rnd: n in (101, 202) and kind == "train" and rnd == 1)
+    strategy = build_strategy(config, rng=np.random.default_rng(0), run_id=RUN_ID)
+    initial = ArrayRecord(numpy_ndarrays=get_weights(new_model(config)))
+    result = strategy.start(grid, initial, num_rounds=2, timeout=5)
+    first = strategy.records[1]
+    assert first.status == "failed"
+    assert "RoundFailed" in first.failure_reason and "threshold" in first.failure_reason.lower()
+    assert strategy.records[2].status == "ok"  # the run goes on
+    assert result.arrays is not None
+
+
+def test_wrong_shape_update_is_refused_by_the_client_and_the_round_goes_on() -> None:
+    config = _config("secure_sum", faults={"wrong_shape": [0]})
+    strategy, _ = _run(config, AppGrid(config), rounds=1)
+    record = strategy.records[1]
+    assert record.status == "ok", record.failure_reason
+    (bad,) = [r for r in record.rejected if r.node_id == 101]
+    assert bad.check == "error_reply" and "expected shape (62,), got (64,)" in bad.reason
+    assert sorted(record.secure_sum["counted"]) == ["org-1", "org-2", "org-3"]
+    assert record.secure_sum["dropouts_recovered"] == 1
+
+
+def test_wrong_length_payload_is_rejected_by_the_coordinator() -> None:
+    def truncate(node: int, reply: Message) -> None:
+        if node == 303 and not reply.has_error():
+            masked = reply.content[MASKED].to_numpy_ndarrays()[0]
+            reply.content[MASKED] = ArrayRecord(numpy_ndarrays=[masked[:-1]])
+
+    config = _config("secure_sum")
+    strategy, _ = _run(config, AppGrid(config, tamper=truncate), rounds=1)
+    record = strategy.records[1]
+    assert record.status == "ok", record.failure_reason
+    (bad,) = [r for r in record.rejected if r.organization == "org-2"]
+    assert bad.check == "secure_sum_payload" and "expected shape (62,), got (61,)" in bad.reason
+    assert sorted(record.secure_sum["counted"]) == ["org-0", "org-1", "org-3"]
+
+
+def test_wrong_ring_payload_is_rejected() -> None:
+    def widen(node: int, reply: Message) -> None:
+        if node == 202 and not reply.has_error():
+            masked = reply.content[MASKED].to_numpy_ndarrays()[0]
+            reply.content[MASKED] = ArrayRecord(numpy_ndarrays=[masked.astype(np.uint64)])
+
+    config = _config("secure_sum")
+    strategy, _ = _run(config, AppGrid(config, tamper=widen), rounds=1)
+    record = strategy.records[1]
+    assert record.status == "ok", record.failure_reason
+    (bad,) = [r for r in record.rejected if r.organization == "org-1"]
+    assert bad.check == "secure_sum_payload" and "uint32" in bad.reason
+    assert record.secure_sum["dropouts_recovered"] == 1
+
+
+def test_nan_update_under_secure_sum_never_enters_the_ring() -> None:
+    config = _config("secure_sum", faults={"nan": [1]})
+    strategy, _ = _run(config, AppGrid(config), rounds=1)
+    record = strategy.records[1]
+    assert record.status == "ok"
+    assert "org-1" not in record.secure_sum["counted"]
+    assert any(r.organization in ("org-1", "node-202") for r in record.rejected)
