@@ -19,7 +19,7 @@ from flwr.clientapp import ClientApp
 
 from oneliac_flwr.config import ExperimentConfig
 from oneliac_flwr.data import OrganizationData, deployment_organization, simulation_organization
-from oneliac_flwr.errors import ConfigError
+from oneliac_flwr.errors import ConfigError, OneliacError
 from oneliac_flwr.flower.records import ARRAYS, CONFIG, INFO, MASKED, METRICS, NUM_EXAMPLES, SECURE_SUM, reply_info
 from oneliac_flwr.flower.secure_sum import KEYS_ACTION, UNMASK_ACTION
 from oneliac_flwr.secure import RoundSetup, SecureSumClient, UnmaskRequest
@@ -150,7 +150,12 @@ def _masked_reply(
     pins_text = context.node_config.get("pinned-fingerprints")
     pins = parse_pins(str(pins_text)) if pins_text else None
     client = _secure_client(msg, context)
-    masked = client.mask(flat, weight=weight, setup=setup, expected_fingerprints=pins)
+    try:
+        masked = client.mask(flat, weight=weight, setup=setup, expected_fingerprints=pins)
+    except OneliacError as exc:  # e.g. a non-finite or wrong-length update cannot enter the ring
+        logger.warning("%s refuses to mask its update: %s", info["organization-id"], exc)
+        refusal = reply_info(organization=str(info["organization-id"]), status="rejected", check="secure_sum_encoding", reason=str(exc))
+        return Message(content=RecordDict({INFO: refusal}), reply_to=msg)
     _save_secure_client(context, client)
     content = RecordDict(
         {
@@ -227,6 +232,7 @@ def build_client_app(config: ExperimentConfig | None = None) -> ClientApp:
             weights = _inject_fault(fault, weights, global_weights, cfg)
         metrics = {NUM_EXAMPLES: result.num_examples, "train_loss": result.loss, "train_accuracy": result.accuracy}
         info = reply_info(organization=organization.organization_id)
+        info["label-counts"] = np.bincount(data.train.labels, minlength=cfg.dataset.num_classes).astype(int).tolist()
         if SECURE_SUM in msg.content:
             return _masked_reply(msg, context, cfg, weights, global_weights, metrics, info)
         content = RecordDict({ARRAYS: ArrayRecord(numpy_ndarrays=weights), METRICS: MetricRecord(metrics), INFO: info})

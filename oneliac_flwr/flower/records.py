@@ -6,6 +6,7 @@ that says what was wrong, so one bad reply cannot end the run.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -85,11 +86,24 @@ def organization_of(message: Message) -> str:
     return f"node-{node}"
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_MAX_REASON = 500
+
+
+def _readable(reason: str) -> str:
+    """An error reason fit for a record: no terminal colours; the engine's wrapper trimmed."""
+    text = _ANSI.sub("", str(reason)).strip()
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    # The simulation engine wraps client exceptions in a traceback: keep its last line.
+    last = lines[-1] if lines else text
+    return last if len(last) <= _MAX_REASON else last[: _MAX_REASON - 3] + "..."
+
+
 def _common(message: Message) -> tuple[int, str, ConfigRecord, MetricRecord, int] | Rejection:
     node = message.metadata.src_node_id
     organization = organization_of(message)
     if message.has_error():
-        return Rejection(node, organization, "error_reply", f"client error: {message.error.reason}")
+        return Rejection(node, organization, "error_reply", f"client error: {_readable(message.error.reason)}")
     if not message.has_content():
         return Rejection(node, organization, "malformed_reply", "reply has no content")
     content = message.content

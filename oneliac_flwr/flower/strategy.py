@@ -174,6 +174,7 @@ class OneliacStrategy(Strategy):
         self._timeout: float = 3600.0
         self._global: dict[int, list[np.ndarray]] = {}
         self._organizations: dict[int, str] = {}
+        self._sites: dict[str, dict[str, list]] = {}
 
     # ------------------------------------------------------------------ helpers
     @property
@@ -268,6 +269,7 @@ class OneliacStrategy(Strategy):
                 record.rejected.append(parsed)
                 continue
             self._organizations[parsed.node_id] = parsed.organization
+            self._remember_site(parsed)
             rejection = self.validator(parsed, global_arrays, server_round) if self.validator else None
             if rejection is not None:
                 record.rejected.append(rejection)
@@ -355,14 +357,28 @@ class OneliacStrategy(Strategy):
             logger.warning("round %d: aggregate_evaluate failed: %s", server_round, exc)
             return None
 
-    def organization_summaries(self) -> dict[str, dict[str, int]]:
-        """Per organization: rounds counted and submissions rejected (no raw values)."""
-        summary: dict[str, dict[str, int]] = {}
+    def _remember_site(self, reply: TrainReply) -> None:
+        counts = reply.info.get("label-counts")
+        if isinstance(counts, list) and all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in counts):
+            total = sum(counts)
+            self._sites[reply.organization] = {
+                "label_counts": [int(c) for c in counts],
+                "label_fractions": [c / total if total else 0.0 for c in counts],
+            }
+
+    def organization_summaries(self) -> dict[str, dict[str, object]]:
+        """Per organization: rounds counted, rejections, and its declared training-label
+        counts (counts and label distribution only, never a feature value or a row)."""
+        summary: dict[str, dict[str, object]] = {}
+
+        def entry(org: str) -> dict[str, object]:
+            return summary.setdefault(org, {"rounds_counted": 0, "rejections": 0, **self._sites.get(org, {})})
+
         for record in self.records.values():
             for org in record.participants:
-                summary.setdefault(org, {"rounds_counted": 0, "rejections": 0})["rounds_counted"] += 1
+                entry(org)["rounds_counted"] += 1  # type: ignore[operator]
             for rejection in record.rejected:
-                summary.setdefault(rejection.organization, {"rounds_counted": 0, "rejections": 0})["rejections"] += 1
+                entry(rejection.organization)["rejections"] += 1  # type: ignore[operator]
         return summary
 
     # ------------------------------------------------------------------ run loop

@@ -54,6 +54,10 @@ def test_results_json_has_the_documented_fields(three_round_run: tuple[dict, Pat
     assert final["stopped_reason"] == "max_rounds_reached"
     assert {"accuracy", "loss"} <= set(final)
     assert set(results["per_organization_evaluation"]) == {"org-0", "org-1", "org-2"}
+    for org, site in results["organizations"].items():
+        assert site["rounds_counted"] == 3 and site["rejections"] == 0
+        assert len(site["label_counts"]) == 2 and sum(site["label_counts"]) > 50, org
+        assert abs(sum(site["label_fractions"]) - 1.0) < 1e-9
 
 
 def test_model_and_plots_are_written(three_round_run: tuple[dict, Path]) -> None:
