@@ -20,12 +20,14 @@ from flwr.clientapp import ClientApp
 from oneliac_flwr.config import ExperimentConfig
 from oneliac_flwr.data import OrganizationData, deployment_organization, simulation_organization
 from oneliac_flwr.errors import ConfigError, OneliacError
-from oneliac_flwr.flower.records import ARRAYS, CONFIG, INFO, MASKED, METRICS, NUM_EXAMPLES, SECURE_SUM, reply_info
+from oneliac_flwr.flower.records import ARRAYS, CONFIG, INFO, MASKED, METRICS, NUM_EXAMPLES, PRIVACY, SECURE_SUM, reply_info
+from oneliac_flwr.flower.privacy import apply_update_privacy
+from oneliac_flwr.flower.sample_dp import train_with_dpsgd
 from oneliac_flwr.flower.secure_sum import KEYS_ACTION, UNMASK_ACTION
 from oneliac_flwr.secure import RoundSetup, SecureSumClient, UnmaskRequest
-from oneliac_flwr.flower.checks import check_update, submission_policy, update_of
+from oneliac_flwr.flower.checks import check_update, declared_privacy_record, submission_policy, update_of
 from oneliac_flwr.flower.components import new_model
-from oneliac_flwr.validation import ValidationReport
+from oneliac_flwr.validation import DeclaredPrivacy, ValidationReport
 from oneliac_flwr.training import evaluate, get_weights, make_loader, make_optimizer, set_weights, train_local
 
 __all__ = ["Organization", "app", "build_client_app", "parse_pins", "resolve_organization"]
@@ -136,13 +138,16 @@ def _masked_reply(
     global_weights: list[np.ndarray],
     metrics: dict[str, float | int],
     info: ConfigRecord,
+    *,
+    clip: bool = True,
 ) -> Message:
-    """Stage M: clip the update, mask it, and reply with the masked payload only."""
+    """Stage M: clip the update (unless it carries distributed noise), mask it, and reply
+    with the masked payload only."""
     setup = RoundSetup.from_record(dict(msg.content[SECURE_SUM]))
     update = update_of(weights, global_weights)  # the arrays themselves when shapes disagree
     flat = np.concatenate([np.asarray(u, np.float64).ravel() for u in update])
     norm = float(np.linalg.norm(flat))
-    if norm > setup.clip_bound:
+    if clip and norm > setup.clip_bound:
         flat = flat * (setup.clip_bound / norm)
     weight = min(int(metrics[NUM_EXAMPLES]), int(setup.weight_bound))
     if weight < int(metrics[NUM_EXAMPLES]):
@@ -213,7 +218,23 @@ def build_client_app(config: ExperimentConfig | None = None) -> ClientApp:
             model, name=cfg.training.optimizer, learning_rate=cfg.training.learning_rate, momentum=cfg.training.momentum
         )
         proximal_mu = float(msg.content[CONFIG].get("proximal-mu", 0.0)) if CONFIG in msg.content else 0.0
-        result = train_local(model, loader, optimizer, epochs=cfg.training.local_epochs, proximal_mu=proximal_mu)
+        dp = msg.content.get(PRIVACY)
+        dp_mode = str(dp["mode"]) if isinstance(dp, ConfigRecord) else "none"
+        info = reply_info(organization=organization.organization_id)
+        info["label-counts"] = np.bincount(data.train.labels, minlength=cfg.dataset.num_classes).astype(int).tolist()
+        declared: DeclaredPrivacy | None = None
+        if dp_mode == "sample":
+            outcome = train_with_dpsgd(
+                model, loader, optimizer, settings=dp, state=context.state, epochs=cfg.training.local_epochs, proximal_mu=proximal_mu
+            )
+            if outcome.refusal is not None:
+                logger.warning("%s: %s", organization.organization_id, outcome.refusal)
+                refusal = reply_info(organization=organization.organization_id, status="rejected", check="privacy_check", reason=outcome.refusal)
+                return Message(content=RecordDict({INFO: refusal}), reply_to=msg)
+            result, declared = outcome.result, outcome.declared
+            info["dp-can-continue"] = outcome.can_continue
+        else:
+            result = train_local(model, loader, optimizer, epochs=cfg.training.local_epochs, proximal_mu=proximal_mu)
         weights = get_weights(model)
         bypass = cfg.faults.bypass_client_checks
         if fault is not None and not bypass:
@@ -228,13 +249,20 @@ def build_client_app(config: ExperimentConfig | None = None) -> ClientApp:
         if not report.passed:
             logger.warning("%s refuses to send its update: %s", organization.organization_id, report.reasons())
             return _refusal(msg, organization, report)
+        weight = result.num_examples
+        if dp_mode in ("organization", "release"):
+            # clipped, noised, and weighted equally: the sensitivity must not depend on sample counts
+            private, declared = apply_update_privacy(update_of(weights, global_weights), dp)
+            weights = [(g + u).astype(g.dtype) for g, u in zip(global_weights, private, strict=True)]
+            weight = 1
         if fault is not None and bypass:
             weights = _inject_fault(fault, weights, global_weights, cfg)
-        metrics = {NUM_EXAMPLES: result.num_examples, "train_loss": result.loss, "train_accuracy": result.accuracy}
-        info = reply_info(organization=organization.organization_id)
-        info["label-counts"] = np.bincount(data.train.labels, minlength=cfg.dataset.num_classes).astype(int).tolist()
+        for key, value in declared_privacy_record(declared).items():
+            info[key] = value
+        metrics = {NUM_EXAMPLES: weight, "train_loss": result.loss, "train_accuracy": result.accuracy}
         if SECURE_SUM in msg.content:
-            return _masked_reply(msg, context, cfg, weights, global_weights, metrics, info)
+            clip = not (dp_mode == "organization" and float(dp.get("client-noise-std", 0.0)) > 0)
+            return _masked_reply(msg, context, cfg, weights, global_weights, metrics, info, clip=clip)
         content = RecordDict({ARRAYS: ArrayRecord(numpy_ndarrays=weights), METRICS: MetricRecord(metrics), INFO: info})
         return Message(content=content, reply_to=msg)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -12,7 +13,10 @@ from oneliac_flwr.data import num_features
 from oneliac_flwr.flower.checks import ServerValidator
 from oneliac_flwr.flower.inner import build_inner_strategy
 from oneliac_flwr.flower.plain import PlainAggregator
-from oneliac_flwr.flower.secure_sum import SecureSumAggregator
+from oneliac_flwr.flower.privacy import LedgerGuard, build_privacy_guard, expected_declaration, noise_multiplier_for
+from oneliac_flwr.flower.secure_sum import SecureSumAggregator, ring_for
+from oneliac_flwr.privacy import client_noise_std, share_bound
+from oneliac_flwr.secure import RingSpec, plan_ring
 from oneliac_flwr.flower.strategy import OneliacStrategy
 from oneliac_flwr.models import build_model
 from oneliac_flwr.results import RoundRecord
@@ -35,12 +39,40 @@ def new_model(config: ExperimentConfig) -> torch.nn.Module:
 METADATA_CHECKS = ("privacy_check", "metadata_check")
 
 
+def secure_ring(config: ExperimentConfig, *, dimension: int) -> RingSpec:
+    """The secure-sum ring; under distributed DP it also fits every client's noise share.
+
+    Distributed noise shares are added after clipping, so a coordinate may exceed the
+    clip norm: the ring's coordinate bound is then the shares' high-probability bound
+    (:func:`oneliac_flwr.privacy.share_bound`), and every update weighs 1.
+    """
+    budget = config.privacy_budget
+    if not (budget.mode == "organization" and budget.noise_placement == "distributed"):
+        return ring_for(config)
+    std = client_noise_std(
+        noise_multiplier=noise_multiplier_for(config),
+        clip_norm=budget.clip_norm,
+        min_contributors=max(2, config.aggregation_config.min_participants),
+    )
+    settings = config.secure_sum
+    frac_bits = settings.frac_bits if settings.frac_bits is not None else 16
+    bound = share_bound(clip_norm=budget.clip_norm, noise_std=std, dimension=dimension, fractional_bits=frac_bits)
+    return plan_ring(
+        clip_bound=bound,
+        weight_bound=1,
+        max_participants=settings.max_participants,
+        bits=settings.bits,
+        frac_bits=frac_bits,
+    )
+
+
 def build_strategy(
     config: ExperimentConfig,
     *,
     rng: np.random.Generator,
     run_id: int,
     on_round_end: Callable[[RoundRecord], None] | None = None,
+    ledger_path: Path | None = None,
 ) -> OneliacStrategy:
     """The wrapped strategy a run uses, as the config describes it.
 
@@ -48,19 +80,29 @@ def build_strategy(
     its per-submission checks are those on metadata only; per-update checks run on each
     client before masking, and the unmasked aggregate is checked against its bound.
     """
+    num_parameters = sum(p.numel() for p in new_model(config).state_dict().values())
+    expected = expected_declaration(config)
+    uniform = config.privacy_budget.mode in ("organization", "release")
     aggregator: PlainAggregator | SecureSumAggregator
+    frac_bits: int | None = None
     if config.aggregation_config.aggregation_method == "secure_sum":
-        num_parameters = sum(p.numel() for p in new_model(config).state_dict().values())
-        aggregator = SecureSumAggregator(config, run_id=run_id, num_parameters=num_parameters)
+        spec = secure_ring(config, dimension=num_parameters)
+        frac_bits = spec.frac_bits
+        aggregator = SecureSumAggregator(config, run_id=run_id, num_parameters=num_parameters, spec=spec)
         checks = tuple(c for c in config.validation.checks if c in METADATA_CHECKS)
-        validator = ServerValidator(config, checks=checks) if checks else None
+        validator = ServerValidator(config, checks=checks, expected=expected) if checks else None
     else:
-        aggregator = PlainAggregator()
-        validator = ServerValidator(config)
+        aggregator = PlainAggregator(uniform_weights=uniform)
+        validator = ServerValidator(config, expected=expected)
+    privacy = build_privacy_guard(config, dimension=num_parameters, frac_bits=frac_bits, ledger_path=ledger_path)
+    if isinstance(aggregator, SecureSumAggregator) and isinstance(privacy, LedgerGuard) and privacy.distributed:
+        # the sum of at most max_participants shares: its noise std is at most this
+        aggregator.noise_std = privacy.client_std * float(np.sqrt(config.secure_sum.max_participants))
     return OneliacStrategy(
         build_inner_strategy(config),
         aggregator=aggregator,
         validator=validator,
+        privacy=privacy,
         min_participants=config.aggregation_config.min_participants,
         rng=rng,
         on_round_end=on_round_end,

@@ -89,11 +89,21 @@ class SecureSumAggregator:
     noise_std : float
         Standard deviation of DP noise the clients add before masking (distributed DP),
         allowed for in the aggregate's norm check.
+    spec : RingSpec, optional
+        The ring (default: planned from ``secure_sum.*``).
     """
 
-    def __init__(self, config: ExperimentConfig, *, run_id: int, num_parameters: int, noise_std: float = 0.0) -> None:
+    def __init__(
+        self,
+        config: ExperimentConfig,
+        *,
+        run_id: int,
+        num_parameters: int,
+        noise_std: float = 0.0,
+        spec: RingSpec | None = None,
+    ) -> None:
         self.config = config
-        self.spec = ring_for(config)
+        self.spec = spec if spec is not None else ring_for(config)
         self.server = SecureSumServer(run_id=run_id, spec=self.spec, length=num_parameters)
         self.noise_std = noise_std
         self._exchanges: dict[int, int] = {}

@@ -14,6 +14,7 @@ from flwr.serverapp import Grid, ServerApp
 from oneliac_flwr.config import ExperimentConfig
 from oneliac_flwr.data import central_test_set
 from oneliac_flwr.flower.components import build_strategy, new_model
+from oneliac_flwr.flower.privacy import LEDGER_FILE
 from oneliac_flwr.plots import plot_run
 from oneliac_flwr.results import RunResults, write_json_atomic
 from oneliac_flwr.training import evaluate, get_weights, set_weights
@@ -60,7 +61,13 @@ def run_federation(grid: Grid, config: ExperimentConfig, *, output_dir: Path, ru
         results.rounds = [strategy.records[k] for k in sorted(strategy.records)]
         write_json_atomic(output_dir / "results.json", results.to_dict())
 
-    strategy = build_strategy(config, rng=np.random.default_rng([config.seed, 5]), run_id=run_id, on_round_end=checkpoint)
+    strategy = build_strategy(
+        config,
+        rng=np.random.default_rng([config.seed, 5]),
+        run_id=run_id,
+        on_round_end=checkpoint,
+        ledger_path=output_dir / LEDGER_FILE,
+    )
     evaluate_fn = _central_evaluator(config, new_model(config))
     result = strategy.start(
         grid=grid,
