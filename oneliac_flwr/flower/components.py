@@ -13,7 +13,7 @@ from oneliac_flwr.data import num_features
 from oneliac_flwr.flower.checks import ServerValidator
 from oneliac_flwr.flower.inner import build_inner_strategy
 from oneliac_flwr.flower.plain import PlainAggregator
-from oneliac_flwr.flower.privacy import LedgerGuard, build_privacy_guard, expected_declaration, noise_multiplier_for
+from oneliac_flwr.flower.privacy import LedgerGuard, build_privacy_guard, distributed_noise_multiplier, expected_declaration
 from oneliac_flwr.flower.secure_sum import SecureSumAggregator, ring_for
 from oneliac_flwr.privacy import client_noise_std, share_bound
 from oneliac_flwr.secure import RingSpec, plan_ring
@@ -49,13 +49,13 @@ def secure_ring(config: ExperimentConfig, *, dimension: int) -> RingSpec:
     budget = config.privacy_budget
     if not (budget.mode == "organization" and budget.noise_placement == "distributed"):
         return ring_for(config)
+    settings = config.secure_sum
+    frac_bits = settings.frac_bits if settings.frac_bits is not None else 16
     std = client_noise_std(
-        noise_multiplier=noise_multiplier_for(config),
+        noise_multiplier=distributed_noise_multiplier(config, dimension=dimension, frac_bits=frac_bits),
         clip_norm=budget.clip_norm,
         min_contributors=max(2, config.aggregation_config.min_participants),
     )
-    settings = config.secure_sum
-    frac_bits = settings.frac_bits if settings.frac_bits is not None else 16
     bound = share_bound(clip_norm=budget.clip_norm, noise_std=std, dimension=dimension, fractional_bits=frac_bits)
     return plan_ring(
         clip_bound=bound,

@@ -41,6 +41,7 @@ from oneliac_flwr.privacy import (
     clip_l2,
     distributed_noise_share,
     distributed_release,
+    effective_sensitivity,
     gdp_epsilon,
 )
 from oneliac_flwr.results import RoundRecord
@@ -52,6 +53,7 @@ __all__ = [
     "SampleLevelGuard",
     "apply_update_privacy",
     "build_privacy_guard",
+    "distributed_noise_multiplier",
     "expected_declaration",
     "noise_multiplier_for",
 ]
@@ -70,6 +72,27 @@ def noise_multiplier_for(config: ExperimentConfig) -> float:
     return calibrate_noise_multiplier(
         epsilon=budget.epsilon, delta=budget.delta, rounds=config.aggregation_config.max_rounds
     )
+
+
+def distributed_noise_multiplier(config: ExperimentConfig, *, dimension: int, frac_bits: int) -> float:
+    """Noise multiplier of the *total* noise for distributed DP, relative to ``clip_norm``.
+
+    The ledger accounts distributed noise against the effective sensitivity (clip norm
+    plus the quantization allowance), so a calibrated multiplier is scaled up by that
+    ratio: the budget then lasts exactly ``max_rounds``. A configured multiplier is used
+    as it is (and the run stops when the budget is spent).
+    """
+    budget = config.privacy_budget
+    z = noise_multiplier_for(config)
+    if budget.noise_multiplier is not None:
+        return z
+    sensitivity = effective_sensitivity(
+        clip_norm=budget.clip_norm,
+        dimension=dimension,
+        fractional_bits=frac_bits,
+        min_contributors=max(2, config.aggregation_config.min_participants),
+    )
+    return z * sensitivity / budget.clip_norm
 
 
 def expected_declaration(config: ExperimentConfig) -> DeclaredPrivacy | None:
@@ -125,6 +148,7 @@ class LedgerGuard:
                     "'distributed' needs aggregation_config.aggregation_method='secure_sum' "
                     "(otherwise the coordinator would see every noise share's update)",
                 )
+            self.z = distributed_noise_multiplier(config, dimension=dimension, frac_bits=frac_bits)
             self.client_std = client_noise_std(
                 noise_multiplier=self.z, clip_norm=self.clip_norm, min_contributors=self.min_contributors
             )
@@ -217,6 +241,9 @@ class LedgerGuard:
             "accountant": "pld",
         }
 
+    def end_round(self, server_round: int, record: RoundRecord) -> None:
+        """Nothing to learn: the ledger is updated in :meth:`account`."""
+
     def report(self) -> dict[str, Any]:
         """The ledger's report, plus the settings that produced it."""
         return {
@@ -277,9 +304,6 @@ class SampleLevelGuard:
             if declared is not None and declared.epsilon_spent is not None:
                 per_org[reply.organization] = declared.epsilon_spent
             self.can_continue[reply.organization] = bool(reply.info.get("dp-can-continue", False))
-        for rejection in record.rejected:
-            if "privacy" in rejection.check:
-                self.can_continue[rejection.organization] = False
         record.privacy = {
             "mode": "sample",
             "per_organization_epsilon": per_org,
@@ -292,6 +316,12 @@ class SampleLevelGuard:
             "accountant": "rdp (Opacus history, Poisson-sampled Gaussian), per organization",
         }
         self.rows.append({"round": server_round, **record.privacy})
+
+    def end_round(self, server_round: int, record: RoundRecord) -> None:
+        """An organization that refused for its budget cannot continue."""
+        for rejection in record.rejected:
+            if rejection.check == "privacy_check" and "budget" in rejection.reason:
+                self.can_continue[rejection.organization] = False
 
     def report(self) -> dict[str, Any]:
         """Per round, each organization's cumulative sample-level epsilon."""

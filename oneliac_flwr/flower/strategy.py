@@ -122,6 +122,10 @@ class PrivacyGuard(Protocol):
         """Record this round's privacy cost in the ledger and in ``record.privacy``."""
         ...
 
+    def end_round(self, server_round: int, record: RoundRecord) -> None:
+        """See how the round ended (also when it was skipped): e.g. budget refusals."""
+        ...
+
     def report(self) -> dict:
         """The full privacy report."""
         ...
@@ -437,6 +441,8 @@ class OneliacStrategy(Strategy):
                     result.evaluate_metrics_serverapp[server_round] = central
                     record.centralized_accuracy = _maybe(central.get("accuracy"))
                     record.centralized_loss = _maybe(central.get("loss"))
+            if self.privacy is not None:
+                self.privacy.end_round(server_round, record)
             record.wall_seconds = time.perf_counter() - started
             logger.info(
                 "round %d/%d %s: participants=%d rejected=%d centralized_acc=%s federated_acc=%s (%.2f s)",

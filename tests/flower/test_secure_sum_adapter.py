@@ -7,71 +7,16 @@ payloads are scripted per node, stage and round.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-
 import numpy as np
 import pytest
-from flwr.app import ArrayRecord, Context, Error, Message, RecordDict
+from flwr.app import ArrayRecord, Message
 
 from oneliac_flwr.config import ExperimentConfig
-from oneliac_flwr.flower.clientapp import build_client_app
 from oneliac_flwr.flower.components import build_strategy, new_model
 from oneliac_flwr.flower.records import MASKED
 from oneliac_flwr.training import get_weights
 
-RUN_ID = 1
-NODES = [101, 202, 303, 404]
-
-# (node, message_type, round) -> True to drop the message (no reply)
-DropRule = Callable[[int, str, int], bool]
-Tamper = Callable[[int, Message], None]
-
-
-class AppGrid:
-    """Delivers messages to the real ClientApp; drops or tampers as scripted."""
-
-    def __init__(self, config: ExperimentConfig, *, drop: DropRule | None = None, tamper: Tamper | None = None) -> None:
-        self.app = build_client_app(config)
-        self.contexts = {
-            node: Context(
-                run_id=RUN_ID,
-                node_id=node,
-                node_config={"partition-id": i, "num-partitions": len(NODES)},
-                state=RecordDict(),
-                run_config={},
-            )
-            for i, node in enumerate(NODES)
-        }
-        self.drop = drop or (lambda node, kind, rnd: False)
-        self.tamper = tamper
-        self.round = 0
-        self.exchanges: list[str] = []
-
-    def get_node_ids(self) -> list[int]:
-        return list(NODES)
-
-    def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> list[Message]:
-        messages = list(messages)
-        if not messages:
-            return []
-        kind = messages[0].metadata.message_type
-        if kind == "train" or kind == "train.secure_keys":
-            self.round += kind == "train.secure_keys" or not self.exchanges or self.exchanges[-1] != "train.secure_keys"
-        self.exchanges.append(kind)
-        replies = []
-        for message in messages:
-            node = message.metadata.dst_node_id
-            if self.drop(node, kind, self.round):
-                continue
-            try:
-                reply = self.app(message, self.contexts[node])
-            except Exception as exc:  # noqa: BLE001 - the engine turns client exceptions into error replies
-                reply = Message(error=Error(code=1, reason=str(exc)), reply_to=message)
-            if self.tamper is not None and kind == "train":
-                self.tamper(node, reply)
-            replies.append(reply)
-        return replies
-
+from conftest import NODES, RUN_ID, AppGrid
 
 def _config(method: str, **extra: dict) -> ExperimentConfig:
     data = {

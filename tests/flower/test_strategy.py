@@ -168,6 +168,9 @@ def test_our_start_records_evaluation_and_stops_when_the_guard_says_so() -> None
         def account(self, server_round, record, replies):
             record.privacy = {"epsilon_total": float(server_round)}
 
+        def end_round(self, server_round, record):
+            pass
+
         def report(self):
             return {}
 
