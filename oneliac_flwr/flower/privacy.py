@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -211,7 +212,7 @@ class LedgerGuard:
         count = len(aggregate.counted)
         sigma_mean = self.z * self.clip_norm / count
         noisy = [u + rng.normal(0.0, sigma_mean, size=u.shape) for u in aggregate.mean_update]
-        return Aggregate(mean_update=noisy, total_weight=aggregate.total_weight, counted=aggregate.counted, metrics=aggregate.metrics)
+        return replace(aggregate, mean_update=noisy)
 
     def account(self, server_round: int, record: RoundRecord, replies: list[TrainReply]) -> None:
         """Record the round's release in the ledger, save it, and fill ``record.privacy``."""

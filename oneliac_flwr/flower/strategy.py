@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import time
 import traceback
+from dataclasses import dataclass
 from collections.abc import Callable, Iterable
 from typing import Protocol
 
@@ -46,6 +47,7 @@ __all__ = ["Aggregate", "Aggregator", "OneliacStrategy", "PrivacyGuard", "Submis
 logger = logging.getLogger("oneliac_flwr")
 
 
+@dataclass(frozen=True, kw_only=True)
 class Aggregate:
     """A round's aggregate as the aggregator hands it back.
 
@@ -61,18 +63,10 @@ class Aggregate:
         Weighted-mean training metrics.
     """
 
-    def __init__(
-        self,
-        *,
-        mean_update: list[np.ndarray],
-        total_weight: float,
-        counted: list[int],
-        metrics: dict[str, float],
-    ) -> None:
-        self.mean_update = mean_update
-        self.total_weight = total_weight
-        self.counted = counted
-        self.metrics = metrics
+    mean_update: list[np.ndarray]
+    total_weight: float
+    counted: list[int]
+    metrics: dict[str, float]
 
 
 class SubmissionValidator(Protocol):
