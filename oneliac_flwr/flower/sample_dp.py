@@ -30,6 +30,7 @@ from oneliac_flwr.validation import DeclaredPrivacy
 __all__ = ["HISTORY_KEY", "DpSgdOutcome", "train_with_dpsgd"]
 
 HISTORY_KEY = "dp-sgd-history"
+NOISE_KEY = "dp-sgd-noise"
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,17 @@ class DpSgdOutcome:
     declared: DeclaredPrivacy | None
     can_continue: bool
     refusal: str | None = None
+
+
+def _calibrated_noise(state: RecordDict, *, epsilon: float, delta: float, sample_rate: float, steps: int) -> float:
+    """Calibrate once per run (a bisection over the accountant) and keep it in ``state``."""
+    key = [float(epsilon), float(delta), float(sample_rate), float(steps)]
+    stored = state.get(NOISE_KEY)
+    if isinstance(stored, ConfigRecord) and list(stored["for"]) == key:
+        return float(stored["noise-multiplier"])
+    noise = calibrate_dpsgd_noise(epsilon=epsilon, delta=delta, sample_rate=sample_rate, steps=steps)
+    state[NOISE_KEY] = ConfigRecord({"for": key, "noise-multiplier": noise})
+    return noise
 
 
 def train_with_dpsgd(
@@ -76,9 +88,7 @@ def train_with_dpsgd(
     if "noise-multiplier" in settings:
         noise = float(settings["noise-multiplier"])
     else:
-        noise = calibrate_dpsgd_noise(
-            epsilon=budget, delta=delta, sample_rate=sample_rate, steps=int(settings["max-rounds"]) * steps
-        )
+        noise = _calibrated_noise(state, epsilon=budget, delta=delta, sample_rate=sample_rate, steps=int(settings["max-rounds"]) * steps)
     stored = state.get(HISTORY_KEY)
     history = unflatten_history(list(stored["values"])) if isinstance(stored, ConfigRecord) else []
     next_round = DpSgdSteps(noise, sample_rate, steps)
