@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from oneliac_flwr.data.hospital_csv import read_csv_frame
 from oneliac_flwr.data.analysis import LocalDataSummary, analyze_local_data
 from oneliac_flwr.errors import ConfigError, DataError
 
@@ -57,13 +58,7 @@ def analyze_csv(
     ConfigError
         If ``feature_columns`` is empty or contains the label column.
     """
-    file = Path(path)
-    if not file.is_file():
-        raise DataError(f"{file}: file not found")
-    try:
-        frame = pd.read_csv(file)
-    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise DataError(f"{file}: cannot be read as CSV ({exc})") from exc
+    file, frame = read_csv_frame(path)
     available = list(frame.columns)
     if label_column not in frame.columns:
         raise DataError(f"{file}: label column {label_column!r} not found; columns are {available}")

@@ -11,7 +11,24 @@ import pandas as pd
 from oneliac_flwr.data.tables import Table
 from oneliac_flwr.errors import DataError
 
-__all__ = ["load_csv"]
+__all__ = ["load_csv", "read_csv_frame"]
+
+
+def read_csv_frame(path: str | Path) -> tuple[Path, pd.DataFrame]:
+    """Read a CSV file as it is (no column checks).
+
+    Raises
+    ------
+    DataError
+        If the file is missing or cannot be parsed as CSV; the message names the file.
+    """
+    file = Path(path)
+    if not file.is_file():
+        raise DataError(f"{file}: file not found")
+    try:
+        return file, pd.read_csv(file)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise DataError(f"{file}: cannot be read as CSV ({exc})") from exc
 
 
 def load_csv(
@@ -44,13 +61,7 @@ def load_csv(
         label is missing (NaN), or a label is not one of ``class_labels``. The message
         names the file and the column.
     """
-    file = Path(path)
-    if not file.is_file():
-        raise DataError(f"{file}: file not found")
-    try:
-        frame = pd.read_csv(file)
-    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise DataError(f"{file}: cannot be read as CSV ({exc})") from exc
+    file, frame = read_csv_frame(path)
     if frame.empty:
         raise DataError(f"{file}: has no rows")
     if label_column not in frame.columns:
