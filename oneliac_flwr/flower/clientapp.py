@@ -158,9 +158,7 @@ def _masked_reply(
     try:
         masked = client.mask(flat, weight=weight, setup=setup, expected_fingerprints=pins)
     except OneliacError as exc:  # e.g. a non-finite or wrong-length update cannot enter the ring
-        logger.warning("%s refuses to mask its update: %s", info["organization-id"], exc)
-        refusal = reply_info(organization=str(info["organization-id"]), status="rejected", check="secure_sum_encoding", reason=str(exc))
-        return Message(content=RecordDict({INFO: refusal}), reply_to=msg)
+        return _refuse(msg, str(info["organization-id"]), check="secure_sum_encoding", reason=str(exc))
     _save_secure_client(context, client)
     content = RecordDict(
         {
@@ -173,16 +171,17 @@ def _masked_reply(
     return Message(content=content, reply_to=msg)
 
 
-def _refusal(msg: Message, organization: Organization, report: ValidationReport) -> Message:
-    """A reply that sends no update and says which checks failed and why."""
-    failed = ",".join(r.check for r in report.failures)
-    info = reply_info(
-        organization=organization.organization_id,
-        status="rejected",
-        check=failed,
-        reason="; ".join(report.reasons()),
-    )
+def _refuse(msg: Message, organization_id: str, *, check: str, reason: str) -> Message:
+    """A reply that sends no update and says which check refused it and why."""
+    logger.warning("%s refuses to send its update: %s", organization_id, reason)
+    info = reply_info(organization=organization_id, status="rejected", check=check, reason=reason)
     return Message(content=RecordDict({INFO: info}), reply_to=msg)
+
+
+def _refusal(msg: Message, organization: Organization, report: ValidationReport) -> Message:
+    """Refuse with every failed check of a validation report."""
+    failed = ",".join(r.check for r in report.failures)
+    return _refuse(msg, organization.organization_id, check=failed, reason="; ".join(report.reasons()))
 
 
 def build_client_app(config: ExperimentConfig | None = None) -> ClientApp:
@@ -228,9 +227,7 @@ def build_client_app(config: ExperimentConfig | None = None) -> ClientApp:
                 model, loader, optimizer, settings=dp, state=context.state, epochs=cfg.training.local_epochs, proximal_mu=proximal_mu
             )
             if outcome.refusal is not None:
-                logger.warning("%s: %s", organization.organization_id, outcome.refusal)
-                refusal = reply_info(organization=organization.organization_id, status="rejected", check="privacy_check", reason=outcome.refusal)
-                return Message(content=RecordDict({INFO: refusal}), reply_to=msg)
+                return _refuse(msg, organization.organization_id, check="privacy_check", reason=outcome.refusal)
             result, declared = outcome.result, outcome.declared
             info["dp-can-continue"] = outcome.can_continue
         else:
@@ -247,7 +244,6 @@ def build_client_app(config: ExperimentConfig | None = None) -> ClientApp:
             server_round=server_round,
         )
         if not report.passed:
-            logger.warning("%s refuses to send its update: %s", organization.organization_id, report.reasons())
             return _refusal(msg, organization, report)
         weight = result.num_examples
         if dp_mode in ("organization", "release"):
