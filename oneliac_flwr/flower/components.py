@@ -13,9 +13,15 @@ from oneliac_flwr.data import num_features
 from oneliac_flwr.flower.checks import ServerValidator
 from oneliac_flwr.flower.inner import build_inner_strategy
 from oneliac_flwr.flower.plain import PlainAggregator
-from oneliac_flwr.flower.privacy import LedgerGuard, build_privacy_guard, distributed_noise_multiplier, expected_declaration
+from oneliac_flwr.flower.privacy import (
+    LedgerGuard,
+    build_privacy_guard,
+    distributed_noise_multiplier,
+    distributed_share_std,
+    expected_declaration,
+)
 from oneliac_flwr.flower.secure_sum import SecureSumAggregator, ring_for
-from oneliac_flwr.privacy import client_noise_std, share_bound
+from oneliac_flwr.privacy import share_bound
 from oneliac_flwr.secure import RingSpec, plan_ring
 from oneliac_flwr.flower.strategy import OneliacStrategy
 from oneliac_flwr.models import build_model
@@ -51,10 +57,8 @@ def secure_ring(config: ExperimentConfig, *, dimension: int) -> RingSpec:
         return ring_for(config)
     settings = config.secure_sum
     frac_bits = settings.frac_bits if settings.frac_bits is not None else 16
-    std = client_noise_std(
-        noise_multiplier=distributed_noise_multiplier(config, dimension=dimension, frac_bits=frac_bits),
-        clip_norm=budget.clip_norm,
-        min_contributors=max(2, config.aggregation_config.min_participants),
+    std = distributed_share_std(
+        config, noise_multiplier=distributed_noise_multiplier(config, dimension=dimension, frac_bits=frac_bits)
     )
     bound = share_bound(clip_norm=budget.clip_norm, noise_std=std, dimension=dimension, fractional_bits=frac_bits)
     return plan_ring(

@@ -55,6 +55,8 @@ __all__ = [
     "apply_update_privacy",
     "build_privacy_guard",
     "distributed_noise_multiplier",
+    "distributed_share_std",
+    "guaranteed_contributors",
     "expected_declaration",
     "noise_multiplier_for",
 ]
@@ -75,6 +77,20 @@ def noise_multiplier_for(config: ExperimentConfig) -> float:
     )
 
 
+def guaranteed_contributors(config: ExperimentConfig) -> int:
+    """Fewest organizations in any aggregated round: the ``t`` distributed noise is sized for."""
+    return max(2, config.aggregation_config.min_participants)
+
+
+def distributed_share_std(config: ExperimentConfig, *, noise_multiplier: float) -> float:
+    """Std of one client's distributed noise share, so ``t`` honest shares give ``z * C``."""
+    return client_noise_std(
+        noise_multiplier=noise_multiplier,
+        clip_norm=config.privacy_budget.clip_norm,
+        min_contributors=guaranteed_contributors(config),
+    )
+
+
 def distributed_noise_multiplier(config: ExperimentConfig, *, dimension: int, frac_bits: int) -> float:
     """Noise multiplier of the *total* noise for distributed DP, relative to ``clip_norm``.
 
@@ -91,7 +107,7 @@ def distributed_noise_multiplier(config: ExperimentConfig, *, dimension: int, fr
         clip_norm=budget.clip_norm,
         dimension=dimension,
         fractional_bits=frac_bits,
-        min_contributors=max(2, config.aggregation_config.min_participants),
+        min_contributors=guaranteed_contributors(config),
     )
     return z * sensitivity / budget.clip_norm
 
@@ -134,7 +150,7 @@ class LedgerGuard:
         self.config = config
         self.mode = budget.mode
         self.clip_norm = budget.clip_norm
-        self.min_contributors = max(2, config.aggregation_config.min_participants)
+        self.min_contributors = guaranteed_contributors(config)
         self.ledger_path = ledger_path
         self.frac_bits = frac_bits
         rounds = config.aggregation_config.max_rounds
@@ -150,9 +166,7 @@ class LedgerGuard:
                     "(otherwise the coordinator would see every noise share's update)",
                 )
             self.z = distributed_noise_multiplier(config, dimension=dimension, frac_bits=frac_bits)
-            self.client_std = client_noise_std(
-                noise_multiplier=self.z, clip_norm=self.clip_norm, min_contributors=self.min_contributors
-            )
+            self.client_std = distributed_share_std(config, noise_multiplier=self.z)
             self.event: Any = distributed_release(
                 noise_std=self.client_std,
                 clip_norm=self.clip_norm,
