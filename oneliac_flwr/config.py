@@ -116,7 +116,7 @@ class StrategyConfig:
 
     name: StrategyName = "fedavg"
     fraction_train: float = 1.0
-    fraction_evaluate: float = 1.0
+    fraction_evaluate: float | None = None
     proximal_mu: float = 0.01
     server_learning_rate: float = 1.0
     server_momentum: float = 0.0
@@ -127,9 +127,9 @@ class StrategyConfig:
     def _check(self, path: str) -> None:
         _require(0.0 < self.fraction_train <= 1.0, f"{path}.fraction_train", f"must be in (0, 1], got {self.fraction_train}")
         _require(
-            0.0 <= self.fraction_evaluate <= 1.0,
+            self.fraction_evaluate is None or 0.0 <= self.fraction_evaluate <= 1.0,
             f"{path}.fraction_evaluate",
-            f"must be in [0, 1], got {self.fraction_evaluate}",
+            f"must be in [0, 1] or null, got {self.fraction_evaluate}",
         )
         _require(self.proximal_mu >= 0, f"{path}.proximal_mu", f"must be >= 0, got {self.proximal_mu}")
         _require(self.eta > 0, f"{path}.eta", f"must be > 0, got {self.eta}")
@@ -138,14 +138,26 @@ class StrategyConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class FederationConfig:
-    """How many organizations take part and how data is split among them (simulation)."""
+    """Which federation this is, how many organizations take part and how data is split
+    among them (simulation).
 
+    ``name`` identifies the federation whose privacy ledger lives in ``state_dir``: runs
+    of the same federation spend one budget. ``None`` derives it from what defines the
+    simulated organizations' data (dataset, partition, size, seed).
+    """
+
+    name: str | None = None
     num_organizations: int = 3
     partition: Literal["iid", "dirichlet", "site"] = "iid"
     dirichlet_alpha: float = 0.5
     min_partition_size: int = 10
 
     def _check(self, path: str) -> None:
+        _require(
+            self.name is None or (self.name.strip() != "" and all(c.isalnum() or c in "-_." for c in self.name)),
+            f"{path}.name",
+            f"must be letters, digits, '-', '_' or '.', got {self.name!r}",
+        )
         _require(
             self.num_organizations >= 1,
             f"{path}.num_organizations",
@@ -292,6 +304,7 @@ class ExperimentConfig:
 
     seed: int = 0
     output_dir: str | None = None
+    state_dir: str = "oneliac-state"
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
@@ -303,8 +316,47 @@ class ExperimentConfig:
     validation: ValidationConfig = field(default_factory=ValidationConfig)
     faults: FaultsConfig = field(default_factory=FaultsConfig)
 
+    @property
+    def federation_name(self) -> str:
+        """``federation.name``, or a name derived from what defines the organizations' data."""
+        if self.federation.name is not None:
+            return self.federation.name
+        fed = self.federation
+        source = self.dataset.name if self.dataset.name == "breast_cancer" else "csv"
+        return f"{source}-{fed.partition}-{fed.num_organizations}orgs-seed{self.seed}"
+
+    @property
+    def evaluation_fraction(self) -> float:
+        """Share of organizations asked for a separate federated-evaluation exchange.
+
+        ``strategy.fraction_evaluate: null`` means 1 without differential privacy and
+        plain aggregation, and 0 otherwise: under DP an organization's metrics would be a
+        release outside the ledger, and under secure sum they would leave in the clear
+        (secure sum carries the evaluation inside the masked training vector instead).
+        """
+        if self.strategy.fraction_evaluate is not None:
+            return self.strategy.fraction_evaluate
+        private = self.privacy_budget.mode != "none" or self.aggregation_config.aggregation_method == "secure_sum"
+        return 0.0 if private else 1.0
+
     def _check(self, path: str) -> None:
         agg = self.aggregation_config
+        fraction = self.strategy.fraction_evaluate
+        if fraction is not None and fraction > 0:
+            _require(
+                self.privacy_budget.mode == "none",
+                "strategy.fraction_evaluate",
+                f"must be 0 or null under differential privacy (privacy_budget.mode={self.privacy_budget.mode!r}): "
+                "each organization's evaluation metrics would be a release the ledger does not account; got "
+                f"{fraction}",
+            )
+            _require(
+                agg.aggregation_method != "secure_sum",
+                "strategy.fraction_evaluate",
+                "must be 0 or null under secure_sum: a separate evaluation exchange would send each "
+                "organization's metrics in the clear (secure sum carries them inside the masked training "
+                f"vector); got {fraction}",
+            )
         if self.dataset.name == "breast_cancer" or self.federation.partition != "site":
             _require(
                 agg.min_participants <= self.federation.num_organizations,

@@ -16,7 +16,9 @@ from typing import Any, Literal
 
 __all__ = ["Rejection", "RoundRecord", "RunResults", "write_json_atomic"]
 
-StoppedReason = Literal["max_rounds_reached", "privacy_budget_exhausted", "too_many_failed_rounds", "error"]
+StoppedReason = Literal[
+    "running", "max_rounds_reached", "privacy_budget_exhausted", "no_round_completed", "too_many_failed_rounds", "error"
+]
 
 
 @dataclass(frozen=True)
@@ -86,10 +88,11 @@ class RunResults:
 
     def final(self) -> dict[str, Any]:
         """The ``final`` block: metrics of the last evaluated model and why the run stopped."""
-        last = next((r for r in reversed(self.rounds) if r.centralized_accuracy is not None), None)
-        last_fed = next((r for r in reversed(self.rounds) if r.federated_accuracy is not None), None)
-        accuracy = last.centralized_accuracy if last else self.initial_centralized_accuracy
-        loss = last.centralized_loss if last else self.initial_centralized_loss
+        trained = self.rounds_completed > 0  # the initial model is never reported as the result
+        last = next((r for r in reversed(self.rounds) if r.status == "ok" and r.centralized_accuracy is not None), None)
+        last_fed = next((r for r in reversed(self.rounds) if r.status == "ok" and r.federated_accuracy is not None), None)
+        accuracy = last.centralized_accuracy if last and trained else None
+        loss = last.centralized_loss if last and trained else None
         return _finite(
             {
                 "accuracy": accuracy if accuracy is not None else (last_fed.federated_accuracy if last_fed else None),

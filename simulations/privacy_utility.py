@@ -7,6 +7,11 @@ Runs a Hydra multirun of ``simulations.run`` over ``privacy_budget.epsilon`` (wi
 settings given after ``--``), plus one run without DP under the same other overrides, then
 writes ``privacy_utility.json``, ``privacy_utility.md`` and ``privacy_utility.png`` to
 ``--out``. Each row cites the results.json it came from.
+
+Each epsilon is its own federation (``federation.name=eps<epsilon>``, state under
+``--out/state``): the runs of a sweep are alternatives, not one federation spending one
+budget. Under sample-level DP the coordinator does not learn any hospital's epsilon; the
+sweep, which plays every simulated hospital, reads their own state files for the table.
 """
 
 from __future__ import annotations
@@ -29,14 +34,28 @@ def _run(args: list[str]) -> None:
     subprocess.run(command, check=True, cwd=Path(__file__).resolve().parents[1])
 
 
+def _hospitals_epsilon(config: dict) -> float | None:
+    """Largest epsilon any simulated hospital spent, from the hospitals' own state."""
+    from oneliac_flwr.config import ExperimentConfig
+    from oneliac_flwr.privacy.hospital import HospitalPolicy, HospitalPrivacyState
+
+    typed = ExperimentConfig.from_dict(config)
+    budget = typed.privacy_budget
+    policy = HospitalPolicy(unit=budget.mode, epsilon=budget.epsilon, delta=budget.delta)
+    folder = Path(typed.state_dir) / typed.federation_name / "organizations"
+    spent = [HospitalPrivacyState(d, organization=d.name, policy=policy).epsilon() for d in sorted(folder.iterdir())]
+    return max(spent, default=None)
+
+
 def _row(results_file: Path) -> dict:
     results = json.loads(results_file.read_text())
     budget = results["config"]["privacy_budget"]
     report = results.get("privacy_report") or {}
+    spent = _hospitals_epsilon(results["config"]) if budget["mode"] == "sample" else report.get("epsilon_spent")
     return {
         "mode": budget["mode"],
         "epsilon_budget": budget["epsilon"] if budget["mode"] != "none" else None,
-        "epsilon_spent": report.get("epsilon"),
+        "epsilon_spent": spent,
         "delta": budget["delta"] if budget["mode"] != "none" else None,
         "accuracy": results["final"]["accuracy"],
         "rounds_completed": results["final"]["rounds_completed"],
@@ -57,7 +76,8 @@ def main() -> None:
         dp_overrides.insert(0, "privacy_budget=sample")
     base_overrides = [o for o in dp_overrides if not o.startswith("privacy_budget")]
     epsilons = ",".join(f"{e:g}" for e in args.epsilons)
-    _run(["-m", *dp_overrides, f"privacy_budget.epsilon={epsilons}", f"hydra.sweep.dir={out / 'dp'}"])
+    state = f"state_dir={(out / 'state').resolve()}"
+    _run(["-m", *dp_overrides, state, "federation.name=eps${privacy_budget.epsilon}", f"privacy_budget.epsilon={epsilons}", f"hydra.sweep.dir={out / 'dp'}"])
     _run([*base_overrides, "privacy_budget=none", f"output_dir={out / 'no_dp'}"])
     rows = [_row(p) for p in sorted((out / "dp").glob("*/results.json"))]
     rows.sort(key=lambda r: r["epsilon_budget"])

@@ -9,8 +9,9 @@ come from the run config (``flwr run``) or from the config object the app was bu
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import lru_cache, wraps
 
 import numpy as np
 import torch
@@ -19,15 +20,17 @@ from flwr.clientapp import ClientApp
 
 from oneliac_flwr.config import ExperimentConfig
 from oneliac_flwr.data import OrganizationData, deployment_organization, simulation_organization
-from oneliac_flwr.errors import ConfigError, OneliacError
+from oneliac_flwr.errors import ConfigError, DataError, OneliacError, PrivacyError, SecureAggregationError
 from oneliac_flwr.flower.records import ARRAYS, CONFIG, INFO, MASKED, METRICS, NUM_EXAMPLES, PRIVACY, SECURE_SUM, reply_info
-from oneliac_flwr.flower.privacy import apply_update_privacy
+from oneliac_flwr.flower.client_privacy import hospital_policy, hospital_state, instruction_refusal, privatize_update
 from oneliac_flwr.flower.sample_dp import train_with_dpsgd
 from oneliac_flwr.flower.secure_sum import KEYS_ACTION, UNMASK_ACTION
 from oneliac_flwr.secure import RoundSetup, SecureSumClient, UnmaskRequest
 from oneliac_flwr.flower.checks import check_update, declared_privacy_record, submission_policy, update_of
 from oneliac_flwr.flower.components import new_model
 from oneliac_flwr.validation import DeclaredPrivacy, ValidationReport
+from oneliac_flwr.masked_statistics import MaskedStatistics, pack_statistics
+from oneliac_flwr.privacy.entropy import os_torch_generator
 from oneliac_flwr.training import evaluate, get_weights, make_loader, make_optimizer, set_weights, train_local
 
 __all__ = ["Organization", "app", "build_client_app", "parse_pins", "resolve_organization"]
@@ -90,19 +93,28 @@ def _server_round(msg: Message) -> int:
     return int(value) if isinstance(value, int) else 0
 
 
-def _inject_fault(kind: str, weights: list[np.ndarray], global_weights: list[np.ndarray], config: ExperimentConfig) -> list[np.ndarray]:
+def _inject_fault(kind: str, update: list[np.ndarray], config: ExperimentConfig) -> list[np.ndarray]:
+    """Simulation only: turn an honest model update into the configured fault."""
     faults = config.faults
     if kind == "nan":
-        poisoned = [w.copy() for w in weights]
+        poisoned = [np.array(u, copy=True) for u in update]
         poisoned[0].flat[0] = np.nan
         return poisoned
     if kind == "huge_norm":
-        return [g + (w - g) * faults.huge_norm_scale for w, g in zip(weights, global_weights, strict=True)]
+        return [u * faults.huge_norm_scale for u in update]
     if kind == "sign_flip":
-        return [g - (w - g) * faults.sign_flip_scale for w, g in zip(weights, global_weights, strict=True)]
+        return [-u * faults.sign_flip_scale for u in update]
     if kind == "wrong_shape":
-        return [np.concatenate([w.ravel(), np.zeros(1, dtype=w.dtype)]) for w in weights]
+        return [np.concatenate([u.ravel(), np.zeros(1, dtype=u.dtype)]) for u in update]
     raise ConfigError("faults", f"unknown fault {kind!r}")
+
+
+def _as_weights(update: list[np.ndarray], global_weights: list[np.ndarray]) -> list[np.ndarray]:
+    """``global + update`` in the model's dtypes; arrays of the wrong shape are sent as they are
+    (so the coordinator's ``bounds_check`` names the mismatch)."""
+    if len(update) != len(global_weights) or any(u.shape != g.shape for u, g in zip(update, global_weights, strict=False)):
+        return list(update)
+    return [(g + u).astype(g.dtype) for g, u in zip(global_weights, update, strict=True)]
 
 
 _CLIENT_STATE = "secure-sum-client"
@@ -133,55 +145,111 @@ def parse_pins(text: str) -> dict[int, str]:
 def _masked_reply(
     msg: Message,
     context: Context,
-    config: ExperimentConfig,
-    weights: list[np.ndarray],
-    global_weights: list[np.ndarray],
-    metrics: dict[str, float | int],
-    info: ConfigRecord,
+    organization: Organization,
+    update: list[np.ndarray],
     *,
+    weight: int,
+    statistics: MaskedStatistics | None,
+    declared: DeclaredPrivacy | None,
     clip: bool = True,
 ) -> Message:
-    """Stage M: clip the update (unless it carries distributed noise), mask it, and reply
-    with the masked payload only."""
+    """Stage M: clip the update (unless it carries distributed noise), append the masked
+    statistics (secure sum without DP), mask it, and reply with the masked payload only.
+
+    Nothing data-dependent is sent in the clear: the weight (capped sample count) and the
+    statistics travel inside the masked vector; the MetricRecord carries a placeholder.
+    """
     setup = RoundSetup.from_record(dict(msg.content[SECURE_SUM]))
-    update = update_of(weights, global_weights)  # the arrays themselves when shapes disagree
     flat = np.concatenate([np.asarray(u, np.float64).ravel() for u in update])
     norm = float(np.linalg.norm(flat))
     if clip and norm > setup.clip_bound:
         flat = flat * (setup.clip_bound / norm)
-    weight = min(int(metrics[NUM_EXAMPLES]), int(setup.weight_bound))
-    if weight < int(metrics[NUM_EXAMPLES]):
-        info["weight-capped-from"] = int(metrics[NUM_EXAMPLES])
+    if statistics is not None:
+        flat = np.concatenate([flat, pack_statistics(statistics, bound=setup.clip_bound)])
+    weight = min(int(weight), int(setup.weight_bound))
     pins_text = context.node_config.get("pinned-fingerprints")
     pins = parse_pins(str(pins_text)) if pins_text else None
     client = _secure_client(msg, context)
     try:
         masked = client.mask(flat, weight=weight, setup=setup, expected_fingerprints=pins)
     except OneliacError as exc:  # e.g. a non-finite or wrong-length update cannot enter the ring
-        return _refuse(msg, str(info["organization-id"]), check="secure_sum_encoding", reason=str(exc))
+        return _refuse(msg, organization.organization_id, check="secure_sum_encoding", detail=str(exc))
     _save_secure_client(context, client)
+    info = reply_info(organization=organization.organization_id)
+    for key, value in declared_privacy_record(declared).items():
+        info[key] = value
     content = RecordDict(
         {
             MASKED: ArrayRecord(numpy_ndarrays=[masked.masked]),
             SECURE_SUM: ConfigRecord(masked.to_record()),
-            METRICS: MetricRecord({**metrics, NUM_EXAMPLES: weight}),
+            METRICS: MetricRecord({NUM_EXAMPLES: 1}),  # a placeholder: the weight is inside the masked vector
             INFO: info,
         }
     )
     return Message(content=content, reply_to=msg)
 
 
-def _refuse(msg: Message, organization_id: str, *, check: str, reason: str) -> Message:
-    """A reply that sends no update and says which check refused it and why."""
-    logger.warning("%s refuses to send its update: %s", organization_id, reason)
-    info = reply_info(organization=organization_id, status="rejected", check=check, reason=reason)
+def _refuse(msg: Message, organization_id: str, *, check: str, detail: str) -> Message:
+    """A reply that sends no update and names the refusing check only.
+
+    The detail (norms, budgets, file names) can depend on the hospital's data: it is
+    logged on the hospital's side and never sent.
+    """
+    logger.warning("%s refuses to send its update (%s): %s", organization_id, check, detail)
+    info = reply_info(organization=organization_id, status="rejected", check=check)
     return Message(content=RecordDict({INFO: info}), reply_to=msg)
 
 
 def _refusal(msg: Message, organization: Organization, report: ValidationReport) -> Message:
     """Refuse with every failed check of a validation report."""
     failed = ",".join(r.check for r in report.failures)
-    return _refuse(msg, organization.organization_id, check=failed, reason="; ".join(report.reasons()))
+    return _refuse(msg, organization.organization_id, check=failed, detail="; ".join(report.reasons()))
+
+
+def _seeded_generator(config: ExperimentConfig, organization: Organization, server_round: int) -> torch.Generator:
+    """Shuffling without DP: reproducible from the seed (nothing private depends on it)."""
+    seed = int(np.random.default_rng([config.seed, 4, organization.salt, server_round]).integers(2**62))
+    return torch.Generator().manual_seed(seed)
+
+
+def _evaluate_received(config: ExperimentConfig, data: OrganizationData, global_weights: list[np.ndarray]) -> tuple[float | None, float | None]:
+    """Evaluate the received global model on local validation rows (secure sum carries it)."""
+    if len(data.validation) == 0:
+        return None, None
+    model = new_model(config)
+    set_weights(model, global_weights)
+    result = evaluate(model, data.validation)
+    return result.loss, result.accuracy
+
+
+_CHECK_FOR_ERROR: tuple[tuple[type[OneliacError], str], ...] = (
+    (PrivacyError, "privacy_check"),
+    (DataError, "data_check"),
+    (ConfigError, "config_check"),
+    (SecureAggregationError, "secure_sum_encoding"),
+)
+
+
+def _fail_closed(handler: Callable[[Message, Context], Message]) -> Callable[[Message, Context], Message]:
+    """Turn our own errors into a refusal that names a check only.
+
+    An error reply would carry the exception's text to the coordinator, and ours can name
+    counts or norms of the hospital's data; the detail goes to the hospital's log instead.
+    """
+
+    @wraps(handler)
+    def wrapped(msg: Message, context: Context) -> Message:
+        try:
+            return handler(msg, context)
+        except OneliacError as exc:
+            check = next((name for kind, name in _CHECK_FOR_ERROR if isinstance(exc, kind)), "client_check")
+            try:
+                organization = resolve_organization(dict(context.node_config)).organization_id
+            except OneliacError:
+                organization = f"node-{context.node_id}"
+            return _refuse(msg, organization, check=check, detail=f"{type(exc).__name__}: {exc}")
+
+    return wrapped
 
 
 def build_client_app(config: ExperimentConfig | None = None) -> ClientApp:
@@ -199,45 +267,57 @@ def build_client_app(config: ExperimentConfig | None = None) -> ClientApp:
         return config if config is not None else ExperimentConfig.from_run_config(context.run_config)
 
     @client_app.train()
+    @_fail_closed
     def train(msg: Message, context: Context) -> Message:
         cfg = settings(context)
-        _check_federation_size(cfg, dict(context.node_config))
-        organization = resolve_organization(dict(context.node_config))
+        node_config = dict(context.node_config)
+        _check_federation_size(cfg, node_config)
+        organization = resolve_organization(node_config)
+        org_id = organization.organization_id
         server_round = _server_round(msg)
         fault = cfg.faults.fault_for(organization.partition_id, server_round) if organization.partition_id is not None else None
         if fault == "crash":
-            raise RuntimeError(f"injected crash in {organization.organization_id} at round {server_round}")
+            raise RuntimeError(f"injected crash in {org_id} at round {server_round}")
+        instruction = msg.content.get(PRIVACY)
+        instruction = instruction if isinstance(instruction, ConfigRecord) else None
+        unit = str(instruction["mode"]) if instruction is not None else "none"
+        secure = SECURE_SUM in msg.content
+        try:
+            policy = hospital_policy(cfg, node_config)
+            refusal = instruction_refusal(policy, instruction)
+            if refusal is not None:
+                return _refuse(msg, org_id, check="privacy_check", detail=refusal)
+            state = hospital_state(cfg, node_config, organization=org_id, policy=policy) if unit != "none" else None
+        except OneliacError as exc:  # a bad policy or tampered state: fail closed
+            return _refuse(msg, org_id, check="privacy_check", detail=str(exc))
         data = _organization_data(cfg, organization)
-        model = new_model(cfg)
         global_weights = [np.asarray(a) for a in msg.content[ARRAYS].to_numpy_ndarrays()]
+        received_eval = _evaluate_received(cfg, data, global_weights) if secure and unit == "none" else (None, None)
+        model = new_model(cfg)
         set_weights(model, global_weights)
-        generator = torch.Generator().manual_seed(int(np.random.default_rng([cfg.seed, 4, organization.salt, server_round]).integers(2**62)))
+        # Under DP, batches (Opacus' Poisson sample) and noise come from OS entropy.
+        generator = os_torch_generator() if unit != "none" else _seeded_generator(cfg, organization, server_round)
         loader = make_loader(data.train, batch_size=cfg.training.batch_size, generator=generator)
         optimizer = make_optimizer(
             model, name=cfg.training.optimizer, learning_rate=cfg.training.learning_rate, momentum=cfg.training.momentum
         )
         proximal_mu = float(msg.content[CONFIG].get("proximal-mu", 0.0)) if CONFIG in msg.content else 0.0
-        dp = msg.content.get(PRIVACY)
-        dp_mode = str(dp["mode"]) if isinstance(dp, ConfigRecord) else "none"
-        info = reply_info(organization=organization.organization_id)
-        info["label-counts"] = np.bincount(data.train.labels, minlength=cfg.dataset.num_classes).astype(int).tolist()
         declared: DeclaredPrivacy | None = None
-        if dp_mode == "sample":
+        if unit == "sample" and state is not None and instruction is not None:
             outcome = train_with_dpsgd(
-                model, loader, optimizer, settings=dp, state=context.state, epochs=cfg.training.local_epochs, proximal_mu=proximal_mu
+                model, loader, optimizer, settings=instruction, state=state, epochs=cfg.training.local_epochs, proximal_mu=proximal_mu
             )
-            if outcome.refusal is not None:
-                return _refuse(msg, organization.organization_id, check="privacy_check", reason=outcome.refusal)
+            if outcome.refusal is not None or outcome.result is None:
+                return _refuse(msg, org_id, check="privacy_check", detail=outcome.refusal or "DP-SGD produced no model")
             result, declared = outcome.result, outcome.declared
-            info["dp-can-continue"] = outcome.can_continue
         else:
             result = train_local(model, loader, optimizer, epochs=cfg.training.local_epochs, proximal_mu=proximal_mu)
-        weights = get_weights(model)
+        update = update_of(get_weights(model), global_weights)
         bypass = cfg.faults.bypass_client_checks
         if fault is not None and not bypass:
-            weights = _inject_fault(fault, weights, global_weights, cfg)
+            update = _inject_fault(fault, update, cfg)
         report = check_update(
-            update_of(weights, global_weights),
+            update,
             num_examples=result.num_examples,
             policy=submission_policy(cfg, global_weights),
             checks=cfg.validation.checks,
@@ -245,24 +325,51 @@ def build_client_app(config: ExperimentConfig | None = None) -> ClientApp:
         )
         if not report.passed:
             return _refusal(msg, organization, report)
-        weight = result.num_examples
-        if dp_mode in ("organization", "release"):
-            # clipped, noised, and weighted equally: the sensitivity must not depend on sample counts
-            private, declared = apply_update_privacy(update_of(weights, global_weights), dp)
-            weights = [(g + u).astype(g.dtype) for g, u in zip(global_weights, private, strict=True)]
-            weight = 1
+        if unit in ("organization", "release") and state is not None and instruction is not None:
+            threshold = int(msg.content[SECURE_SUM]["threshold"]) if secure else None
+            release = privatize_update(update, instruction, state=state, server_round=server_round, threshold=threshold)
+            if isinstance(release, str):
+                return _refuse(msg, org_id, check="privacy_check", detail=release)
+            update, declared = release.update, release.declared
         if fault is not None and bypass:
-            weights = _inject_fault(fault, weights, global_weights, cfg)
+            update = _inject_fault(fault, update, cfg)
+        if secure:
+            statistics = None
+            if unit == "none":
+                counts = np.bincount(data.train.labels, minlength=cfg.dataset.num_classes).astype(np.float64)
+                statistics = MaskedStatistics(
+                    train_loss=result.loss,
+                    train_accuracy=result.accuracy,
+                    eval_loss=received_eval[0],
+                    eval_accuracy=received_eval[1],
+                    label_fractions=tuple(counts / max(counts.sum(), 1.0)),
+                )
+            distributed_noise = unit == "organization" and instruction is not None and "frac-bits" in instruction
+            return _masked_reply(
+                msg,
+                context,
+                organization,
+                update,
+                weight=result.num_examples if unit == "none" else 1,
+                statistics=statistics,
+                declared=declared,
+                clip=not distributed_noise,
+            )
+        info = reply_info(organization=org_id)
         for key, value in declared_privacy_record(declared).items():
             info[key] = value
-        metrics = {NUM_EXAMPLES: weight, "train_loss": result.loss, "train_accuracy": result.accuracy}
-        if SECURE_SUM in msg.content:
-            clip = not (dp_mode == "organization" and float(dp.get("client-noise-std", 0.0)) > 0)
-            return _masked_reply(msg, context, cfg, weights, global_weights, metrics, info, clip=clip)
-        content = RecordDict({ARRAYS: ArrayRecord(numpy_ndarrays=weights), METRICS: MetricRecord(metrics), INFO: info})
+        if unit == "none":
+            # Plain aggregation without DP protects nothing from the coordinator: it sees the update.
+            info["label-counts"] = np.bincount(data.train.labels, minlength=cfg.dataset.num_classes).astype(int).tolist()
+            metrics = {NUM_EXAMPLES: result.num_examples, "train_loss": result.loss, "train_accuracy": result.accuracy}
+        else:
+            # Under DP only the accounted release leaves: equal weights, no metrics, no counts.
+            metrics = {NUM_EXAMPLES: 1}
+        content = RecordDict({ARRAYS: ArrayRecord(numpy_ndarrays=_as_weights(update, global_weights)), METRICS: MetricRecord(metrics), INFO: info})
         return Message(content=content, reply_to=msg)
 
     @client_app.train(KEYS_ACTION)
+    @_fail_closed
     def advertise_keys(msg: Message, context: Context) -> Message:
         client = _secure_client(msg, context)
         advert = client.advertise_keys()
@@ -270,6 +377,7 @@ def build_client_app(config: ExperimentConfig | None = None) -> ClientApp:
         return Message(content=RecordDict({SECURE_SUM: ConfigRecord(advert.to_record())}), reply_to=msg)
 
     @client_app.train(UNMASK_ACTION)
+    @_fail_closed
     def unmask(msg: Message, context: Context) -> Message:
         client = _secure_client(msg, context)
         response = client.unmask(UnmaskRequest.from_record(dict(msg.content[SECURE_SUM])))
@@ -277,9 +385,18 @@ def build_client_app(config: ExperimentConfig | None = None) -> ClientApp:
         return Message(content=RecordDict({SECURE_SUM: ConfigRecord(response.to_record())}), reply_to=msg)
 
     @client_app.evaluate()
+    @_fail_closed
     def evaluate_handler(msg: Message, context: Context) -> Message:
         cfg = settings(context)
         organization = resolve_organization(dict(context.node_config))
+        try:
+            policy = hospital_policy(cfg, dict(context.node_config))
+        except OneliacError as exc:
+            return _refuse(msg, organization.organization_id, check="privacy_check", detail=str(exc))
+        if policy.unit != "none":  # metrics in the clear would be a release outside any ledger
+            return _refuse(
+                msg, organization.organization_id, check="privacy_check", detail="no plain evaluation under a DP policy"
+            )
         data = _organization_data(cfg, organization)
         model = new_model(cfg)
         set_weights(model, msg.content[ARRAYS].to_numpy_ndarrays())

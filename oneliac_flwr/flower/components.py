@@ -24,6 +24,7 @@ from oneliac_flwr.flower.secure_sum import SecureSumAggregator, ring_for
 from oneliac_flwr.privacy import share_bound
 from oneliac_flwr.secure import RingSpec, plan_ring
 from oneliac_flwr.flower.strategy import OneliacStrategy
+from oneliac_flwr.masked_statistics import slots as statistics_slots
 from oneliac_flwr.models import build_model
 from oneliac_flwr.results import RoundRecord
 
@@ -76,7 +77,7 @@ def build_strategy(
     rng: np.random.Generator,
     run_id: int,
     on_round_end: Callable[[RoundRecord], None] | None = None,
-    ledger_path: Path | None = None,
+    state_dir: Path | None = None,
 ) -> OneliacStrategy:
     """The wrapped strategy a run uses, as the config describes it.
 
@@ -92,13 +93,18 @@ def build_strategy(
     if config.aggregation_config.aggregation_method == "secure_sum":
         spec = secure_ring(config, dimension=num_parameters)
         frac_bits = spec.frac_bits
-        aggregator = SecureSumAggregator(config, run_id=run_id, num_parameters=num_parameters, spec=spec)
+        slots = statistics_slots(config.dataset.num_classes) if config.privacy_budget.mode == "none" else 0
+        aggregator = SecureSumAggregator(
+            config, run_id=run_id, num_parameters=num_parameters, spec=spec, statistics_slots=slots
+        )
         checks = tuple(c for c in config.validation.checks if c in METADATA_CHECKS)
         validator = ServerValidator(config, checks=checks, expected=expected) if checks else None
     else:
         aggregator = PlainAggregator(uniform_weights=uniform)
         validator = ServerValidator(config, expected=expected)
-    privacy = build_privacy_guard(config, dimension=num_parameters, frac_bits=frac_bits, ledger_path=ledger_path)
+    privacy = build_privacy_guard(config, dimension=num_parameters, frac_bits=frac_bits, state_dir=state_dir)
+    if isinstance(aggregator, SecureSumAggregator) and privacy is not None:
+        aggregator.on_reveal = privacy.on_reveal
     if isinstance(aggregator, SecureSumAggregator) and isinstance(privacy, LedgerGuard) and privacy.distributed:
         # the sum of at most max_participants shares: its noise std is at most this
         aggregator.noise_std = privacy.client_std * float(np.sqrt(config.secure_sum.max_participants))

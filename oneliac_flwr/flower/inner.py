@@ -32,9 +32,9 @@ def build_inner_strategy(config: ExperimentConfig) -> Strategy:
     minimum = config.aggregation_config.min_participants
     common = {
         "fraction_train": settings.fraction_train,
-        "fraction_evaluate": settings.fraction_evaluate,
+        "fraction_evaluate": config.evaluation_fraction,
         "min_train_nodes": minimum,
-        "min_evaluate_nodes": minimum if settings.fraction_evaluate > 0 else 0,
+        "min_evaluate_nodes": minimum if config.evaluation_fraction > 0 else 0,
         "min_available_nodes": minimum,
     }
     if cls is FedProx:

@@ -13,25 +13,23 @@ Four units of privacy, chosen by ``privacy_budget.mode`` (see ``docs/privacy.md`
   :class:`~oneliac_flwr.privacy.DifferentialPrivacy` (local DP, analytic Gaussian or Laplace).
 
 The coordinator keeps a :class:`~oneliac_flwr.privacy.PrivacyLedger` (PLD primary, RDP
-cross-check), checks the budget before every round and saves the ledger after every
-round, so a restarted coordinator resumes with what was spent.
+cross-check) for the *federation*, in ``<state_dir>/<federation>/``, tagged with an HMAC
+keyed by a secret there: a restarted coordinator resumes what was spent, and an edited
+ledger is refused. A release is recorded the moment it reaches the coordinator or is
+unmasked, before validation or any check that could skip the round. Hospitals account
+for themselves too (:mod:`oneliac_flwr.flower.client_privacy`).
 """
 
 from __future__ import annotations
 
 import logging
-import secrets
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from flwr.app import ConfigRecord
-
 from oneliac_flwr.config import ExperimentConfig
 from oneliac_flwr.errors import ConfigError
-from oneliac_flwr.flower.checks import declared_privacy
-from oneliac_flwr.flower.records import TrainReply
 from oneliac_flwr.flower.strategy import Aggregate
 from oneliac_flwr.privacy import (
     DifferentialPrivacy,
@@ -39,12 +37,11 @@ from oneliac_flwr.privacy import (
     PrivacyLedger,
     calibrate_noise_multiplier,
     client_noise_std,
-    clip_l2,
-    distributed_noise_share,
     distributed_release,
     effective_sensitivity,
     gdp_epsilon,
 )
+from oneliac_flwr.privacy.integrity import KEY_FILE, StateIntegrityError, load_or_create_key, read_tagged, write_tagged
 from oneliac_flwr.results import RoundRecord
 from oneliac_flwr.validation import DeclaredPrivacy
 
@@ -52,8 +49,8 @@ __all__ = [
     "LEDGER_FILE",
     "LedgerGuard",
     "SampleLevelGuard",
-    "apply_update_privacy",
     "build_privacy_guard",
+    "federation_state_dir",
     "distributed_noise_multiplier",
     "distributed_share_std",
     "guaranteed_contributors",
@@ -64,6 +61,11 @@ __all__ = [
 logger = logging.getLogger("oneliac_flwr")
 
 LEDGER_FILE = "privacy_ledger.json"
+
+
+def federation_state_dir(config: ExperimentConfig) -> Path:
+    """``<state_dir>/<federation name>``: where the coordinator keeps a federation's ledger."""
+    return Path(config.state_dir) / config.federation_name
 
 
 def noise_multiplier_for(config: ExperimentConfig) -> float:
@@ -118,7 +120,8 @@ def expected_declaration(config: ExperimentConfig) -> DeclaredPrivacy | None:
     if budget.mode == "none":
         return None
     if budget.mode == "sample":
-        return DeclaredPrivacy(clip_norm=budget.clip_norm, mechanism="gaussian", epsilon_spent=budget.epsilon)
+        # no noise multiplier or epsilon: both follow from a hospital's row count, so they are not sent
+        return DeclaredPrivacy(clip_norm=budget.clip_norm, mechanism="gaussian")
     mechanism = budget.mechanism if budget.mode == "release" else "gaussian"
     return DeclaredPrivacy(clip_norm=budget.clip_norm, mechanism=mechanism)
 
@@ -134,8 +137,17 @@ class LedgerGuard:
         Number of model parameters (quantization allowance of distributed noise).
     frac_bits : int, optional
         Fractional bits of the secure-sum ring (distributed noise only).
-    ledger_path : Path, optional
-        Where the ledger is saved after every round; an existing ledger there is resumed.
+    state_dir : Path, optional
+        The federation's state directory: the ledger is resumed from there and saved
+        there after every release, with an integrity tag keyed by a secret in the same
+        directory. ``None`` keeps the ledger in memory (tests).
+
+    Raises
+    ------
+    ConfigError
+        If the saved ledger was written for another budget.
+    StateIntegrityError
+        If the saved ledger was edited, or disappeared from a directory in use.
     """
 
     def __init__(
@@ -144,14 +156,13 @@ class LedgerGuard:
         *,
         dimension: int,
         frac_bits: int | None = None,
-        ledger_path: Path | None = None,
+        state_dir: Path | None = None,
     ) -> None:
         budget = config.privacy_budget
         self.config = config
         self.mode = budget.mode
         self.clip_norm = budget.clip_norm
         self.min_contributors = guaranteed_contributors(config)
-        self.ledger_path = ledger_path
         self.frac_bits = frac_bits
         rounds = config.aggregation_config.max_rounds
         self.z = noise_multiplier_for(config)
@@ -182,17 +193,40 @@ class LedgerGuard:
         else:
             self.release_epsilon = gdp_epsilon(mu=1.0 / self.z, delta=budget.delta)
             self.event = DifferentialPrivacy(self.release_epsilon, budget.delta, "gaussian").release_event()
-        resumed = ledger_path is not None and ledger_path.is_file()
-        self.ledger = PrivacyLedger.load(ledger_path) if resumed else PrivacyLedger(epsilon_budget=budget.epsilon, delta=budget.delta)
-        if resumed and (self.ledger.epsilon_budget != budget.epsilon or self.ledger.delta != budget.delta):
+        self.ledger_path = state_dir / LEDGER_FILE if state_dir is not None else None
+        in_use = state_dir is not None and (state_dir / KEY_FILE).is_file()
+        self._key = load_or_create_key(state_dir) if state_dir is not None else None
+        if in_use and self.ledger_path is not None and not self.ledger_path.is_file():
+            raise StateIntegrityError(
+                f"{self.ledger_path}: missing, but {state_dir / KEY_FILE} shows the federation "
+                f"{config.federation_name!r} already spent budget here; a ledger cannot be reset silently. "
+                "To start over explicitly, delete the whole federation folder"
+            )
+        self.ledger = self._load_or_start(budget.epsilon, budget.delta)
+        self.round_offset = max((e.round_number for e in self.ledger.entries), default=0)
+        self._released: dict[int, tuple[int, float]] = {}  # round -> (participants, epsilon before)
+
+    def _load_or_start(self, epsilon: float, delta: float) -> PrivacyLedger:
+        path, key = self.ledger_path, self._key
+        if path is None or key is None or not path.is_file():
+            ledger = PrivacyLedger(epsilon_budget=epsilon, delta=delta)
+            self._save(ledger)
+            return ledger
+        ledger = PrivacyLedger.from_dict(read_tagged(path, key=key))
+        if ledger.epsilon_budget != epsilon or ledger.delta != delta:
             raise ConfigError(
                 "privacy_budget",
-                f"the saved ledger {ledger_path} has budget epsilon={self.ledger.epsilon_budget}, "
-                f"delta={self.ledger.delta}; the config says epsilon={budget.epsilon}, delta={budget.delta}",
+                f"the federation {self.config.federation_name!r} has a ledger ({path}) with budget "
+                f"epsilon={ledger.epsilon_budget}, delta={ledger.delta}; the config says epsilon={epsilon}, "
+                f"delta={delta}. A budget cannot be changed mid-federation: start a new federation "
+                "(federation.name=...) instead",
             )
-        self.round_offset = max((e.round_number for e in self.ledger.entries), default=0)
-        if resumed:
-            logger.info("resumed privacy ledger %s: epsilon %.4f already spent", ledger_path, self.ledger.get_current_epsilon())
+        logger.info("resumed privacy ledger %s: epsilon %.4f already spent", path, ledger.get_current_epsilon())
+        return ledger
+
+    def _save(self, ledger: PrivacyLedger) -> None:
+        if self.ledger_path is not None and self._key is not None:
+            write_tagged(self.ledger_path, ledger.to_dict(), key=self._key)
 
     def check_round(self, server_round: int) -> str | None:
         """Stop before a round that would exceed the budget."""
@@ -211,7 +245,6 @@ class LedgerGuard:
             "noise-multiplier": self.z,
             "mechanism": self.config.privacy_budget.mechanism if self.mode == "release" else "gaussian",
             "delta": self.config.privacy_budget.delta,
-            "client-noise-std": self.client_std,
         }
         if self.release_epsilon is not None:
             values["release-epsilon"] = self.release_epsilon
@@ -219,27 +252,45 @@ class LedgerGuard:
             values["frac-bits"] = self.frac_bits
         return values
 
+    def _record(self, server_round: int, participants: int) -> None:
+        """Record this round's release once, and save the ledger at once."""
+        if server_round in self._released or participants <= 0:
+            return
+        self._released[server_round] = (participants, self.ledger.get_current_epsilon())
+        label = f"{self.mode}:{'distributed' if self.distributed else 'central' if self.mode == 'organization' else 'local'}"
+        self.ledger.record(
+            [self.event], round_number=self.round_offset + server_round, label=label, clip_norm=self.clip_norm, participants=participants
+        )
+        self._save(self.ledger)
+
+    def on_receipt(self, server_round: int, releases: int) -> None:
+        """Plain replies carrying an update arrived: in ``release`` mode each is a release."""
+        if self.mode == "release":
+            self._record(server_round, releases)
+
+    def on_reveal(self, server_round: int, contributors: int) -> None:
+        """A secure sum was unmasked: a release in distributed and ``release`` modes."""
+        if self.distributed or self.mode == "release":
+            self._record(server_round, contributors)
+
     def privatize(self, server_round: int, aggregate: Aggregate, rng: np.random.Generator) -> Aggregate:
-        """Central placement: Gaussian noise of std ``z * C`` on the sum of clipped updates."""
+        """Central placement: Gaussian noise of std ``z * C`` on the sum of clipped updates.
+
+        The release is recorded here, before anything else can skip the round.
+        """
         if self.mode != "organization" or self.distributed:
             return aggregate
         count = len(aggregate.counted)
         sigma_mean = self.z * self.clip_norm / count
         noisy = [u + rng.normal(0.0, sigma_mean, size=u.shape) for u in aggregate.mean_update]
+        self._record(server_round, count)
         return replace(aggregate, mean_update=noisy)
 
-    def account(self, server_round: int, record: RoundRecord, replies: list[TrainReply]) -> None:
-        """Record the round's release in the ledger, save it, and fill ``record.privacy``."""
-        before = self.ledger.get_current_epsilon()
-        self.ledger.record(
-            [self.event],
-            round_number=self.round_offset + server_round,
-            label=f"{self.mode}:{'distributed' if self.distributed else 'central' if self.mode == 'organization' else 'local'}",
-            clip_norm=self.clip_norm,
-            participants=len(replies),
-        )
-        if self.ledger_path is not None:
-            self.ledger.save(self.ledger_path)
+    def end_round(self, server_round: int, record: RoundRecord) -> None:
+        """Fill ``record.privacy`` when this round released anything (skipped rounds too)."""
+        if server_round not in self._released:
+            return
+        participants, before = self._released[server_round]
         total = self.ledger.get_current_epsilon()
         record.privacy = {
             "mode": self.mode,
@@ -252,18 +303,18 @@ class LedgerGuard:
             "mechanism": self.client_config()["mechanism"],
             "noise_multiplier": self.z,
             "clip_norm": self.clip_norm,
-            "participants": len(replies),
+            "participants": participants,
             "accountant": "pld",
+            "recorded": "on receipt" if self.mode == "release" else "on unmasking" if self.distributed else "when noised",
         }
-
-    def end_round(self, server_round: int, record: RoundRecord) -> None:
-        """Nothing to learn: the ledger is updated in :meth:`account`."""
 
     def report(self) -> dict[str, Any]:
         """The ledger's report, plus the settings that produced it."""
         return {
             **self.ledger.report(),
             "mode": self.mode,
+            "federation": self.config.federation_name,
+            "ledger_path": str(self.ledger_path) if self.ledger_path is not None else None,
             "noise_placement": "distributed" if self.distributed else "central",
             "epsilon_budget": self.ledger.epsilon_budget,
             "noise_multiplier": self.z,
@@ -272,26 +323,23 @@ class LedgerGuard:
 
 
 class SampleLevelGuard:
-    """Coordinator side of ``sample`` mode: collects each organization's DP-SGD epsilon.
+    """Coordinator side of ``sample`` mode: each hospital accounts for itself.
 
-    Each client accounts for itself (its data never leaves); the coordinator stops the run
-    when fewer than ``min_participants`` organizations can afford another round.
+    A hospital's DP-SGD epsilon depends on its sample rate, i.e. on its row count, so it
+    is not sent: each hospital keeps its history on its own disk and refuses
+    (``privacy_check``) a round that would exceed its cap. The coordinator stops the run
+    when a round found fewer than ``min_participants`` organizations able to train.
     """
 
     def __init__(self, config: ExperimentConfig) -> None:
         self.config = config
-        self.can_continue: dict[str, bool] = {}
+        self.exhausted: set[str] = set()
         self.rows: list[dict[str, Any]] = []
+        self._stop: str | None = None
 
     def check_round(self, server_round: int) -> str | None:
-        """Stop when too few organizations can afford the next round."""
-        if server_round == 1 or not self.can_continue:
-            return None
-        able = sum(self.can_continue.values())
-        minimum = self.config.aggregation_config.min_participants
-        if able >= minimum:
-            return None
-        return f"only {able} organization(s) can afford round {server_round} within epsilon={self.config.privacy_budget.epsilon} (min_participants={minimum})"
+        """Stop after a round in which too few organizations could afford to train."""
+        return self._stop
 
     def client_config(self) -> dict[str, int | float | str | bool]:
         """Mode, clip, budget and horizon: each client calibrates its own noise."""
@@ -307,45 +355,46 @@ class SampleLevelGuard:
             values["noise-multiplier"] = budget.noise_multiplier
         return values
 
+    def on_receipt(self, server_round: int, releases: int) -> None:
+        """Nothing to record: each hospital records its own DP-SGD steps before sending."""
+
+    def on_reveal(self, server_round: int, contributors: int) -> None:
+        """Nothing to record (as :meth:`on_receipt`)."""
+
     def privatize(self, server_round: int, aggregate: Aggregate, rng: np.random.Generator) -> Aggregate:
         """Nothing to add: the noise was added inside each organization."""
         return aggregate
 
-    def account(self, server_round: int, record: RoundRecord, replies: list[TrainReply]) -> None:
-        """Record each organization's declared sample-level epsilon."""
-        per_org: dict[str, float] = {}
-        for reply in replies:
-            declared = declared_privacy(reply.info)
-            if declared is not None and declared.epsilon_spent is not None:
-                per_org[reply.organization] = declared.epsilon_spent
-            self.can_continue[reply.organization] = bool(reply.info.get("dp-can-continue", False))
+    def end_round(self, server_round: int, record: RoundRecord) -> None:
+        """Organizations that refused with ``privacy_check`` cannot continue; stop when too few can."""
+        refused = {r.organization for r in record.rejected if r.check == "privacy_check"}
+        self.exhausted |= refused
+        minimum = self.config.aggregation_config.min_participants
+        if record.status != "ok" and refused and len(record.participants) < minimum:
+            self._stop = (
+                f"in round {server_round}, {len(refused)} organization(s) refused for their privacy budget "
+                f"(privacy_check) and fewer than min_participants={minimum} could train"
+            )
         record.privacy = {
             "mode": "sample",
-            "per_organization_epsilon": per_org,
-            "epsilon_total": max(per_org.values(), default=0.0),
             "epsilon_budget": self.config.privacy_budget.epsilon,
             "delta": self.config.privacy_budget.delta,
             "clip_norm": self.config.privacy_budget.clip_norm,
             "mechanism": "gaussian",
-            "participants": len(replies),
-            "accountant": "rdp (Opacus history, Poisson-sampled Gaussian), per organization",
+            "participants": len(record.participants),
+            "refused_for_budget": sorted(refused),
+            "accountant": "each hospital, on its own disk (PLD over its Opacus DP-SGD history)",
         }
         self.rows.append({"round": server_round, **record.privacy})
 
-    def end_round(self, server_round: int, record: RoundRecord) -> None:
-        """An organization that refused for its budget cannot continue."""
-        for rejection in record.rejected:
-            if rejection.check == "privacy_check" and "budget" in rejection.reason:
-                self.can_continue[rejection.organization] = False
-
     def report(self) -> dict[str, Any]:
-        """Per round, each organization's cumulative sample-level epsilon."""
+        """Per round, who trained and who refused for its budget."""
         return {
             "mode": "sample",
             "epsilon_budget": self.config.privacy_budget.epsilon,
             "delta": self.config.privacy_budget.delta,
             "rounds": self.rows,
-            "epsilon": max((r["epsilon_total"] for r in self.rows), default=0.0),
+            "per_organization_epsilon": "kept by each hospital; not sent (it depends on the hospital's row count)",
         }
 
 
@@ -354,7 +403,7 @@ def build_privacy_guard(
     *,
     dimension: int,
     frac_bits: int | None,
-    ledger_path: Path | None,
+    state_dir: Path | None,
 ) -> LedgerGuard | SampleLevelGuard | None:
     """The guard for ``privacy_budget.mode`` (``None`` when DP is off)."""
     mode = config.privacy_budget.mode
@@ -362,43 +411,4 @@ def build_privacy_guard(
         return None
     if mode == "sample":
         return SampleLevelGuard(config)
-    return LedgerGuard(config, dimension=dimension, frac_bits=frac_bits, ledger_path=ledger_path)
-
-
-def apply_update_privacy(update: list[np.ndarray], settings: ConfigRecord) -> tuple[list[np.ndarray], DeclaredPrivacy]:
-    """Client side of the ``organization`` and ``release`` modes, on one model update.
-
-    Clips the update to ``clip-norm`` (L2) and adds the client's noise: a distributed
-    share (``client-noise-std``) or a per-release :class:`DifferentialPrivacy` noise. The
-    noise generator is seeded from the operating system (never reproducible, as DP needs).
-
-    Returns
-    -------
-    tuple
-        The privatized update and what this client declares about it.
-    """
-    mode = str(settings["mode"])
-    clip = float(settings["clip-norm"])
-    rng = np.random.default_rng(secrets.randbits(128))
-    clipped, _norm = clip_l2([np.asarray(u, np.float64) for u in update], clip)
-    mechanism = str(settings.get("mechanism", "gaussian"))
-    if mode == "organization":
-        std = float(settings.get("client-noise-std", 0.0))
-        if std > 0:
-            frac_bits = int(settings["frac-bits"])
-            clipped = distributed_noise_share(clipped, noise_std=std, fractional_bits=frac_bits, rng=rng)
-        declared = DeclaredPrivacy(clip_norm=clip, noise_multiplier=float(settings["noise-multiplier"]), mechanism="gaussian")
-        return list(clipped), declared
-    if mode == "release":
-        epsilon = float(settings["release-epsilon"])
-        delta = float(settings["delta"]) if mechanism == "gaussian" else None
-        if mechanism == "laplace":
-            # Laplace needs L1 sensitivity: scale the update so its L1 norm is at most `clip`.
-            l1 = float(sum(np.abs(u).sum() for u in clipped))
-            if l1 > clip:
-                clipped = [u * (clip / l1) for u in clipped]
-        mechanism_obj = DifferentialPrivacy(epsilon, delta, mechanism, rng=rng)
-        noisy = mechanism_obj.add_noise_to_gradients(list(clipped), sensitivity=clip)
-        declared = DeclaredPrivacy(clip_norm=clip, mechanism=mechanism, noise_multiplier=mechanism_obj.noise_multiplier)
-        return list(noisy), declared
-    raise ConfigError("privacy_budget.mode", f"no update-level privacy for mode {mode!r}")
+    return LedgerGuard(config, dimension=dimension, frac_bits=frac_bits, state_dir=state_dir)

@@ -112,7 +112,8 @@ def _common(message: Message) -> tuple[int, str, ConfigRecord, MetricRecord, int
         return Rejection(node, organization, "malformed_reply", f"missing ConfigRecord {INFO!r}")
     if info.get("status") == "rejected":
         check = str(info.get("check") or "client_check")
-        return Rejection(node, organization, check, f"refused by the client: {info.get('reason')}")
+        # Clients send the check's name only; the detail can depend on their data and stays in their log.
+        return Rejection(node, organization, check, "refused by the client")
     metrics = content.get(METRICS)
     if not isinstance(metrics, MetricRecord):
         return Rejection(node, organization, "malformed_reply", f"missing MetricRecord {METRICS!r}")

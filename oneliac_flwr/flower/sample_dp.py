@@ -1,57 +1,46 @@
-"""Sample-level DP (DP-SGD through Opacus) inside one organization, across rounds.
+"""Sample-level DP (DP-SGD through Opacus) inside one hospital, across rounds and runs.
 
-The organization's accountant history (noise multiplier, sample rate, steps) is kept in
-Flower's ``context.state``, so its epsilon accumulates over the whole run instead of
-restarting every round. Before training, the client checks that the round fits its
-budget and refuses otherwise.
+The hospital's DP-SGD history (noise multiplier, sample rate, steps) lives in its own
+:class:`~oneliac_flwr.privacy.hospital.HospitalPrivacyState` on its own disk, so its
+epsilon accumulates over every round of every run, and a restarted SuperNode resumes it.
+The hospital calibrates its noise from its own policy (never from a coordinator's
+number alone), refuses a round that would exceed its epsilon cap, and records the
+round's steps before the trained model leaves. Poisson sampling and noise draw from
+generators seeded by the operating system.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import torch
-from flwr.app import ConfigRecord, RecordDict
+from flwr.app import ConfigRecord
 from torch.utils.data import DataLoader
 
 from oneliac_flwr.privacy import DpSgdSteps
-from oneliac_flwr.privacy.dpsgd import (
-    accountant_state,
-    calibrate_dpsgd_noise,
-    flatten_history,
-    make_private,
-    sample_level_epsilon,
-    unflatten_history,
-    would_exceed_budget,
-)
+from oneliac_flwr.privacy.dpsgd import accountant_state, calibrate_dpsgd_noise, make_private, would_exceed_budget
+from oneliac_flwr.privacy.entropy import os_torch_generator
+from oneliac_flwr.privacy.hospital import HospitalPrivacyState
 from oneliac_flwr.training import TrainResult, train_local
 from oneliac_flwr.validation import DeclaredPrivacy
 
-__all__ = ["HISTORY_KEY", "DpSgdOutcome", "train_with_dpsgd"]
-
-HISTORY_KEY = "dp-sgd-history"
-NOISE_KEY = "dp-sgd-noise"
+__all__ = ["DpSgdOutcome", "train_with_dpsgd"]
 
 
 @dataclass(frozen=True)
 class DpSgdOutcome:
-    """What one DP-SGD round produced, or why it was refused."""
+    """What one DP-SGD round produced, or why it was refused (a local detail, never sent)."""
 
     result: TrainResult | None
     declared: DeclaredPrivacy | None
-    can_continue: bool
     refusal: str | None = None
 
 
-def _calibrated_noise(state: RecordDict, *, epsilon: float, delta: float, sample_rate: float, steps: int) -> float:
-    """Calibrate once per run (a bisection over the accountant) and keep it in ``state``."""
-    key = [float(epsilon), float(delta), float(sample_rate), float(steps)]
-    stored = state.get(NOISE_KEY)
-    if isinstance(stored, ConfigRecord) and list(stored["for"]) == key:
-        return float(stored["noise-multiplier"])
-    noise = calibrate_dpsgd_noise(epsilon=epsilon, delta=delta, sample_rate=sample_rate, steps=steps)
-    state[NOISE_KEY] = ConfigRecord({"for": key, "noise-multiplier": noise})
-    return noise
+@lru_cache(maxsize=64)
+def _calibrated_noise(epsilon: float, delta: float, sample_rate: float, steps: int) -> float:
+    """Calibration is a bisection over the accountant: do it once per setting."""
+    return calibrate_dpsgd_noise(epsilon=epsilon, delta=delta, sample_rate=sample_rate, steps=steps)
 
 
 def train_with_dpsgd(
@@ -60,54 +49,58 @@ def train_with_dpsgd(
     optimizer: torch.optim.Optimizer,
     *,
     settings: ConfigRecord,
-    state: RecordDict,
+    state: HospitalPrivacyState,
     epochs: int,
     proximal_mu: float = 0.0,
 ) -> DpSgdOutcome:
-    """Train one round with DP-SGD, or refuse if it would exceed the budget.
+    """Train one round with DP-SGD, or refuse if it would exceed the hospital's cap.
 
     Parameters
     ----------
     model, loader, optimizer
-        The organization's model (trained in place), data and optimizer.
+        The hospital's model (trained in place), data and optimizer. The loader's
+        generator drives Opacus' Poisson sampler: give it one seeded by the OS.
     settings : ConfigRecord
-        From the coordinator: ``clip-norm``, ``epsilon-budget``, ``delta``, ``max-rounds``
-        and optionally ``noise-multiplier``. Without it, the noise is calibrated so that
-        ``max-rounds`` rounds spend exactly the budget at this organization's sample rate.
-    state : RecordDict
-        ``context.state``: where the accountant history persists between rounds.
+        The coordinator's instruction: ``clip-norm``, ``epsilon-budget``, ``max-rounds``
+        and optionally ``noise-multiplier``. The hospital calibrates with the smaller of
+        the coordinator's budget and its own cap, and never uses less noise than its
+        policy's minimum.
+    state : HospitalPrivacyState
+        The hospital's DP-SGD history on its own disk (read, then extended and saved).
     epochs : int
         Local epochs per round.
     """
+    policy = state.policy
     clip = float(settings["clip-norm"])
-    budget = float(settings["epsilon-budget"])
-    delta = float(settings["delta"])
+    budget = min(float(settings["epsilon-budget"]), policy.epsilon)
+    delta = policy.delta
     batches = max(1, len(loader))
     sample_rate = 1.0 / batches  # Opacus' Poisson sampler uses this rate
     steps = epochs * batches
     if "noise-multiplier" in settings:
         noise = float(settings["noise-multiplier"])
     else:
-        noise = _calibrated_noise(state, epsilon=budget, delta=delta, sample_rate=sample_rate, steps=int(settings["max-rounds"]) * steps)
-    stored = state.get(HISTORY_KEY)
-    history = unflatten_history(list(stored["values"])) if isinstance(stored, ConfigRecord) else []
-    next_round = DpSgdSteps(noise, sample_rate, steps)
-    if would_exceed_budget(history, next_round, budget, delta):
-        spent = sample_level_epsilon(history, delta) if history else 0.0
+        noise = _calibrated_noise(budget, delta, sample_rate, int(settings["max-rounds"]) * steps)
+    noise = max(noise, policy.min_noise_multiplier)
+    history = state.dpsgd_history
+    if would_exceed_budget(history, DpSgdSteps(noise, sample_rate, steps), policy.epsilon, delta):
         return DpSgdOutcome(
             None,
             None,
-            False,
-            f"sample-level budget: epsilon spent {spent:.4f}; another round would exceed epsilon={budget}",
+            f"sample-level budget: epsilon spent {state.epsilon():.4f}; another round would exceed this "
+            f"hospital's cap epsilon={policy.epsilon}",
         )
     private = make_private(
-        module=model, optimizer=optimizer, data_loader=loader, noise_multiplier=noise, max_grad_norm=clip, history=history
+        module=model,
+        optimizer=optimizer,
+        data_loader=loader,
+        noise_multiplier=noise,
+        max_grad_norm=clip,
+        history=history,
+        noise_generator=os_torch_generator(),
     )
     result = train_local(private.module, private.data_loader, private.optimizer, epochs=epochs, proximal_mu=proximal_mu)
-    history = accountant_state(private.engine)
-    state[HISTORY_KEY] = ConfigRecord({"values": flatten_history(history)})
-    spent = sample_level_epsilon(history, delta)
-    declared = DeclaredPrivacy(clip_norm=clip, noise_multiplier=noise, mechanism="gaussian", epsilon_spent=spent)
-    num_examples = len(loader.dataset)  # type: ignore[arg-type]
-    result = TrainResult(loss=result.loss, accuracy=result.accuracy, num_examples=num_examples)
-    return DpSgdOutcome(result, declared, not would_exceed_budget(history, next_round, budget, delta))
+    state.record_dpsgd(accountant_state(private.engine))  # saved before the model leaves
+    # Declared: the clip and mechanism only. The noise multiplier and epsilon follow from
+    # the sample rate, i.e. from the hospital's row count, so they are not sent.
+    return DpSgdOutcome(result, DeclaredPrivacy(clip_norm=clip, mechanism="gaussian"))

@@ -14,6 +14,7 @@ bounded by ``aggregation_config.timeout_minutes``.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import numpy as np
 from flwr.app import ConfigRecord, Message, RecordDict
@@ -21,9 +22,9 @@ from flwr.serverapp import Grid
 
 from oneliac_flwr.config import ExperimentConfig
 from oneliac_flwr.errors import ProtocolViolation, RoundFailed, SecureAggregationError
-from oneliac_flwr.flower.plain import weighted_mean_metrics
 from oneliac_flwr.flower.records import MASKED, SECURE_SUM, TrainReply
 from oneliac_flwr.flower.strategy import Aggregate
+from oneliac_flwr.masked_statistics import unpack_statistics
 from oneliac_flwr.results import Rejection, RoundRecord
 from oneliac_flwr.secure import (
     AdvertiseKeys,
@@ -91,6 +92,12 @@ class SecureSumAggregator:
         allowed for in the aggregate's norm check.
     spec : RingSpec, optional
         The ring (default: planned from ``secure_sum.*``).
+    statistics_slots : int
+        Coordinates appended to each update for the masked statistics
+        (:mod:`oneliac_flwr.masked_statistics`); 0 under DP, where none are sent.
+    on_reveal : callable, optional
+        Called with ``(round, contributors)`` the moment a sum is unmasked, before its
+        checks: the privacy ledger records the release there.
     """
 
     def __init__(
@@ -101,11 +108,16 @@ class SecureSumAggregator:
         num_parameters: int,
         noise_std: float = 0.0,
         spec: RingSpec | None = None,
+        statistics_slots: int = 0,
+        on_reveal: Callable[[int, int], None] | None = None,
     ) -> None:
         self.config = config
         self.spec = spec if spec is not None else ring_for(config)
-        self.server = SecureSumServer(run_id=run_id, spec=self.spec, length=num_parameters)
+        self.num_parameters = num_parameters
+        self.statistics_slots = statistics_slots
+        self.server = SecureSumServer(run_id=run_id, spec=self.spec, length=num_parameters + statistics_slots)
         self.noise_std = noise_std
+        self.on_reveal = on_reveal
         self._exchanges: dict[int, int] = {}
         self._keyed_this_round: dict[int, list[int]] = {}
 
@@ -203,10 +215,22 @@ class SecureSumAggregator:
                 logger.warning("round %d: unmask reply of node %d ignored: %s", server_round, node, exc)
         result = self.server.finalize()
         counted = [n for n in result.counted if n in accepted]
-        weights = np.array([accepted[n].num_examples for n in counted], dtype=np.float64)
-        total_weight = float(weights.sum())
+        if self.on_reveal is not None:
+            self.on_reveal(server_round, len(counted))  # the sum is revealed: account before any check
+        update_sum = result.weighted_sum[: self.num_parameters]
+        metrics: dict[str, float] = {}
+        if self.statistics_slots:
+            stats = unpack_statistics(result.weighted_sum[self.num_parameters :], bound=self.spec.clip_bound)
+            total_weight = stats.total_weight
+            metrics = {"train_loss": stats.train_loss, "train_accuracy": stats.train_accuracy}
+            if stats.eval_accuracy is not None and stats.eval_loss is not None:
+                metrics |= {"received_eval_loss": stats.eval_loss, "received_eval_accuracy": stats.eval_accuracy}
+            label_distribution = [round(f, 6) for f in stats.label_fractions]
+        else:  # under DP every update weighs 1 and no statistic is sent
+            total_weight = float(len(counted))
+            label_distribution = None
         check = check_aggregate(
-            result.weighted_sum,
+            update_sum,
             total_weight=total_weight,
             n_participants=len(counted),
             clip_norm=self.spec.clip_bound,
@@ -226,10 +250,14 @@ class SecureSumAggregator:
             "frac_bits": self.spec.frac_bits,
             "error_bound_sum": float(result.error_bound),
             "aggregate_check": check.to_dict(),
+            "total_weight": round(total_weight, 6),
+            "label_distribution": label_distribution,
         }
         if not check.passed:
             raise RoundFailed(f"aggregate_bounds_check: {check.reason}")
-        flat_mean = result.weighted_sum / total_weight
+        if total_weight <= 0:
+            raise RoundFailed("the unmasked total weight is not positive")
+        flat_mean = update_sum / total_weight
         mean_update, offset = [], 0
         for array in global_arrays:
             mean_update.append(flat_mean[offset : offset + array.size].reshape(array.shape))
@@ -238,6 +266,6 @@ class SecureSumAggregator:
             mean_update=mean_update,
             total_weight=total_weight,
             counted=counted,
-            metrics=weighted_mean_metrics([accepted[n] for n in counted], weights),
+            metrics=metrics,
         )
 

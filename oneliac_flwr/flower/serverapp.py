@@ -6,7 +6,6 @@ import logging
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
 from flwr.serverapp import Grid, ServerApp
@@ -14,7 +13,9 @@ from flwr.serverapp import Grid, ServerApp
 from oneliac_flwr.config import ExperimentConfig
 from oneliac_flwr.data import central_test_set
 from oneliac_flwr.flower.components import build_strategy, new_model
-from oneliac_flwr.flower.privacy import LEDGER_FILE
+from oneliac_flwr.errors import ConfigError
+from oneliac_flwr.flower.privacy import federation_state_dir
+from oneliac_flwr.privacy.entropy import os_generator
 from oneliac_flwr.plots import plot_run
 from oneliac_flwr.results import RunResults, write_json_atomic
 from oneliac_flwr.training import evaluate, get_weights, set_weights
@@ -45,29 +46,43 @@ def _central_evaluator(config: ExperimentConfig, model: torch.nn.Module):
 def run_federation(grid: Grid, config: ExperimentConfig, *, output_dir: Path, run_id: int = 0) -> RunResults:
     """Train a global model across the organizations reachable through ``grid``.
 
-    Writes ``results.json`` after every round (atomically), then ``model.pt`` and plots.
+    Writes ``results.json`` after every round (atomically, with ``stopped_reason:
+    "running"`` until the run ends), then ``model.pt`` and plots. The privacy ledger
+    belongs to the federation and lives in ``<state_dir>/<federation>/``, not here.
 
     Returns
     -------
     RunResults
         The per-round records, final metrics, stop reason and privacy report.
+
+    Raises
+    ------
+    ConfigError
+        If ``output_dir`` already holds a run's ``results.json`` (outputs are never
+        overwritten), or the federation's saved ledger was written for another budget.
     """
-    output_dir.mkdir(parents=True, exist_ok=True)
+    if (output_dir / "results.json").exists():
+        raise ConfigError(
+            "output_dir",
+            f"{output_dir} already holds a run's results.json; choose a new output folder (the federation's "
+            f"privacy budget is resumed from {federation_state_dir(config)} whatever the folder)",
+        )
     model = new_model(config)
     initial = ArrayRecord(numpy_ndarrays=get_weights(model))
-    results = RunResults(config=config.to_dict())
+    results = RunResults(config=config.to_dict(), stopped_reason="running")
 
     def checkpoint(_record: object) -> None:
         results.rounds = [strategy.records[k] for k in sorted(strategy.records)]
         write_json_atomic(output_dir / "results.json", results.to_dict())
 
-    strategy = build_strategy(
+    strategy = build_strategy(  # refuses a bad ledger before anything is written
         config,
-        rng=np.random.default_rng([config.seed, 5]),
+        rng=os_generator(),  # coordinator noise: OS entropy, never the config's seed
         run_id=run_id,
         on_round_end=checkpoint,
-        ledger_path=output_dir / LEDGER_FILE,
+        state_dir=federation_state_dir(config) if config.privacy_budget.mode != "none" else None,
     )
+    output_dir.mkdir(parents=True, exist_ok=True)
     evaluate_fn = _central_evaluator(config, new_model(config))
     result = strategy.start(
         grid=grid,
@@ -85,11 +100,15 @@ def run_federation(grid: Grid, config: ExperimentConfig, *, output_dir: Path, ru
     results.rounds = [strategy.records[k] for k in sorted(strategy.records)]
     results.stopped_reason = strategy.stopped_reason  # type: ignore[assignment]
     results.stop_detail = strategy.stop_detail
+    if results.rounds_completed == 0 and results.stopped_reason == "max_rounds_reached":
+        results.stopped_reason = "no_round_completed"
+        results.stop_detail = "every round failed, was skipped or was refused; no model was trained"
     results.organizations = strategy.organization_summaries()
     if strategy.privacy is not None:
         results.privacy_report = strategy.privacy.report()
-    set_weights(model, result.arrays.to_numpy_ndarrays())
-    torch.save(model.state_dict(), output_dir / "model.pt")
+    if results.rounds_completed > 0:  # an untrained model is never reported as a result
+        set_weights(model, result.arrays.to_numpy_ndarrays())
+        torch.save(model.state_dict(), output_dir / "model.pt")
     write_json_atomic(output_dir / "results.json", results.to_dict())
     plot_run(results, output_dir)
     final = results.final()

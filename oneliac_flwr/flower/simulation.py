@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
 
 from oneliac_flwr.config import ExperimentConfig
+from oneliac_flwr.errors import ConfigError
 from oneliac_flwr.flower.clientapp import build_client_app
 from oneliac_flwr.flower.serverapp import build_server_app
 
@@ -33,9 +35,12 @@ def simulate(config: ExperimentConfig, *, output_dir: Path, num_cpus: int | None
     from flwr.simulation import run_simulation  # heavy import (Ray): only when simulating
 
     output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
+    # Virtual SuperNodes may run in other processes: give them the absolute state folder.
+    config = dataclasses.replace(config, state_dir=str(Path(config.state_dir).resolve()))
     results_path = output_dir / "results.json"
-    results_path.unlink(missing_ok=True)
+    if results_path.exists():
+        raise ConfigError("output_dir", f"{output_dir} already holds a run's results.json; choose a new output folder")
+    output_dir.mkdir(parents=True, exist_ok=True)
     cpus = num_cpus or os.cpu_count() or 1
     run_simulation(
         server_app=build_server_app(config, output_dir=output_dir),

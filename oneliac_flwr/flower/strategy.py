@@ -108,16 +108,20 @@ class PrivacyGuard(Protocol):
         """Settings the clients need (mode, clip, noise) for this round."""
         ...
 
+    def on_receipt(self, server_round: int, releases: int) -> None:
+        """Replies carrying an update arrived (called before any validation)."""
+        ...
+
+    def on_reveal(self, server_round: int, contributors: int) -> None:
+        """A secure sum was unmasked (called before its checks)."""
+        ...
+
     def privatize(self, server_round: int, aggregate: Aggregate, rng: np.random.Generator) -> Aggregate:
         """Apply coordinator-side noise (if any) to the aggregate."""
         ...
 
-    def account(self, server_round: int, record: RoundRecord, replies: list[TrainReply]) -> None:
-        """Record this round's privacy cost in the ledger and in ``record.privacy``."""
-        ...
-
     def end_round(self, server_round: int, record: RoundRecord) -> None:
-        """See how the round ended (also when it was skipped): e.g. budget refusals."""
+        """See how the round ended (also when it was skipped); fill ``record.privacy``."""
         ...
 
     def report(self) -> dict:
@@ -244,13 +248,17 @@ class OneliacStrategy(Strategy):
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         """Sanitise and check replies, aggregate, privatize, then let the inner strategy update."""
         record = self.record(server_round)
-        if record.status == "failed":
-            return None, None
         try:
-            return self._aggregate_train(server_round, list(replies), record)
-        except Exception as exc:  # noqa: BLE001 - nothing in a round may end the run
-            logger.debug(traceback.format_exc())
-            return self._fail(record, "failed", f"aggregate_train: {type(exc).__name__}: {exc}")
+            if record.status == "failed":
+                return None, None
+            try:
+                return self._aggregate_train(server_round, list(replies), record)
+            except Exception as exc:  # noqa: BLE001 - nothing in a round may end the run
+                logger.debug(traceback.format_exc())
+                return self._fail(record, "failed", f"aggregate_train: {type(exc).__name__}: {exc}")
+        finally:
+            if self.privacy is not None:
+                self.privacy.end_round(server_round, record)
 
     def _aggregate_train(
         self, server_round: int, replies: list[Message], record: RoundRecord
@@ -260,6 +268,10 @@ class OneliacStrategy(Strategy):
             return self._fail(record, "failed", "aggregate_train called without configure_train for this round")
         accepted: list[TrainReply] = []
         answered: set[int] = set()
+        if self.privacy is not None:
+            # A release is counted the moment it arrives, before validation can drop it.
+            arrived = sum(1 for m in replies if not m.has_error() and m.has_content() and self._array_key in m.content)
+            self.privacy.on_receipt(server_round, arrived)
         for message in replies:
             answered.add(message.metadata.src_node_id)
             parsed = parse_train_reply(message, array_key=self._array_key)
@@ -292,6 +304,8 @@ class OneliacStrategy(Strategy):
             )
         if self.privacy is not None:
             aggregate = self.privacy.privatize(server_round, aggregate, self.rng)
+        received_eval = {k: aggregate.metrics.pop(k) for k in list(aggregate.metrics) if k.startswith("received_")}
+        self._attribute_received_evaluation(server_round, received_eval)
         by_node = {r.node_id: r for r in accepted}
         record.participants = [by_node[n].organization for n in aggregate.counted if n in by_node]
         new_arrays = [g + u.astype(g.dtype) for g, u in zip(global_arrays, aggregate.mean_update, strict=True)]
@@ -309,13 +323,23 @@ class OneliacStrategy(Strategy):
         if not all(np.isfinite(a).all() for a in updated):
             return self._fail(record, "failed", "the aggregate is not finite; model left unchanged")
         arrays = ArrayRecord(numpy_ndarrays=updated)
-        if self.privacy is not None:
-            self.privacy.account(server_round, record, [by_node[n] for n in aggregate.counted if n in by_node])
         if metrics is not None:
             record.train_loss = _maybe(metrics.get("train_loss"))
             record.train_accuracy = _maybe(metrics.get("train_accuracy"))
         record.status = "ok"
         return arrays, metrics
+
+    def _attribute_received_evaluation(self, server_round: int, values: dict[str, float]) -> None:
+        """Secure sum evaluates the model each organization *received* inside the training
+        round: that is the model of the last completed round, so record it there."""
+        if "received_eval_accuracy" not in values:
+            return
+        done = [r for r in sorted(self.records) if r < server_round and self.records[r].status == "ok"]
+        if not done:
+            return
+        previous = self.records[done[-1]]
+        previous.federated_accuracy = _maybe(values.get("received_eval_accuracy"))
+        previous.federated_loss = _maybe(values.get("received_eval_loss"))
 
     def configure_evaluate(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
@@ -435,8 +459,6 @@ class OneliacStrategy(Strategy):
                     result.evaluate_metrics_serverapp[server_round] = central
                     record.centralized_accuracy = _maybe(central.get("accuracy"))
                     record.centralized_loss = _maybe(central.get("loss"))
-            if self.privacy is not None:
-                self.privacy.end_round(server_round, record)
             record.wall_seconds = time.perf_counter() - started
             logger.info(
                 "round %d/%d %s: participants=%d rejected=%d centralized_acc=%s federated_acc=%s (%.2f s)",

@@ -1,4 +1,8 @@
-"""Differential privacy through the Flower adapter: budget stops, resume, client-side DP."""
+"""Differential privacy through the Flower adapter, attacked as a coordinator or a hospital would.
+
+Each test named ``test_finding_...`` is a regression test for a finding of the privacy
+review (issue 8): it failed on the code before the fix.
+"""
 
 from __future__ import annotations
 
@@ -8,14 +12,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from flwr.app import ConfigRecord
+from flwr.app import ArrayRecord, Message, RecordDict
 
 from oneliac_flwr.config import ExperimentConfig
 from oneliac_flwr.errors import ConfigError
-from oneliac_flwr.flower.privacy import LEDGER_FILE, LedgerGuard, apply_update_privacy
+from oneliac_flwr.flower.components import build_strategy, new_model
+from oneliac_flwr.flower.privacy import LEDGER_FILE, LedgerGuard, federation_state_dir
+from oneliac_flwr.flower.records import ARRAYS
 from oneliac_flwr.flower.serverapp import run_federation
 from oneliac_flwr.flower.strategy import Aggregate
 from oneliac_flwr.privacy import GaussianRelease, PldAccountant, rounds_affordable
+from oneliac_flwr.privacy.integrity import StateIntegrityError
+from oneliac_flwr.training import get_weights
 
 from conftest import NODES, RUN_ID, AppGrid
 
@@ -35,12 +43,16 @@ def _config(mode: str, *, epsilon: float, max_rounds: int, **groups: dict) -> Ex
     data: dict = {
         "federation": {"num_organizations": len(NODES)},
         "aggregation_config": {"max_rounds": max_rounds, "min_participants": 2},
-        "strategy": {"fraction_evaluate": 0.0},
         "privacy_budget": {"mode": mode, "epsilon": epsilon, "delta": DELTA, "noise_multiplier": Z},
     }
     for group, values in groups.items():
         data.setdefault(group, {}).update(values)
     return ExperimentConfig.from_dict(data)
+
+
+def _final_flat(path: Path) -> np.ndarray:
+    state = torch.load(path / "model.pt", weights_only=True)
+    return np.concatenate([t.numpy().ravel() for t in state.values()])
 
 
 def test_budget_of_k_rounds_stops_after_exactly_k_and_saves_everything(tmp_path: Path) -> None:
@@ -57,28 +69,84 @@ def test_budget_of_k_rounds_stops_after_exactly_k_and_saves_everything(tmp_path:
     assert totals == sorted(totals) and totals[-1] <= epsilon
     assert saved["privacy_report"]["epsilon_budget"] == epsilon
     assert torch.load(tmp_path / "model.pt", weights_only=True)["0.weight"].shape == (2, 30)
-    assert (tmp_path / LEDGER_FILE).is_file() and (tmp_path / "epsilon.png").is_file()
+    assert (federation_state_dir(config) / LEDGER_FILE).is_file() and (tmp_path / "epsilon.png").is_file()
+    assert not (tmp_path / LEDGER_FILE).exists()  # the ledger belongs to the federation, not the output folder
 
 
-def test_a_restarted_coordinator_resumes_the_spent_budget(tmp_path: Path) -> None:
+def test_finding_a_restart_in_a_new_output_folder_resumes_the_federations_budget(tmp_path: Path) -> None:
     epsilon = _budget_for(3)
     first = _config("organization", epsilon=epsilon, max_rounds=2)
-    run_federation(AppGrid(first), first, output_dir=tmp_path, run_id=RUN_ID)
-    spent = json.loads((tmp_path / LEDGER_FILE).read_text())
+    run_federation(AppGrid(first), first, output_dir=tmp_path / "run-1", run_id=RUN_ID)
     second = _config("organization", epsilon=epsilon, max_rounds=5)
-    results = run_federation(AppGrid(second), second, output_dir=tmp_path, run_id=RUN_ID)
+    results = run_federation(AppGrid(second), second, output_dir=tmp_path / "run-2", run_id=RUN_ID)
     assert [r.round for r in results.rounds] == [1]  # 2 already spent, 1 left of 3
     assert results.stopped_reason == "privacy_budget_exhausted"
-    ledger = json.loads((tmp_path / LEDGER_FILE).read_text())
-    assert len(ledger["entries"]) == len(spent["entries"]) + 1 == 3
+    ledger = json.loads((federation_state_dir(second) / LEDGER_FILE).read_text())
+    assert len(ledger["entries"]) == 3
 
 
-def test_a_resumed_ledger_with_another_budget_is_refused(tmp_path: Path) -> None:
+def test_another_federation_name_has_its_own_budget(tmp_path: Path) -> None:
+    epsilon = _budget_for(1)
+    config = _config("organization", epsilon=epsilon, max_rounds=1)
+    run_federation(AppGrid(config), config, output_dir=tmp_path / "a", run_id=RUN_ID)
+    other = _config("organization", epsilon=epsilon, max_rounds=1, federation={"name": "study-2"})
+    results = run_federation(AppGrid(other), other, output_dir=tmp_path / "b", run_id=RUN_ID)
+    assert results.rounds_completed == 1
+
+
+def test_a_resumed_ledger_with_another_budget_is_refused_and_nothing_is_overwritten(tmp_path: Path) -> None:
     config = _config("organization", epsilon=_budget_for(3), max_rounds=1)
-    run_federation(AppGrid(config), config, output_dir=tmp_path, run_id=RUN_ID)
+    run_federation(AppGrid(config), config, output_dir=tmp_path / "a", run_id=RUN_ID)
     other = _config("organization", epsilon=50.0, max_rounds=1)
-    with pytest.raises(ConfigError, match="privacy_budget: the saved ledger"):
-        LedgerGuard(other, dimension=62, ledger_path=tmp_path / LEDGER_FILE)
+    with pytest.raises(ConfigError, match="privacy_budget: the federation .* has a ledger"):
+        run_federation(AppGrid(other), other, output_dir=tmp_path / "b", run_id=RUN_ID)
+    assert not (tmp_path / "b").exists()
+
+
+def test_finding_a_refused_restart_never_overwrites_results(tmp_path: Path) -> None:
+    config = _config("organization", epsilon=_budget_for(1), max_rounds=1)
+    run_federation(AppGrid(config), config, output_dir=tmp_path, run_id=RUN_ID)
+    before = (tmp_path / "results.json").read_bytes(), (tmp_path / "model.pt").read_bytes()
+    with pytest.raises(ConfigError, match="output_dir: .* already holds a run's results.json"):
+        run_federation(AppGrid(config), config, output_dir=tmp_path, run_id=RUN_ID)
+    assert ((tmp_path / "results.json").read_bytes(), (tmp_path / "model.pt").read_bytes()) == before
+
+
+@pytest.mark.parametrize(
+    "tamper",
+    [
+        lambda d: {**d, "entries": d["entries"][:-1]},
+        lambda d: {**d, "entries": [{**e, "events": [{**ev, "noise_multiplier": 1000.0} for ev in e["events"]]} for e in d["entries"]]},
+        lambda d: {k: v for k, v in d.items() if k != "hmac_sha256"},
+    ],
+    ids=["entry-deleted", "z-set-to-1000", "tag-stripped"],
+)
+def test_finding_a_hand_edited_ledger_is_refused(tmp_path: Path, tamper) -> None:
+    config = _config("organization", epsilon=_budget_for(3), max_rounds=2)
+    run_federation(AppGrid(config), config, output_dir=tmp_path / "a", run_id=RUN_ID)
+    path = federation_state_dir(config) / LEDGER_FILE
+    path.write_text(json.dumps(tamper(json.loads(path.read_text()))))
+    with pytest.raises(StateIntegrityError):
+        run_federation(AppGrid(config), config, output_dir=tmp_path / "b", run_id=RUN_ID)
+
+
+def test_finding_a_deleted_ledger_is_refused_not_restarted(tmp_path: Path) -> None:
+    config = _config("organization", epsilon=_budget_for(3), max_rounds=1)
+    run_federation(AppGrid(config), config, output_dir=tmp_path / "a", run_id=RUN_ID)
+    (federation_state_dir(config) / LEDGER_FILE).unlink()
+    with pytest.raises(StateIntegrityError, match="missing"):
+        run_federation(AppGrid(config), config, output_dir=tmp_path / "b", run_id=RUN_ID)
+
+
+def test_finding_central_noise_cannot_be_regenerated_from_the_seed(tmp_path: Path) -> None:
+    """Same config, same seed, twice: the coordinator's noise (hence the model) differs."""
+    config = _config("organization", epsilon=100.0, max_rounds=1, federation={"name": "one"})
+    again = _config("organization", epsilon=100.0, max_rounds=1, federation={"name": "two"})
+    run_federation(AppGrid(config), config, output_dir=tmp_path / "a", run_id=RUN_ID)
+    run_federation(AppGrid(again), again, output_dir=tmp_path / "b", run_id=RUN_ID)
+    difference = np.abs(_final_flat(tmp_path / "a") - _final_flat(tmp_path / "b"))
+    # z * C / 4 = 0.5 per coordinate: two draws differ by about that, never by 0
+    assert difference.max() > 0.1
 
 
 def test_central_noise_on_the_mean_has_std_z_c_over_m() -> None:
@@ -89,6 +157,7 @@ def test_central_noise_on_the_mean_has_std_z_c_over_m() -> None:
     expected = Z * config.privacy_budget.clip_norm / 4
     assert abs(noisy.std() / expected - 1) < 0.01
     assert abs(noisy.mean()) < 5 * expected / np.sqrt(noisy.size)
+    assert len(guard.ledger.entries) == 1  # recorded when noised
 
 
 def test_distributed_noise_without_secure_sum_is_refused() -> None:
@@ -97,50 +166,107 @@ def test_distributed_noise_without_secure_sum_is_refused() -> None:
         LedgerGuard(config, dimension=62, frac_bits=None)
 
 
-def test_release_mode_clips_and_adds_calibrated_noise() -> None:
-    update = [np.full(50_000, 3.0)]
-    settings = ConfigRecord({"mode": "release", "clip-norm": 1.0, "release-epsilon": 1.0, "delta": DELTA, "mechanism": "gaussian"})
-    private, declared = apply_update_privacy(update, settings)
-    noise = private[0] - 1.0 / np.sqrt(50_000)  # the clipped update is 3/|3| * (1/sqrt(n)) per coordinate
-    assert declared.clip_norm == 1.0 and declared.mechanism == "gaussian"
-    assert abs(noise.std() / declared.noise_multiplier - 1) < 0.02
-    classic = np.sqrt(2 * np.log(1.25 / DELTA)) / 1.0
-    assert declared.noise_multiplier < classic  # analytic Gaussian beats the classic formula
+def test_finding_release_mode_records_releases_of_a_skipped_round() -> None:
+    """min_participants above what arrives: the round is skipped, the releases still count."""
+    config = _config("release", epsilon=100.0, max_rounds=1, aggregation_config={"min_participants": 4})
+    grid = AppGrid(config, drop=lambda node, kind, rnd: node == NODES[0])  # 3 of 4 reply
+    strategy = build_strategy(config, rng=np.random.default_rng(0), run_id=RUN_ID)
+    strategy.start(grid, ArrayRecord(numpy_ndarrays=get_weights(new_model(config))), num_rounds=1, timeout=5)
+    record = strategy.records[1]
+    assert record.status == "skipped"
+    assert strategy.privacy.ledger.get_current_epsilon() > 0
+    assert record.privacy["participants"] == 3 and record.privacy["recorded"] == "on receipt"
 
 
-def test_sample_level_epsilon_accumulates_and_clients_refuse_beyond_budget(tmp_path: Path) -> None:
+def test_finding_release_mode_records_a_release_that_validation_rejects() -> None:
+    def poison(node: int, reply: Message) -> None:
+        if not reply.has_error() and ARRAYS in reply.content:
+            arrays = reply.content[ARRAYS].to_numpy_ndarrays()
+            arrays[0] = arrays[0] * np.nan
+            reply.content[ARRAYS] = ArrayRecord(numpy_ndarrays=arrays)
+
+    config = _config("release", epsilon=100.0, max_rounds=1)
+    strategy = build_strategy(config, rng=np.random.default_rng(0), run_id=RUN_ID)
+    grid = AppGrid(config, tamper=poison)
+    strategy.start(grid, ArrayRecord(numpy_ndarrays=get_weights(new_model(config))), num_rounds=1, timeout=5)
+    assert strategy.records[1].status == "skipped"  # every update failed nan_check
+    assert strategy.privacy.ledger.get_current_epsilon() > 0
+
+
+def test_finding_distributed_mode_records_a_sum_whose_check_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+    import oneliac_flwr.flower.secure_sum as secure_sum
+    from oneliac_flwr.validation import CheckResult
+
+    monkeypatch.setattr(
+        secure_sum, "check_aggregate", lambda *a, **k: CheckResult(passed=False, check="aggregate_bounds_check", reason="forced")
+    )
+    config = _config(
+        "organization",
+        epsilon=100.0,
+        max_rounds=1,
+        privacy_budget={"noise_placement": "distributed"},
+        aggregation_config={"aggregation_method": "secure_sum"},
+    )
+    strategy = build_strategy(config, rng=np.random.default_rng(0), run_id=RUN_ID)
+    strategy.start(AppGrid(config), ArrayRecord(numpy_ndarrays=get_weights(new_model(config))), num_rounds=1, timeout=5)
+    record = strategy.records[1]
+    assert record.status == "failed" and "aggregate_bounds_check" in record.failure_reason
+    assert strategy.privacy.ledger.get_current_epsilon() > 0
+    assert record.privacy["recorded"] == "on unmasking"
+
+
+def test_sample_level_hospitals_refuse_beyond_their_cap_and_the_run_stops(tmp_path: Path) -> None:
     config = ExperimentConfig.from_dict(
         {
             "federation": {"num_organizations": len(NODES)},
             "aggregation_config": {"max_rounds": 6, "min_participants": 2},
-            "strategy": {"fraction_evaluate": 0.0},
             "training": {"learning_rate": 0.05},
             "privacy_budget": {"mode": "sample", "epsilon": 1.0, "delta": DELTA, "noise_multiplier": 5.0},
         }
     )
     results = run_federation(AppGrid(config), config, output_dir=tmp_path, run_id=RUN_ID)
-    spent = [r.privacy["epsilon_total"] for r in results.rounds if r.privacy]
-    # z = 5, sample rate 1/3, 3 steps per round: epsilon 0.52, 0.72, 0.88; a 4th round would reach 1.02
-    assert len(spent) == 3 and all(b > a for a, b in zip(spent, spent[1:], strict=False))
-    assert max(spent) <= 1.0
-    # every client declared it cannot afford round 4: the coordinator stops before it
-    assert [r.round for r in results.rounds] == [1, 2, 3]
+    statuses = [r.status for r in results.rounds]
+    assert statuses[:-1] == ["ok"] * (len(statuses) - 1) and statuses[-1] == "skipped"
+    assert 1 <= results.rounds_completed < 6
     assert results.stopped_reason == "privacy_budget_exhausted"
-    assert "only 0 organization(s) can afford round 4" in results.stop_detail
+    assert "refused for their privacy budget" in results.stop_detail
+    assert set(results.rounds[-1].privacy["refused_for_budget"]) == {f"org-{i}" for i in range(len(NODES))}
 
 
-def test_every_organization_refusing_stops_the_run_gracefully(tmp_path: Path) -> None:
+def test_finding_every_round_refused_is_reported_honestly(tmp_path: Path) -> None:
     """z = 1 with 4 batches per epoch: one round already costs more than epsilon = 1."""
     config = ExperimentConfig.from_dict(
         {
             "federation": {"num_organizations": len(NODES)},
             "aggregation_config": {"max_rounds": 4, "min_participants": 2},
-            "strategy": {"fraction_evaluate": 0.0},
             "privacy_budget": {"mode": "sample", "epsilon": 1.0, "delta": DELTA, "noise_multiplier": 1.0},
         }
     )
     results = run_federation(AppGrid(config), config, output_dir=tmp_path, run_id=RUN_ID)
     assert [r.status for r in results.rounds] == ["skipped"]
     assert results.stopped_reason == "privacy_budget_exhausted"
-    assert "can afford round 2" in results.stop_detail
-    assert (tmp_path / "model.pt").is_file()
+    assert results.final()["accuracy"] is None  # the untrained model is not a result
+    assert not (tmp_path / "model.pt").exists()
+
+
+def test_finding_a_run_whose_rounds_all_fail_says_so(tmp_path: Path) -> None:
+    config = _config("none", epsilon=1.0, max_rounds=2, aggregation_config={"min_participants": 4})
+    grid = AppGrid(config, drop=lambda node, kind, rnd: node == NODES[0])
+    results = run_federation(grid, config, output_dir=tmp_path, run_id=RUN_ID)
+    assert results.stopped_reason == "no_round_completed"
+    assert results.final()["accuracy"] is None and not (tmp_path / "model.pt").exists()
+
+
+def test_results_say_running_until_the_run_ends(tmp_path: Path) -> None:
+    seen: list[str] = []
+    config = _config("none", epsilon=1.0, max_rounds=2)
+
+    class Watching(AppGrid):
+        def send_and_receive(self, messages, *, timeout=None):
+            if (tmp_path / "results.json").exists():
+                seen.append(json.loads((tmp_path / "results.json").read_text())["stopped_reason"])
+            return super().send_and_receive(messages, timeout=timeout)
+
+    run_federation(Watching(config), config, output_dir=tmp_path, run_id=RUN_ID)
+    assert seen and set(seen) == {"running"}
+    assert json.loads((tmp_path / "results.json").read_text())["stopped_reason"] == "max_rounds_reached"

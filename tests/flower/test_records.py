@@ -25,12 +25,13 @@ def test_engine_tracebacks_are_reduced_to_their_last_line_without_colours() -> N
     assert "\x1b" not in parsed.reason
 
 
-def test_client_refusal_keeps_its_check_and_reason() -> None:
+def test_client_refusal_keeps_its_check_and_never_a_detail() -> None:
+    # Even a (modified) client that sends a detail: the record keeps the check name only.
     info = reply_info(organization="h1", status="rejected", check="nan_check", reason="nan_check: 3 non-finite values")
     parsed = parse_train_reply(Message(content=RecordDict({INFO: info}), reply_to=_instruction()))
     assert isinstance(parsed, Rejection)
     assert (parsed.organization, parsed.check) == ("h1", "nan_check")
-    assert "3 non-finite values" in parsed.reason
+    assert parsed.reason == "refused by the client"
 
 
 def test_wrong_record_types_are_malformed_not_fatal() -> None:

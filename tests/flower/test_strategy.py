@@ -162,14 +162,17 @@ def test_our_start_records_evaluation_and_stops_when_the_guard_says_so() -> None
         def client_config(self):
             return {}
 
+        def on_receipt(self, server_round, releases):
+            self.received = releases
+
+        def on_reveal(self, server_round, contributors):
+            raise AssertionError("no secure sum on the plain path")
+
         def privatize(self, server_round, aggregate, rng):
             return aggregate
 
-        def account(self, server_round, record, replies):
-            record.privacy = {"epsilon_total": float(server_round)}
-
         def end_round(self, server_round, record):
-            pass
+            record.privacy = {"epsilon_total": float(server_round), "received": self.received}
 
         def report(self):
             return {}
@@ -185,6 +188,6 @@ def test_our_start_records_evaluation_and_stops_when_the_guard_says_so() -> None
     assert record.federated_accuracy == pytest.approx(0.9)
     assert record.centralized_accuracy == pytest.approx(0.7)
     assert set(record.per_organization) == {"h11", "h22", "h33", "h44"}
-    assert record.privacy == {"epsilon_total": 2.0}
+    assert record.privacy == {"epsilon_total": 2.0, "received": 4}  # counted on receipt, before validation
     # train + evaluate per round, no extra exchanges on the plain path
     assert grid.exchanges == [["train"] * 4, ["evaluate"] * 4] * 2

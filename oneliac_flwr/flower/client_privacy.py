@@ -1,0 +1,202 @@
+"""The hospital's side of differential privacy at the Flower boundary.
+
+A hospital's privacy policy and state directory come from its own SuperNode's node
+config, never from the run config the coordinator controls:
+
+==============================  ===================================================
+node config key                 meaning
+==============================  ===================================================
+``privacy-unit``                ``none``, ``sample``, ``organization`` or ``release``
+``privacy-epsilon``             total epsilon the hospital allows on its data
+``privacy-delta``               largest delta it accepts
+``privacy-min-noise-multiplier``  smallest noise multiplier it accepts (default 0)
+``state-dir``                   its own directory for privacy state (and keys)
+==============================  ===================================================
+
+In simulation (node config with ``partition-id`` and no ``privacy-unit``), the simulated
+hospitals adopt the experiment's ``privacy_budget`` as their policy, and keep their state
+under ``<state_dir>/<federation>/organizations/<organization>``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from flwr.app import ConfigRecord
+
+from oneliac_flwr.config import ExperimentConfig
+from oneliac_flwr.errors import ConfigError
+from oneliac_flwr.privacy import DifferentialPrivacy, GaussianRelease, client_noise_std, clip_l2, distributed_noise_share, distributed_release
+from oneliac_flwr.privacy.entropy import os_generator
+from oneliac_flwr.privacy.hospital import HospitalPolicy, HospitalPrivacyState
+from oneliac_flwr.validation import DeclaredPrivacy
+
+__all__ = ["UpdateRelease", "hospital_policy", "hospital_state", "instruction_refusal", "privatize_update"]
+
+
+def hospital_policy(config: ExperimentConfig, node_config: Mapping[str, Any]) -> HospitalPolicy:
+    """The hospital's own privacy policy (see the module docstring for its source).
+
+    Raises
+    ------
+    ConfigError
+        If a policy key has a bad value (the message names the node-config key).
+    """
+    if "privacy-unit" not in node_config:
+        if "partition-id" in node_config:  # a simulated hospital adopts the experiment's budget
+            budget = config.privacy_budget
+            return HospitalPolicy(
+                unit=budget.mode, epsilon=budget.epsilon, delta=budget.delta, min_noise_multiplier=0.0
+            )
+        return HospitalPolicy(unit="none", epsilon=1.0, delta=1e-5)
+    try:
+        return HospitalPolicy(
+            unit=str(node_config["privacy-unit"]),  # type: ignore[arg-type]
+            epsilon=float(node_config.get("privacy-epsilon", "nan")),
+            delta=float(node_config.get("privacy-delta", "nan")),
+            min_noise_multiplier=float(node_config.get("privacy-min-noise-multiplier", 0.0)),
+        )
+    except (TypeError, ValueError) as exc:
+        raise ConfigError("node_config", f"privacy policy: {exc}") from exc
+
+
+def hospital_state(
+    config: ExperimentConfig, node_config: Mapping[str, Any], *, organization: str, policy: HospitalPolicy
+) -> HospitalPrivacyState:
+    """The hospital's privacy state on its own disk (``state-dir``, or the simulation's folder).
+
+    Raises
+    ------
+    ConfigError
+        If a deployed hospital with a DP policy names no ``state-dir``.
+    StateIntegrityError
+        If the state there is tampered with, mismatched or missing (see
+        :class:`~oneliac_flwr.privacy.hospital.HospitalPrivacyState`).
+    """
+    if "state-dir" in node_config:
+        directory = Path(str(node_config["state-dir"]))
+    elif "partition-id" in node_config:
+        directory = Path(config.state_dir) / config.federation_name / "organizations" / organization
+    else:
+        raise ConfigError(
+            "state-dir",
+            "a hospital with a privacy policy needs its own state directory in its node config "
+            "(--node-config 'state-dir=\"/var/lib/oneliac/h1\"'): its privacy history must survive restarts",
+        )
+    return HospitalPrivacyState(directory, organization=organization, policy=policy)
+
+
+def instruction_refusal(policy: HospitalPolicy, instruction: ConfigRecord | None) -> str | None:
+    """Why the coordinator's privacy instruction breaks the hospital's policy, if it does."""
+    if instruction is None:
+        unit, delta, noise = "none", None, None
+    else:
+        unit = str(instruction.get("mode", "none"))
+        delta = _number(instruction.get("delta"))
+        noise = _number(instruction.get("noise-multiplier")) if unit == "organization" else None
+    if policy.unit == "none" and unit != "none":
+        return (
+            f"the coordinator asks for privacy unit {unit!r} but this hospital has no privacy policy "
+            "(node config privacy-unit, privacy-epsilon, privacy-delta, state-dir)"
+        )
+    return policy.refusal(unit=unit, delta=delta, noise_multiplier=noise)
+
+
+def _number(value: object) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+class UpdateRelease:
+    """A privatized model update, ready to send, and what the hospital declares about it.
+
+    Parameters
+    ----------
+    update : list of numpy.ndarray
+        float64 arrays (distributed shares lie exactly on the fixed-point grid).
+    declared : DeclaredPrivacy
+        Clip, noise and mechanism: values of the policy, independent of the data.
+    """
+
+    def __init__(self, update: list[np.ndarray], declared: DeclaredPrivacy) -> None:
+        self.update = update
+        self.declared = declared
+
+
+def privatize_update(
+    update: list[np.ndarray],
+    instruction: ConfigRecord,
+    *,
+    state: HospitalPrivacyState,
+    server_round: int,
+    threshold: int | None,
+) -> UpdateRelease | str:
+    """Clip and noise one update (``organization`` and ``release`` units), and record the
+    release in the hospital's ledger before it leaves.
+
+    Parameters
+    ----------
+    update : list of numpy.ndarray
+        The model update (trained minus global weights).
+    instruction : ConfigRecord
+        The coordinator's privacy record (mode, clip, noise multiplier, release epsilon,
+        delta, fractional bits of the ring for distributed noise).
+    state : HospitalPrivacyState
+        The hospital's policy and ledger; the release is refused when it would exceed
+        the hospital's own cap.
+    server_round : int
+        Round number recorded with the release.
+    threshold : int or None
+        The secure-sum threshold this hospital enforces (distributed noise: its share is
+        sized so that ``threshold`` honest shares give the announced noise).
+
+    Returns
+    -------
+    UpdateRelease or str
+        The release, or the reason it is refused (a local detail, never sent).
+    """
+    policy = state.policy
+    mode = str(instruction["mode"])
+    clip = float(instruction["clip-norm"])
+    rng = os_generator()
+    clipped, _norm = clip_l2([np.asarray(u, np.float64) for u in update], clip)
+    if mode == "organization":
+        z = max(float(instruction["noise-multiplier"]), policy.min_noise_multiplier)
+        if "frac-bits" in instruction:  # distributed: this hospital adds its own share
+            if threshold is None:
+                return "distributed noise needs the secure-sum threshold of the round"
+            frac_bits = int(instruction["frac-bits"])
+            std = client_noise_std(noise_multiplier=z, clip_norm=clip, min_contributors=threshold)
+            private = list(distributed_noise_share(clipped, noise_std=std, fractional_bits=frac_bits, rng=rng))
+            dimension = int(sum(u.size for u in private))
+            event: Any = distributed_release(
+                noise_std=std, clip_norm=clip, dimension=dimension, fractional_bits=frac_bits, min_contributors=threshold
+            )
+        else:  # central: the coordinator adds the noise; the hospital still counts the release
+            private, event = list(clipped), GaussianRelease(z)
+        declared = DeclaredPrivacy(clip_norm=clip, noise_multiplier=z, mechanism="gaussian")
+    elif mode == "release":
+        mechanism = str(instruction.get("mechanism", "gaussian"))
+        delta = float(instruction["delta"]) if mechanism == "gaussian" else None
+        if mechanism == "laplace":
+            # Laplace needs L1 sensitivity: scale the update so its L1 norm is at most `clip`.
+            l1 = float(sum(np.abs(u).sum() for u in clipped))
+            if l1 > clip:
+                clipped = [u * (clip / l1) for u in clipped]
+        dp = DifferentialPrivacy(float(instruction["release-epsilon"]), delta, mechanism, rng=rng)
+        if dp.noise_multiplier < policy.min_noise_multiplier:
+            return f"release noise multiplier {dp.noise_multiplier:.4g} < this hospital's minimum {policy.min_noise_multiplier:.4g}"
+        private = [np.asarray(u, np.float64) for u in dp.add_noise_to_gradients(list(clipped), sensitivity=clip)]
+        event = dp.release_event()
+        declared = DeclaredPrivacy(clip_norm=clip, mechanism=mechanism, noise_multiplier=dp.noise_multiplier)
+    else:
+        raise ConfigError("privacy_budget.mode", f"no update-level privacy for mode {mode!r}")
+    if state.ledger.would_exceed([event]):
+        return (
+            f"{mode}-level budget: epsilon spent {state.epsilon():.4f}; this release would raise it to "
+            f"{state.ledger.epsilon_if([event]):.4f} > this hospital's cap {policy.epsilon}"
+        )
+    state.record_release([event], round_number=server_round, label=mode)  # recorded before it leaves
+    return UpdateRelease(private, declared)
