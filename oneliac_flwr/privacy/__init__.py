@@ -49,6 +49,7 @@ from oneliac_flwr.privacy.gdp import (
 )
 from oneliac_flwr.privacy.ledger import LedgerEntry, PrivacyLedger
 from oneliac_flwr.privacy.mechanisms import (
+    DEFAULT_DELTA,
     MECHANISMS,
     DifferentialPrivacy,
     calibrate_analytic_gaussian,
@@ -57,6 +58,7 @@ from oneliac_flwr.privacy.mechanisms import (
 
 __all__ = [
     "ACCOUNTANTS",
+    "DEFAULT_DELTA",
     "MECHANISMS",
     "Accountant",
     "DifferentialPrivacy",
