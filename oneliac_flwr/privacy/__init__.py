@@ -47,7 +47,12 @@ from oneliac_flwr.privacy.gdp import (
     gdp_epsilon,
     gdp_mu,
 )
-from oneliac_flwr.privacy.ledger import LedgerEntry, PrivacyLedger
+from oneliac_flwr.privacy.ledger import (
+    LedgerEntry,
+    LedgerIntegrityError,
+    PrivacyLedger,
+    load_or_create_ledger_key,
+)
 from oneliac_flwr.privacy.mechanisms import (
     DEFAULT_DELTA,
     MECHANISMS,
@@ -68,6 +73,7 @@ __all__ = [
     "GdpAccountant",
     "LaplaceRelease",
     "LedgerEntry",
+    "LedgerIntegrityError",
     "PldAccountant",
     "PoissonSampling",
     "PrivacyConfigError",
@@ -88,6 +94,7 @@ __all__ = [
     "gdp_mu",
     "l2_norm",
     "laplace_scale",
+    "load_or_create_ledger_key",
     "make_accountant",
     "quantize",
     "rounds_affordable",
