@@ -25,12 +25,16 @@ from oneliac_flwr.privacy.calibration import (
 )
 from oneliac_flwr.privacy.clipping import clip_l2, l2_norm
 from oneliac_flwr.privacy.distributed import (
+    central_secure_sum_release,
     client_noise_std,
     distributed_noise_share,
     distributed_release,
     effective_sensitivity,
     quantize,
+    quantized_sensitivity,
     share_bound,
+    share_bound_failure_probability,
+    share_failure_release,
 )
 from oneliac_flwr.privacy.events import (
     DpSgdSteps,
@@ -81,6 +85,7 @@ __all__ = [
     "PrivacyLedger",
     "RdpAccountant",
     "calibrate_analytic_gaussian",
+    "central_secure_sum_release",
     "calibrate_noise_multiplier",
     "client_noise_std",
     "clip_l2",
@@ -97,7 +102,10 @@ __all__ = [
     "load_or_create_ledger_key",
     "make_accountant",
     "quantize",
+    "quantized_sensitivity",
     "rounds_affordable",
     "rounds_epsilon",
     "share_bound",
+    "share_bound_failure_probability",
+    "share_failure_release",
 ]

@@ -103,7 +103,8 @@ def _mechanism_name(events: Sequence[PrivacyEvent]) -> str:
 
 
 def _noise_multiplier(events: Sequence[PrivacyEvent]) -> float | None:
-    values = {noise_multiplier_of(event) for event in events}
+    # Events without Gaussian noise (e.g. a share-failure delta) do not count.
+    values = {noise_multiplier_of(event) for event in events} - {None}
     return values.pop() if len(values) == 1 else None
 
 
