@@ -57,6 +57,7 @@ from oneliac_flwr.privacy.ledger import (
     PrivacyLedger,
     load_or_create_ledger_key,
 )
+from oneliac_flwr.privacy.plan import BudgetPlan, budget_plan
 from oneliac_flwr.privacy.mechanisms import (
     DEFAULT_DELTA,
     MECHANISMS,
@@ -70,6 +71,7 @@ __all__ = [
     "DEFAULT_DELTA",
     "MECHANISMS",
     "Accountant",
+    "BudgetPlan",
     "DifferentialPrivacy",
     "DpSgdSteps",
     "ExactRelease",
@@ -84,6 +86,7 @@ __all__ = [
     "PrivacyEvent",
     "PrivacyLedger",
     "RdpAccountant",
+    "budget_plan",
     "calibrate_analytic_gaussian",
     "central_secure_sum_release",
     "calibrate_noise_multiplier",
