@@ -241,6 +241,13 @@ class PrivacyBudgetConfig:
             f"{path}.noise_multiplier",
             f"must be > 0 or null, got {self.noise_multiplier}",
         )
+        # Laplace is pure epsilon-DP for one L1-bounded release; DP-SGD (sample) and
+        # DP-FedAvg (organization) compose Gaussian noise and are accounted as such.
+        _require(
+            self.mechanism == "gaussian" or self.mode in ("release", "none"),
+            f"{path}.mechanism",
+            f"{self.mechanism!r} is only valid in 'release' mode; mode {self.mode!r} needs 'gaussian'",
+        )
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -80,6 +80,7 @@ class RunResults:
     stop_detail: str | None = None
     organizations: dict[str, dict[str, Any]] = field(default_factory=dict)
     privacy_report: dict[str, Any] | None = None
+    privacy_plan: dict[str, Any] | None = None
 
     @property
     def rounds_completed(self) -> int:
@@ -125,6 +126,7 @@ class RunResults:
                 "stopped_reason": self.stopped_reason,
                 "organizations": self.organizations,
                 "per_organization_evaluation": per_org,
+                "privacy_plan": self.privacy_plan,
                 "privacy_report": self.privacy_report,
             }
         )

@@ -26,6 +26,16 @@ ROOT = Path(__file__).resolve().parents[1]
         ({"strategy": {"name": "krum"}}, "strategy.name", "expected one of"),
         ({"privacy_budget": {"epsilon": -1}}, "privacy_budget.epsilon", "must be > 0"),
         ({"privacy_budget": {"delta": 1.5}}, "privacy_budget.delta", "must be in (0, 1)"),
+        (
+            {"privacy_budget": {"mode": "sample", "mechanism": "laplace"}},
+            "privacy_budget.mechanism",
+            "only valid in 'release' mode",
+        ),
+        (
+            {"privacy_budget": {"mode": "organization", "mechanism": "laplace"}},
+            "privacy_budget.mechanism",
+            "needs 'gaussian'",
+        ),
         ({"federation": {"dirichlet_alpha": 0}}, "federation.dirichlet_alpha", "must be > 0"),
         ({"training": {"learning_rate": True}}, "training.learning_rate", "expected a number"),
         ({"model": {"hidden_sizes": [32, -1]}}, "model.hidden_sizes", "every size must be > 0"),
@@ -43,6 +53,11 @@ def test_bad_settings_name_the_field(data: dict, field: str, fragment: str) -> N
     assert info.value.field == field
     assert str(info.value).startswith(f"{field}: ")
     assert fragment in str(info.value)
+
+
+def test_laplace_is_accepted_in_release_mode() -> None:
+    config = ExperimentConfig.from_dict({"privacy_budget": {"mode": "release", "mechanism": "laplace"}})
+    assert config.privacy_budget.mechanism == "laplace"
 
 
 def test_config_error_is_a_value_error() -> None:

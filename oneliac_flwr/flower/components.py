@@ -90,9 +90,10 @@ def build_strategy(
     uniform = config.privacy_budget.mode in ("organization", "release")
     aggregator: PlainAggregator | SecureSumAggregator
     frac_bits: int | None = None
+    ring_bound: float | None = None
     if config.aggregation_config.aggregation_method == "secure_sum":
         spec = secure_ring(config, dimension=num_parameters)
-        frac_bits = spec.frac_bits
+        frac_bits, ring_bound = spec.frac_bits, spec.clip_bound
         slots = statistics_slots(config.dataset.num_classes) if config.privacy_budget.mode == "none" else 0
         aggregator = SecureSumAggregator(
             config, run_id=run_id, num_parameters=num_parameters, spec=spec, statistics_slots=slots
@@ -102,7 +103,9 @@ def build_strategy(
     else:
         aggregator = PlainAggregator(uniform_weights=uniform)
         validator = ServerValidator(config, expected=expected)
-    privacy = build_privacy_guard(config, dimension=num_parameters, frac_bits=frac_bits, state_dir=state_dir)
+    privacy = build_privacy_guard(
+        config, dimension=num_parameters, frac_bits=frac_bits, ring_bound=ring_bound, state_dir=state_dir
+    )
     if isinstance(aggregator, SecureSumAggregator) and privacy is not None:
         aggregator.on_reveal = privacy.on_reveal
     if isinstance(aggregator, SecureSumAggregator) and isinstance(privacy, LedgerGuard) and privacy.distributed:

@@ -41,7 +41,15 @@ from oneliac_flwr.privacy import (
     effective_sensitivity,
     gdp_epsilon,
 )
-from oneliac_flwr.privacy.integrity import KEY_FILE, StateIntegrityError, load_or_create_key, read_tagged, write_tagged
+from oneliac_flwr.privacy.distributed import (
+    quantized_sensitivity,
+    share_bound,
+    share_bound_failure_probability,
+    share_failure_release,
+)
+from oneliac_flwr.privacy.integrity import StateIntegrityError
+from oneliac_flwr.privacy.ledger import load_or_create_ledger_key
+from oneliac_flwr.privacy.plan import BudgetPlan, budget_plan
 from oneliac_flwr.results import RoundRecord
 from oneliac_flwr.validation import DeclaredPrivacy
 
@@ -51,6 +59,7 @@ __all__ = [
     "SampleLevelGuard",
     "build_privacy_guard",
     "federation_state_dir",
+    "start_up_plan",
     "distributed_noise_multiplier",
     "distributed_share_std",
     "guaranteed_contributors",
@@ -61,6 +70,7 @@ __all__ = [
 logger = logging.getLogger("oneliac_flwr")
 
 LEDGER_FILE = "privacy_ledger.json"
+LEDGER_KEY_FILE = "ledger.key"
 
 
 def federation_state_dir(config: ExperimentConfig) -> Path:
@@ -136,7 +146,11 @@ class LedgerGuard:
     dimension : int
         Number of model parameters (quantization allowance of distributed noise).
     frac_bits : int, optional
-        Fractional bits of the secure-sum ring (distributed noise only).
+        Fractional bits of the secure-sum ring (distributed noise, and central noise
+        under secure sum, whose encoding rounds each update before the noise is added).
+    ring_bound : float, optional
+        The secure-sum ring's per-coordinate bound (distributed noise: a share beyond it
+        drops out, and that probability is added to delta every round).
     state_dir : Path, optional
         The federation's state directory: the ledger is resumed from there and saved
         there after every release, with an integrity tag keyed by a secret in the same
@@ -156,6 +170,7 @@ class LedgerGuard:
         *,
         dimension: int,
         frac_bits: int | None = None,
+        ring_bound: float | None = None,
         state_dir: Path | None = None,
     ) -> None:
         budget = config.privacy_budget
@@ -178,27 +193,48 @@ class LedgerGuard:
                 )
             self.z = distributed_noise_multiplier(config, dimension=dimension, frac_bits=frac_bits)
             self.client_std = distributed_share_std(config, noise_multiplier=self.z)
-            self.event: Any = distributed_release(
-                noise_std=self.client_std,
-                clip_norm=self.clip_norm,
-                dimension=dimension,
-                fractional_bits=frac_bits,
-                min_contributors=self.min_contributors,
+            self.events: list[Any] = [
+                distributed_release(
+                    noise_std=self.client_std,
+                    clip_norm=self.clip_norm,
+                    dimension=dimension,
+                    fractional_bits=frac_bits,
+                    min_contributors=self.min_contributors,
+                )
+            ]
+            bound = ring_bound if ring_bound is not None else share_bound(
+                clip_norm=self.clip_norm, noise_std=self.client_std, dimension=dimension, fractional_bits=frac_bits
+            )
+            failure = share_bound_failure_probability(
+                bound=bound, clip_norm=self.clip_norm, noise_std=self.client_std, dimension=dimension, fractional_bits=frac_bits
+            )
+            # a client whose share falls outside the ring drops out: that probability joins delta
+            self.events.append(
+                share_failure_release(
+                    failure_probability=failure, clients=config.secure_sum.max_participants, epsilon_budget=budget.epsilon
+                )
             )
         elif self.mode == "organization":
-            self.event = GaussianRelease(self.z)
+            self.events = [GaussianRelease(self.z)]
         elif budget.mechanism == "laplace":
             self.release_epsilon = budget.epsilon / rounds
-            self.event = DifferentialPrivacy(self.release_epsilon, None, "laplace").release_event()
+            self.events = [DifferentialPrivacy(self.release_epsilon, None, "laplace").release_event()]
         else:
             self.release_epsilon = gdp_epsilon(mu=1.0 / self.z, delta=budget.delta)
-            self.event = DifferentialPrivacy(self.release_epsilon, budget.delta, "gaussian").release_event()
+            self.events = [DifferentialPrivacy(self.release_epsilon, budget.delta, "gaussian").release_event()]
+        # Central noise under secure sum: the encoding rounds each clipped update to the grid
+        # before the noise is added, so the sum's sensitivity is S = C + sqrt(d) 2^-(f+1).
+        # The noise std is z * S, which keeps the accounted release exactly GaussianRelease(z).
+        self.sensitivity = self.clip_norm
+        secure = config.aggregation_config.aggregation_method == "secure_sum"
+        if self.mode == "organization" and not self.distributed and secure and frac_bits is not None:
+            self.sensitivity = quantized_sensitivity(clip_norm=self.clip_norm, dimension=dimension, fractional_bits=frac_bits)
         self.ledger_path = state_dir / LEDGER_FILE if state_dir is not None else None
-        in_use = state_dir is not None and (state_dir / KEY_FILE).is_file()
-        self._key = load_or_create_key(state_dir) if state_dir is not None else None
+        in_use = state_dir is not None and (state_dir / LEDGER_KEY_FILE).is_file()
+        self._key = load_or_create_ledger_key(state_dir, filename=LEDGER_KEY_FILE) if state_dir is not None else None
         if in_use and self.ledger_path is not None and not self.ledger_path.is_file():
             raise StateIntegrityError(
-                f"{self.ledger_path}: missing, but {state_dir / KEY_FILE} shows the federation "
+                f"{self.ledger_path}: missing, but {state_dir / LEDGER_KEY_FILE} shows the federation "
                 f"{config.federation_name!r} already spent budget here; a ledger cannot be reset silently. "
                 "To start over explicitly, delete the whole federation folder"
             )
@@ -212,7 +248,7 @@ class LedgerGuard:
             ledger = PrivacyLedger(epsilon_budget=epsilon, delta=delta)
             self._save(ledger)
             return ledger
-        ledger = PrivacyLedger.from_dict(read_tagged(path, key=key))
+        ledger = PrivacyLedger.load(path, key=key)  # replays every event; refuses edits and a bad MAC
         if ledger.epsilon_budget != epsilon or ledger.delta != delta:
             raise ConfigError(
                 "privacy_budget",
@@ -226,15 +262,15 @@ class LedgerGuard:
 
     def _save(self, ledger: PrivacyLedger) -> None:
         if self.ledger_path is not None and self._key is not None:
-            write_tagged(self.ledger_path, ledger.to_dict(), key=self._key)
+            ledger.save(self.ledger_path, key=self._key)
 
     def check_round(self, server_round: int) -> str | None:
         """Stop before a round that would exceed the budget."""
-        if not self.ledger.would_exceed([self.event]):
+        if not self.ledger.would_exceed(self.events):
             return None
         return (
             f"round {server_round} would raise epsilon from {self.ledger.get_current_epsilon():.4f} to "
-            f"{self.ledger.epsilon_if([self.event]):.4f} > budget {self.ledger.epsilon_budget}"
+            f"{self.ledger.epsilon_if(self.events):.4f} > budget {self.ledger.epsilon_budget}"
         )
 
     def client_config(self) -> dict[str, int | float | str | bool]:
@@ -259,7 +295,7 @@ class LedgerGuard:
         self._released[server_round] = (participants, self.ledger.get_current_epsilon())
         label = f"{self.mode}:{'distributed' if self.distributed else 'central' if self.mode == 'organization' else 'local'}"
         self.ledger.record(
-            [self.event], round_number=self.round_offset + server_round, label=label, clip_norm=self.clip_norm, participants=participants
+            self.events, round_number=self.round_offset + server_round, label=label, clip_norm=self.clip_norm, participants=participants
         )
         self._save(self.ledger)
 
@@ -281,7 +317,7 @@ class LedgerGuard:
         if self.mode != "organization" or self.distributed:
             return aggregate
         count = len(aggregate.counted)
-        sigma_mean = self.z * self.clip_norm / count
+        sigma_mean = self.z * self.sensitivity / count
         noisy = [u + rng.normal(0.0, sigma_mean, size=u.shape) for u in aggregate.mean_update]
         self._record(server_round, count)
         return replace(aggregate, mean_update=noisy)
@@ -404,6 +440,7 @@ def build_privacy_guard(
     dimension: int,
     frac_bits: int | None,
     state_dir: Path | None,
+    ring_bound: float | None = None,
 ) -> LedgerGuard | SampleLevelGuard | None:
     """The guard for ``privacy_budget.mode`` (``None`` when DP is off)."""
     mode = config.privacy_budget.mode
@@ -411,4 +448,25 @@ def build_privacy_guard(
         return None
     if mode == "sample":
         return SampleLevelGuard(config)
-    return LedgerGuard(config, dimension=dimension, frac_bits=frac_bits, state_dir=state_dir)
+    return LedgerGuard(config, dimension=dimension, frac_bits=frac_bits, ring_bound=ring_bound, state_dir=state_dir)
+
+
+def start_up_plan(config: ExperimentConfig) -> BudgetPlan | None:
+    """What the budget implies, before round 1 (``None`` without DP, and in ``sample`` mode,
+    where each hospital calibrates for its own row count, which the coordinator never learns).
+
+    Organizations per round: ``min_participants``, the fewest any aggregated round has.
+    """
+    budget = config.privacy_budget
+    if budget.mode not in ("organization", "release"):
+        return None
+    return budget_plan(
+        epsilon=budget.epsilon,
+        delta=budget.delta,
+        mode=budget.mode,
+        rounds=config.aggregation_config.max_rounds,
+        num_organizations=guaranteed_contributors(config),
+        clip_norm=budget.clip_norm,
+        noise_multiplier=budget.noise_multiplier,
+        mechanism=budget.mechanism,
+    )

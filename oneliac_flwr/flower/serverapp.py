@@ -14,7 +14,7 @@ from oneliac_flwr.config import ExperimentConfig
 from oneliac_flwr.data import central_test_set
 from oneliac_flwr.flower.components import build_strategy, new_model
 from oneliac_flwr.errors import ConfigError
-from oneliac_flwr.flower.privacy import federation_state_dir
+from oneliac_flwr.flower.privacy import federation_state_dir, start_up_plan
 from oneliac_flwr.privacy.entropy import os_generator
 from oneliac_flwr.plots import plot_run
 from oneliac_flwr.results import RunResults, write_json_atomic
@@ -67,9 +67,24 @@ def run_federation(grid: Grid, config: ExperimentConfig, *, output_dir: Path, ru
             f"{output_dir} already holds a run's results.json; choose a new output folder (the federation's "
             f"privacy budget is resumed from {federation_state_dir(config)} whatever the folder)",
         )
+    plan = start_up_plan(config)
+    if plan is not None:
+        logger.info("privacy budget: %s", plan.advice)
+        if plan.drowned:
+            logger.warning("privacy budget: the noise will drown the signal. %s", plan.advice)
+        if plan.refusal is not None:
+            raise ConfigError("privacy_budget", plan.refusal)
     model = new_model(config)
     initial = ArrayRecord(numpy_ndarrays=get_weights(model))
     results = RunResults(config=config.to_dict(), stopped_reason="running")
+    if plan is not None:
+        results.privacy_plan = {
+            "noise_multiplier": plan.noise_multiplier,
+            "rounds_afforded": plan.rounds_afforded,
+            "noise_std_on_mean_over_clip": plan.relative_noise,
+            "drowned": plan.drowned,
+            "advice": plan.advice,
+        }
 
     def checkpoint(_record: object) -> None:
         results.rounds = [strategy.records[k] for k in sorted(strategy.records)]

@@ -25,12 +25,16 @@ from oneliac_flwr.privacy.calibration import (
 )
 from oneliac_flwr.privacy.clipping import clip_l2, l2_norm
 from oneliac_flwr.privacy.distributed import (
+    central_secure_sum_release,
     client_noise_std,
     distributed_noise_share,
     distributed_release,
     effective_sensitivity,
     quantize,
+    quantized_sensitivity,
     share_bound,
+    share_bound_failure_probability,
+    share_failure_release,
 )
 from oneliac_flwr.privacy.events import (
     DpSgdSteps,
@@ -47,8 +51,15 @@ from oneliac_flwr.privacy.gdp import (
     gdp_epsilon,
     gdp_mu,
 )
-from oneliac_flwr.privacy.ledger import LedgerEntry, PrivacyLedger
+from oneliac_flwr.privacy.ledger import (
+    LedgerEntry,
+    LedgerIntegrityError,
+    PrivacyLedger,
+    load_or_create_ledger_key,
+)
+from oneliac_flwr.privacy.plan import BudgetPlan, budget_plan
 from oneliac_flwr.privacy.mechanisms import (
+    DEFAULT_DELTA,
     MECHANISMS,
     DifferentialPrivacy,
     calibrate_analytic_gaussian,
@@ -57,8 +68,10 @@ from oneliac_flwr.privacy.mechanisms import (
 
 __all__ = [
     "ACCOUNTANTS",
+    "DEFAULT_DELTA",
     "MECHANISMS",
     "Accountant",
+    "BudgetPlan",
     "DifferentialPrivacy",
     "DpSgdSteps",
     "ExactRelease",
@@ -66,13 +79,16 @@ __all__ = [
     "GdpAccountant",
     "LaplaceRelease",
     "LedgerEntry",
+    "LedgerIntegrityError",
     "PldAccountant",
     "PoissonSampling",
     "PrivacyConfigError",
     "PrivacyEvent",
     "PrivacyLedger",
     "RdpAccountant",
+    "budget_plan",
     "calibrate_analytic_gaussian",
+    "central_secure_sum_release",
     "calibrate_noise_multiplier",
     "client_noise_std",
     "clip_l2",
@@ -86,9 +102,13 @@ __all__ = [
     "gdp_mu",
     "l2_norm",
     "laplace_scale",
+    "load_or_create_ledger_key",
     "make_accountant",
     "quantize",
+    "quantized_sensitivity",
     "rounds_affordable",
     "rounds_epsilon",
     "share_bound",
+    "share_bound_failure_probability",
+    "share_failure_release",
 ]

@@ -78,16 +78,20 @@ from oneliac_flwr.privacy._validation import (
     require_positive_int,
     require_probability,
 )
-from oneliac_flwr.privacy.events import GaussianRelease
+from oneliac_flwr.privacy.events import ExactRelease, GaussianRelease
 
 __all__ = [
+    "central_secure_sum_release",
     "client_noise_std",
     "distributed_noise_share",
     "distributed_release",
     "effective_sensitivity",
     "lattice_split",
     "quantize",
+    "quantized_sensitivity",
     "share_bound",
+    "share_bound_failure_probability",
+    "share_failure_release",
 ]
 
 _MAX_FRACTIONAL_BITS = 52
@@ -127,6 +131,70 @@ def _grid_step(fractional_bits: int) -> float:
     return math.ldexp(1.0, -bits)
 
 
+def quantized_sensitivity(*, clip_norm: float, dimension: int, fractional_bits: int) -> float:
+    """L2 norm bound of a rounded clipped update: ``Delta_q = C + sqrt(d) * 2**-(f+1)``.
+
+    ``Q`` moves each coordinate by at most ``gamma/2``, so
+    ``||Q(x)||^2 <= sum_k (|x_k| + gamma/2)^2 <= (||x|| + sqrt(d) gamma/2)^2``
+    (Cauchy-Schwarz on ``||x||_1 <= sqrt(d) ||x||``). This is the sensitivity
+    of the exact secure sum of rounded updates under organization-level
+    add/remove.
+
+    Parameters
+    ----------
+    clip_norm : float
+        ``C`` (>= 0).
+    dimension : int
+        ``d`` (>= 1).
+    fractional_bits : int
+        ``f`` (0..52).
+
+    Returns
+    -------
+    float
+        ``Delta_q >= C``.
+    """
+    clip = require_non_negative("clip_norm", clip_norm)
+    d = require_positive_int("dimension", dimension)
+    gamma = _grid_step(fractional_bits)
+    return clip + math.sqrt(d) * gamma / 2.0
+
+
+def central_secure_sum_release(
+    *, noise_multiplier: float, clip_norm: float, dimension: int, fractional_bits: int, count: int = 1
+) -> GaussianRelease:
+    """Ledger event for central noise added by the coordinator to a secure sum.
+
+    The secure-sum encoding rounds each coordinate of every clipped update to
+    the grid *before* the coordinator adds ``N(0, (z C)^2 I)`` to the decoded
+    sum, so the sum's sensitivity is :func:`quantized_sensitivity`
+    ``S = C + sqrt(d) 2**-(f+1)``, not ``C``. The release is therefore a
+    Gaussian with noise multiplier ``z C / S`` (slightly below ``z``). To keep
+    exactly ``z``, add noise of std ``z * S`` instead and record
+    ``GaussianRelease(z)``.
+
+    Parameters
+    ----------
+    noise_multiplier : float
+        ``z``: the coordinator adds noise of std ``z * C`` (> 0).
+    clip_norm : float
+        ``C`` (> 0).
+    dimension, fractional_bits
+        ``d`` and ``f`` of the secure-sum encoding.
+    count : int
+        Number of identical rounds.
+
+    Returns
+    -------
+    GaussianRelease
+        Noise multiplier ``z * C / S``.
+    """
+    z = require_positive("noise_multiplier", noise_multiplier)
+    clip = require_positive("clip_norm", clip_norm)
+    sensitivity = quantized_sensitivity(clip_norm=clip, dimension=dimension, fractional_bits=fractional_bits)
+    return GaussianRelease(z * clip / sensitivity, count)
+
+
 def effective_sensitivity(
     *, clip_norm: float, dimension: int, fractional_bits: int, min_contributors: int
 ) -> float:
@@ -153,11 +221,10 @@ def effective_sensitivity(
         ``C' >= C``; account the round as a Gaussian with noise multiplier
         ``z * C / C'`` (:func:`distributed_release`).
     """
-    clip = require_non_negative("clip_norm", clip_norm)
+    delta_q = quantized_sensitivity(clip_norm=clip_norm, dimension=dimension, fractional_bits=fractional_bits)
     d = require_positive_int("dimension", dimension)
     gamma = _grid_step(fractional_bits)
     t = require_positive_int("min_contributors", min_contributors)
-    delta_q = clip + math.sqrt(d) * gamma / 2.0
 
     def squared(m: int) -> float:
         return (t / m) * delta_q**2 + d * t * m * gamma**2 / 4.0
@@ -220,7 +287,107 @@ def share_bound(
     d = require_positive_int("dimension", dimension)
     gamma = _grid_step(fractional_bits)
     p = require_probability("failure_probability", failure_probability)
-    return clip + gamma + std * float(ndtri(1.0 - p / (2.0 * d)))
+    # -ndtri(p / 2d) == ndtri(1 - p / 2d), without 1 - p / 2d rounding to 1 (and the bound to inf).
+    return clip + gamma - std * float(ndtri(p / (2.0 * d)))
+
+
+def share_bound_failure_probability(
+    *,
+    bound: float,
+    clip_norm: float,
+    noise_std: float,
+    dimension: int,
+    fractional_bits: int,
+) -> float:
+    """Probability that one client's share has a coordinate beyond ``bound`` (per round).
+
+    Inverse of :func:`share_bound`: a coordinate of ``Q(x) + Q(n)`` exceeds
+    ``B`` only if ``|n_j| > B - C - gamma``, so by the union bound over ``d``
+    coordinates the probability is at most
+    ``d * erfc((B - C - gamma) / (sigma sqrt 2))`` (capped at 1). This event
+    depends on the noise only, so a client can test it without looking at its
+    data. Account for it with :func:`share_failure_release`.
+
+    Parameters
+    ----------
+    bound : float
+        ``B``, the secure-sum per-coordinate bound (> 0).
+    clip_norm : float
+        ``C`` (>= 0).
+    noise_std : float
+        Per-client noise std ``sigma`` (>= 0).
+    dimension : int
+        ``d`` (>= 1).
+    fractional_bits : int
+        ``f``.
+
+    Returns
+    -------
+    float
+        ``p`` in [0, 1]; 0 when ``sigma = 0`` and ``B >= C + gamma``.
+    """
+    from scipy.special import erfc
+
+    limit = require_positive("bound", bound)
+    clip = require_non_negative("clip_norm", clip_norm)
+    std = require_non_negative("noise_std", noise_std)
+    d = require_positive_int("dimension", dimension)
+    gamma = _grid_step(fractional_bits)
+    margin = limit - clip - gamma
+    if margin <= 0:
+        return 1.0
+    if std == 0:
+        return 0.0
+    return min(1.0, d * float(erfc(margin / (std * math.sqrt(2.0)))))
+
+
+def share_failure_release(
+    *, failure_probability: float, clients: int, epsilon_budget: float, count: int = 1
+) -> ExactRelease:
+    """The delta a round must absorb for shares that may fall outside the bound.
+
+    Let ``M`` be the round as analysed (Gaussian shares, nobody drops) and
+    ``M'`` the real one, where a client whose noise is out of range does not
+    send. Coupled on the same noise, they differ only on the event ``F`` that
+    some client's noise is out of range, ``P(F) <= beta = min(1, n p)``
+    whatever the data. Then for every output set ``S`` and neighbours
+    ``D, D'``: ``P[M'(D) in S] <= P[M(D) in S] + beta
+    <= e^eps P[M(D') in S] + delta + beta <= e^eps P[M'(D') in S] + delta
+    + (1 + e^eps) beta``. So ``M'`` costs ``delta_extra = (1 + e^eps) beta``
+    more, with ``eps`` at most the budget. Recording
+    ``ExactRelease(0, delta_extra)`` next to the round's Gaussian event adds
+    (at least) ``delta_extra`` to the ledger's delta at the same epsilon.
+
+    Parameters
+    ----------
+    failure_probability : float
+        ``p`` per client and round (:func:`share_bound_failure_probability`), in [0, 1).
+    clients : int
+        ``n``, clients sending noise shares in the round (>= 1).
+    epsilon_budget : float
+        Largest epsilon the ledger may reach (its budget), > 0.
+    count : int
+        Number of identical rounds.
+
+    Returns
+    -------
+    ExactRelease
+        ``ExactRelease(0.0, (1 + e^eps) * min(1, n p), count)``.
+
+    Raises
+    ------
+    PrivacyConfigError
+        If ``delta_extra`` is 1 or more (the bound is far too tight).
+    """
+    p = require_probability("failure_probability", failure_probability, allow_zero=True)
+    n = require_positive_int("clients", clients)
+    epsilon = require_positive("epsilon_budget", epsilon_budget)
+    extra = (1.0 + math.exp(epsilon)) * min(1.0, n * p)
+    if extra >= 1.0:
+        raise PrivacyConfigError(
+            "failure_probability", f"gives delta_extra={extra:.3g} >= 1: raise the share bound"
+        )
+    return ExactRelease(0.0, extra, count)
 
 
 def distributed_noise_share(
@@ -246,16 +413,21 @@ def distributed_noise_share(
     Returns
     -------
     ndarray or list of ndarray
-        float64 grid values, same structure and shapes as ``update``; encode
-        them exactly as integers ``value * 2**f``.
+        float64 values that are exact multiples of ``2**-f`` (whatever the
+        input dtype), same structure and shapes as ``update``: pass them to
+        the masking step as they are (casting to float32 would move them off
+        the grid) and encode them exactly as integers ``value * 2**f``.
     """
     std = require_non_negative("noise_std", noise_std)
     generator = make_rng(rng)
     single = isinstance(update, np.ndarray)
     arrays = [np.asarray(update)] if single else [np.asarray(item) for item in update]
     shares = [
-        quantize(array, fractional_bits=fractional_bits)
-        + quantize(generator.normal(0.0, std, size=array.shape), fractional_bits=fractional_bits)
+        np.asarray(
+            quantize(array, fractional_bits=fractional_bits)
+            + quantize(generator.normal(0.0, std, size=array.shape), fractional_bits=fractional_bits),
+            dtype=np.float64,
+        )
         for array in arrays
     ]
     return shares[0] if single else shares

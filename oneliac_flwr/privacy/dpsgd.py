@@ -5,8 +5,23 @@ epsilon covers one round only. Here the accountant's history, a list of
 ``(noise_multiplier, sample_rate, steps)``, is kept between rounds
 (:func:`accountant_state`) and restored into the next round's engine
 (:func:`make_private` with ``history=...``), so epsilon accumulates over the
-whole run. The history is what Opacus' ``RDPAccountant`` stores, so the
-epsilon is exactly Opacus' own.
+whole run.
+
+Accounting. The engine's Opacus ``RDPAccountant`` is used only as the
+*recorder* of that history; the epsilon Opacus reports
+(``engine.get_epsilon``) is never used for a budget decision. Budget checks
+and calibration use our privacy-loss-distribution accountant
+(:class:`~oneliac_flwr.privacy.accountant.PldAccountant`: each history entry is
+``SelfComposed(PoissonSampled(q, Gaussian(z)), steps)``), which is tight at
+small epsilon where RDP is loose: at ``q = 32/120`` and 40 steps, RDP cannot
+certify epsilon = 0.1 at delta = 1e-5 with any noise multiplier Opacus will
+search, PLD does with ``z ~ 52``. RDP is kept as a cross-check
+(``accountant="rdp"``).
+
+Randomness. :func:`make_private` draws both the Poisson batch sampling and the
+gradient noise from torch generators seeded from OS entropy
+(:func:`os_seeded_torch_generator`) unless the caller passes its own, so a
+fixed ``torch.manual_seed`` (a seed in a config is public) does not fix them.
 
 torch and opacus are imported inside the functions that need them: importing
 this module does not import them.
@@ -28,6 +43,8 @@ from oneliac_flwr.privacy._validation import (
     require_sample_rate,
 )
 from oneliac_flwr.privacy.accountant import PldAccountant
+from oneliac_flwr.privacy.entropy import os_torch_generator
+from oneliac_flwr.privacy.calibration import calibrate_noise_multiplier
 from oneliac_flwr.privacy.events import DpSgdSteps
 
 __all__ = [
@@ -38,6 +55,7 @@ __all__ = [
     "flatten_history",
     "history_events",
     "make_private",
+    "os_seeded_torch_generator",
     "restore_accountant",
     "sample_level_epsilon",
     "unflatten_history",
@@ -48,6 +66,12 @@ HistoryEntry: TypeAlias = tuple[float, float, int]
 """One Opacus accountant record: ``(noise_multiplier, sample_rate, steps)``."""
 
 _MECHANISM = "rdp"
+"""Opacus accountant that records the history (its epsilon is not used)."""
+
+BUDGET_ACCOUNTANT = "pld"
+"""Accountant of every budget decision and calibration here; ``"rdp"`` is the cross-check."""
+
+_ACCOUNTANTS = ("pld", "rdp")
 
 
 @dataclass(frozen=True)
@@ -119,6 +143,10 @@ def restore_accountant(engine: Any, history: Iterable[Sequence[float]]) -> None:
         accountant.history = []
 
 
+os_seeded_torch_generator = os_torch_generator
+"""A CPU ``torch.Generator`` seeded from OS entropy (:func:`~oneliac_flwr.privacy.entropy.os_torch_generator`)."""
+
+
 def make_private(
     *,
     module: Any,
@@ -129,6 +157,7 @@ def make_private(
     history: Iterable[Sequence[float]] | None = None,
     noise_generator: Any = None,
     secure_mode: bool = False,
+    sampler_generator: Any = None,
 ) -> PrivateTraining:
     """Wrap model, optimizer and data loader with Opacus (Poisson sampling, flat clipping).
 
@@ -143,37 +172,69 @@ def make_private(
     history : iterable of (noise_multiplier, sample_rate, steps) or None
         Accountant history of earlier rounds (:func:`accountant_state`).
     noise_generator : torch.Generator or None
-        Noise source for Opacus; None lets Opacus draw its own.
+        Source of the gradient noise. None (default): a fresh
+        :func:`os_seeded_torch_generator`, never torch's global generator.
     secure_mode : bool
-        Opacus' secure mode (needs ``torchcsprng``).
+        Opacus' secure mode (needs ``torchcsprng``): Opacus then draws both
+        the noise and the sampling from ``/dev/urandom``; passing a generator
+        with it is refused.
+    sampler_generator : torch.Generator or None
+        Source of the Poisson batch sampling (Opacus' ``DPDataLoader``).
+        None (default): a fresh :func:`os_seeded_torch_generator`.
 
     Returns
     -------
     PrivateTraining
         The engine and the wrapped module, optimizer and Poisson data loader.
+
+    Notes
+    -----
+    ``engine.get_epsilon`` is Opacus' RDP figure; do not budget with it: use
+    :func:`sample_level_epsilon` / :func:`would_exceed_budget` on
+    :func:`accountant_state`.
     """
     from opacus import PrivacyEngine
+    from opacus.data_loader import DPDataLoader
 
     z = require_positive("noise_multiplier", noise_multiplier)
     clip = require_positive("max_grad_norm", max_grad_norm)
+    if secure_mode and (noise_generator is not None or sampler_generator is not None):
+        raise PrivacyConfigError(
+            "secure_mode", "draws noise and sampling from /dev/urandom; do not pass generators with it"
+        )
     engine = PrivacyEngine(accountant=_MECHANISM, secure_mode=secure_mode)
     if history is not None:
         restore_accountant(engine, history)
+    if secure_mode:
+        loader, opacus_samples = data_loader, True
+    else:
+        noise_generator = os_seeded_torch_generator() if noise_generator is None else noise_generator
+        sampler = os_seeded_torch_generator() if sampler_generator is None else sampler_generator
+        # Same sample rate (1 / len(data_loader)) as Opacus' own conversion, our generator.
+        loader, opacus_samples = DPDataLoader.from_data_loader(data_loader, generator=sampler), False
     private_module, private_optimizer, private_loader = engine.make_private(
         module=module,
         optimizer=optimizer,
-        data_loader=data_loader,
+        data_loader=loader,
         noise_multiplier=z,
         max_grad_norm=clip,
-        poisson_sampling=True,
+        poisson_sampling=opacus_samples,
         clipping="flat",
         noise_generator=noise_generator,
     )
+    if not opacus_samples:
+        private_module.forbid_grad_accumulation()  # what Opacus does for its own Poisson loader
     return PrivateTraining(engine, private_module, private_optimizer, private_loader)
 
 
+def _require_accountant(accountant: str) -> str:
+    if accountant not in _ACCOUNTANTS:
+        raise PrivacyConfigError("accountant", f"must be 'pld' or 'rdp', got {accountant!r}")
+    return accountant
+
+
 def sample_level_epsilon(
-    history: Iterable[Sequence[float]], delta: float, *, accountant: str = "rdp"
+    history: Iterable[Sequence[float]], delta: float, *, accountant: str = BUDGET_ACCOUNTANT
 ) -> float:
     """Sample-level epsilon of a DP-SGD history.
 
@@ -183,9 +244,11 @@ def sample_level_epsilon(
         Accountant history (all rounds).
     delta : float
         Target delta, in (0, 1).
-    accountant : {"rdp", "pld"}
-        ``"rdp"`` (default) is Opacus' own ``RDPAccountant``; ``"pld"`` is the
-        tighter :class:`~oneliac_flwr.privacy.accountant.PldAccountant`.
+    accountant : {"pld", "rdp"}
+        ``"pld"`` (default, the budget accountant):
+        :class:`~oneliac_flwr.privacy.accountant.PldAccountant`, tight at
+        small epsilon. ``"rdp"``: Opacus' own ``RDPAccountant``, the
+        cross-check (an upper bound, looser).
 
     Returns
     -------
@@ -194,6 +257,7 @@ def sample_level_epsilon(
     """
     entries = _normalise(history)
     delta = require_probability("delta", delta)
+    accountant = _require_accountant(accountant)
     if not entries:
         return 0.0
     if accountant == "rdp":
@@ -202,12 +266,10 @@ def sample_level_epsilon(
         opacus_accountant = RDPAccountant()
         opacus_accountant.history = list(entries)
         return float(opacus_accountant.get_epsilon(delta))
-    if accountant == "pld":
-        pld = PldAccountant()
-        for event in history_events(entries):
-            pld.compose(event)
-        return pld.get_epsilon(delta)
-    raise PrivacyConfigError("accountant", f"must be 'rdp' or 'pld', got {accountant!r}")
+    pld = PldAccountant()
+    for event in history_events(entries):
+        pld.compose(event)
+    return pld.get_epsilon(delta)
 
 
 def would_exceed_budget(
@@ -216,7 +278,7 @@ def would_exceed_budget(
     epsilon_budget: float,
     delta: float,
     *,
-    accountant: str = "rdp",
+    accountant: str = BUDGET_ACCOUNTANT,
 ) -> bool:
     """True if training ``next_steps`` more would take epsilon above ``epsilon_budget``.
 
@@ -230,8 +292,8 @@ def would_exceed_budget(
         Sample-level budget (> 0).
     delta : float
         Target delta, in (0, 1).
-    accountant : {"rdp", "pld"}
-        As in :func:`sample_level_epsilon`.
+    accountant : {"pld", "rdp"}
+        As in :func:`sample_level_epsilon` (default ``"pld"``).
     """
     budget = require_positive("epsilon_budget", epsilon_budget)
     planned = (
@@ -244,25 +306,60 @@ def would_exceed_budget(
 
 
 def calibrate_dpsgd_noise(
-    *, epsilon: float, delta: float, sample_rate: float, steps: int, epsilon_tolerance: float = 0.01
+    *,
+    epsilon: float,
+    delta: float,
+    sample_rate: float,
+    steps: int,
+    epsilon_tolerance: float = 0.01,
+    accountant: str = BUDGET_ACCOUNTANT,
 ) -> float:
-    """Noise multiplier for ``steps`` DP-SGD steps to spend at most ``epsilon`` (Opacus RDP).
+    """Noise multiplier for ``steps`` DP-SGD steps to spend at most ``epsilon``.
 
-    Uses ``opacus.accountants.utils.get_noise_multiplier``; the result spends
-    between ``epsilon - epsilon_tolerance`` and ``epsilon``.
+    Parameters
+    ----------
+    epsilon : float
+        Sample-level budget of the whole training (> 0).
+    delta : float
+        Target delta, in (0, 1).
+    sample_rate : float
+        Poisson sampling rate ``q`` (batch size / dataset size), in (0, 1].
+    steps : int
+        Total optimizer steps ``T`` over all rounds (>= 1).
+    epsilon_tolerance : float
+        Only for ``accountant="rdp"``: Opacus' search tolerance (absolute).
+    accountant : {"pld", "rdp"}
+        ``"pld"`` (default): :func:`~oneliac_flwr.privacy.calibration.calibrate_noise_multiplier`
+        on ``SelfComposed(PoissonSampled(q, Gaussian(z)), T)``; the result
+        spends, by :func:`sample_level_epsilon`, at most ``epsilon`` and at
+        least 99% of it (e.g. ``epsilon=0.1, q=32/120, T=40`` gives
+        ``z ~ 52.04``). ``"rdp"``: Opacus' ``get_noise_multiplier`` (cannot
+        reach small epsilon).
+
+    Returns
+    -------
+    float
+        ``z``.
 
     Raises
     ------
     PrivacyError
-        If no noise multiplier below Opacus' limit reaches the budget.
+        If no noise multiplier reaches the budget.
     """
-    from opacus.accountants.utils import get_noise_multiplier
-
     target = require_positive("epsilon", epsilon)
     delta = require_probability("delta", delta)
     rate = require_sample_rate("sample_rate", sample_rate)
     count = require_positive_int("steps", steps)
     tolerance = require_positive("epsilon_tolerance", epsilon_tolerance)
+    if _require_accountant(accountant) == "pld":
+        z = calibrate_noise_multiplier(epsilon=target, delta=delta, rounds=count, sample_rate=rate)
+        spent = sample_level_epsilon([(z, rate, count)], delta)
+        if spent > target:  # pragma: no cover - the calibration checks with the same accountant
+            raise PrivacyError(f"epsilon: calibrated z={z} spends {spent} > {target}")
+        return z
+
+    from opacus.accountants.utils import get_noise_multiplier
+
     try:
         z = get_noise_multiplier(
             target_epsilon=target,

@@ -13,6 +13,7 @@ import hmac
 import json
 import os
 import secrets
+import stat
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -33,24 +34,24 @@ class StateIntegrityError(PrivacyError):
 
 def canonical_json(payload: Mapping[str, Any]) -> bytes:
     """Sorted-key, compact JSON: the bytes a tag is computed over."""
-    return json.dumps(payload, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
+    return json.dumps(payload, sort_keys=True, separators=(",", ":"), allow_nan=False, ensure_ascii=False).encode("utf-8")
 
 
 def _tag(key: bytes, payload: Mapping[str, Any]) -> str:
     return hmac.new(key, canonical_json(payload), hashlib.sha256).hexdigest()
 
 
-def load_or_create_key(state_dir: str | os.PathLike[str]) -> bytes:
-    """The state directory's MAC key, created (0600, atomically) on first use.
+def load_or_create_key(state_dir: str | os.PathLike[str], *, filename: str = KEY_FILE) -> bytes:
+    """The state directory's MAC key, created (0600, atomically, never overwritten) on first use.
 
     Raises
     ------
     StateIntegrityError
-        If the key file exists but is not 32 bytes.
+        If the key file is readable by group or others, or is not 32 bytes.
     """
     directory = Path(state_dir)
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-    path = directory / KEY_FILE
+    path = directory / filename
     if not path.exists():
         fd, tmp = tempfile.mkstemp(dir=directory, prefix=".key-")
         try:
@@ -65,6 +66,9 @@ def load_or_create_key(state_dir: str | os.PathLike[str]) -> bytes:
             pass
         finally:
             os.unlink(tmp)
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        raise StateIntegrityError(f"{path}: a key file must be 0600, is {mode:04o}")
     key = path.read_bytes()
     if len(key) != _KEY_BYTES:
         raise StateIntegrityError(f"{path}: expected a {_KEY_BYTES}-byte key, found {len(key)} bytes")

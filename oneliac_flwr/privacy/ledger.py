@@ -17,6 +17,8 @@ Typical use by a coordinator, once per round::
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import math
 import os
@@ -40,6 +42,8 @@ from oneliac_flwr.privacy.accountant import (
     GdpAccountant,
     make_accountant,
 )
+from oneliac_flwr.privacy.integrity import StateIntegrityError, load_or_create_key
+from oneliac_flwr.privacy.integrity import canonical_json as integrity_canonical_json
 from oneliac_flwr.privacy.events import (
     DpSgdSteps,
     ExactRelease,
@@ -51,9 +55,16 @@ from oneliac_flwr.privacy.events import (
     noise_multiplier_of,
 )
 
-__all__ = ["LedgerEntry", "PrivacyLedger"]
+__all__ = [
+    "LedgerEntry",
+    "LedgerIntegrityError",
+    "PrivacyLedger",
+    "canonical_json",
+    "ledger_mac",
+    "load_or_create_ledger_key",
+]
 
-_SCHEMA_VERSION = 1
+_SCHEMA_VERSION = 2
 
 
 def _json_float(value: float | None) -> float | str | None:
@@ -92,7 +103,8 @@ def _mechanism_name(events: Sequence[PrivacyEvent]) -> str:
 
 
 def _noise_multiplier(events: Sequence[PrivacyEvent]) -> float | None:
-    values = {noise_multiplier_of(event) for event in events}
+    # Events without Gaussian noise (e.g. a share-failure delta) do not count.
+    values = {noise_multiplier_of(event) for event in events} - {None}
     return values.pop() if len(values) == 1 else None
 
 
@@ -360,6 +372,26 @@ class PrivacyLedger:
                     f"events: the {self._primary.name} accountant cannot account for {event!r}"
                 )
 
+        return self._append(
+            recorded,
+            round_number=round_number,
+            label=label,
+            clip_norm=clip,
+            participants=count,
+            recorded_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        )
+
+    def _append(
+        self,
+        recorded: tuple[PrivacyEvent, ...],
+        *,
+        round_number: int,
+        label: str,
+        clip_norm: float | None,
+        participants: int | None,
+        recorded_at: str,
+    ) -> LedgerEntry:
+        """Compose validated events and append their entry (shared by record and load)."""
         for event in recorded:
             self._primary.compose(event)
         if self._cross_check is not None and self._cross_check_valid:
@@ -375,12 +407,12 @@ class PrivacyLedger:
             events=recorded,
             mechanism=_mechanism_name(recorded),
             noise_multiplier=_noise_multiplier(recorded),
-            clip_norm=clip,
-            participants=count,
+            clip_norm=clip_norm,
+            participants=participants,
             epsilon_round=self._round_epsilon(round_number, recorded),
             epsilon_cumulative=self.get_current_epsilon(),
             epsilon_cumulative_cross_check=self.cross_check_epsilon(),
-            recorded_at=datetime.now(UTC).isoformat(timespec="seconds"),
+            recorded_at=recorded_at,
         )
         self._entries.append(entry)
         return entry
@@ -450,7 +482,8 @@ class PrivacyLedger:
 
     # ------------------------------------------------------------ persistence
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready state: settings and entries (events included)."""
+        """JSON-ready state: settings, entries (events included) and totals."""
+        spent = self.get_current_epsilon()
         return {
             "schema_version": _SCHEMA_VERSION,
             "epsilon_budget": self._epsilon_budget,
@@ -459,14 +492,46 @@ class PrivacyLedger:
             "primary_settings": self._primary.settings(),
             "cross_check": self.cross_check,
             "entries": [entry.to_dict() for entry in self._entries],
+            "totals": {
+                "entries": len(self._entries),
+                "releases": len(self.events),
+                "epsilon_spent": _json_float(spent),
+                "epsilon_cross_check": _json_float(self.cross_check_epsilon()),
+            },
         }
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> PrivacyLedger:
-        """Rebuild a ledger from :meth:`to_dict` output, replaying every event.
+    def from_dict(
+        cls,
+        data: Mapping[str, Any],
+        *,
+        source: str = "ledger",
+        epsilon_budget: float | None = None,
+        delta: float | None = None,
+    ) -> PrivacyLedger:
+        """Rebuild a ledger from :meth:`to_dict` output, recomputing every epsilon.
+
+        Every event is replayed through the accountants and each entry's
+        stored epsilons (round, cumulative, cross-check), mechanism and noise
+        multiplier, and the stored totals, must equal what the replay gives
+        (relative tolerance 1e-9). A file edited by hand (an entry deleted, a
+        noise multiplier changed, a total lowered, delta changed) is refused.
+
+        Parameters
+        ----------
+        data : mapping
+            Output of :meth:`to_dict`.
+        source : str
+            Name used in error messages (the file path when loading).
+        epsilon_budget, delta : float or None
+            If given, the saved budget and delta must equal them (e.g. the
+            values of the run's configuration).
 
         Raises
         ------
+        LedgerIntegrityError
+            If anything recorded disagrees with the replay or the expected
+            parameters.
         PrivacyError
             If the data is not a ledger of this schema version.
         """
@@ -480,9 +545,15 @@ class PrivacyLedger:
                 primary=data["primary"],
                 cross_check=data.get("cross_check"),
             )
-            entries = [LedgerEntry.from_dict(item) for item in data["entries"]]
+            stored = [LedgerEntry.from_dict(item) for item in data["entries"]]
+            totals = data["totals"]
         except KeyError as exc:
             raise PrivacyError(f"{exc.args[0]}: missing from the saved ledger") from exc
+        for name, expected in (("epsilon_budget", epsilon_budget), ("delta", delta)):
+            if expected is not None and float(data[name]) != float(expected):
+                raise LedgerIntegrityError(
+                    source, name, f"the file says {data[name]!r}, the configuration {expected!r}"
+                )
         settings = data.get("primary_settings")
         if settings is not None:
             # Resume with the settings the ledger was written with, so epsilon is unchanged.
@@ -492,19 +563,30 @@ class PrivacyLedger:
                 ledger._primary = type(ledger._primary)(**settings)
             except TypeError as exc:
                 raise PrivacyError(f"primary_settings: not valid for {ledger.primary!r}: {exc}") from exc
-        for entry in entries:
-            for event in entry.events:
-                ledger._primary.compose(event)
-                if ledger._cross_check is not None and ledger._cross_check_valid:
-                    if ledger._cross_check.supports(event):
-                        ledger._cross_check.compose(event)
-                    else:
-                        ledger._cross_check_valid = False
-        ledger._entries = entries
+        for index, entry in enumerate(stored):
+            replayed = ledger._append(
+                entry.events,
+                round_number=entry.round_number,
+                label=entry.label,
+                clip_norm=entry.clip_norm,
+                participants=entry.participants,
+                recorded_at=entry.recorded_at,
+            )
+            _check_entry(source, index, entry, replayed)
+        ledger._entries = stored
+        _check_totals(source, totals, ledger)
         return ledger
 
-    def save(self, path: str | os.PathLike[str]) -> Path:
+    def save(self, path: str | os.PathLike[str], *, key: bytes | None = None) -> Path:
         """Write the ledger as JSON atomically (temporary file, fsync, ``os.replace``).
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            Where to write.
+        key : bytes or None
+            Coordinator secret (:func:`load_or_create_ledger_key`). When given,
+            an HMAC-SHA256 of the canonical JSON is stored under ``"mac"``.
 
         Returns
         -------
@@ -513,7 +595,10 @@ class PrivacyLedger:
         """
         target = Path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
-        payload = json.dumps(self.to_dict(), indent=2, allow_nan=False)
+        document = self.to_dict()
+        if key is not None:
+            document["mac"] = {"algorithm": _MAC_ALGORITHM, "value": ledger_mac(document, key=key)}
+        payload = json.dumps(document, indent=2, allow_nan=False)
         handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
         try:
             with os.fdopen(handle, "w", encoding="utf-8") as stream:
@@ -528,11 +613,32 @@ class PrivacyLedger:
         return target
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> PrivacyLedger:
-        """Read a ledger written by :meth:`save` and resume with what was spent.
+    def load(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        key: bytes | None = None,
+        epsilon_budget: float | None = None,
+        delta: float | None = None,
+    ) -> PrivacyLedger:
+        """Read a ledger written by :meth:`save`, verify it, and resume with what was spent.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            The saved ledger.
+        key : bytes or None
+            Coordinator secret. When given, the file must carry a valid
+            HMAC-SHA256 (:meth:`save` with the same key); a file without one,
+            or with a wrong one, is refused.
+        epsilon_budget, delta : float or None
+            Expected budget and delta (see :meth:`from_dict`).
 
         Raises
         ------
+        LedgerIntegrityError
+            If the MAC is missing or wrong, or the file's events, parameters
+            or stored epsilons disagree (see :meth:`from_dict`).
         PrivacyError
             If the file is missing, not JSON, or not a ledger.
         """
@@ -543,4 +649,138 @@ class PrivacyLedger:
             raise PrivacyError(f"path: no privacy ledger at {source}") from exc
         except json.JSONDecodeError as exc:
             raise PrivacyError(f"path: {source} is not valid JSON ({exc})") from exc
-        return cls.from_dict(data)
+        if key is not None:
+            _verify_mac(str(source), data, key)
+        elif isinstance(data, dict):
+            data.pop("mac", None)
+        return cls.from_dict(data, source=str(source), epsilon_budget=epsilon_budget, delta=delta)
+
+
+# ------------------------------------------------------------------ integrity
+class LedgerIntegrityError(StateIntegrityError):
+    """A saved ledger disagrees with itself, its MAC or the expected parameters.
+
+    Attributes
+    ----------
+    source : str
+        The file (or ``"ledger"`` for an in-memory dict).
+    field : str
+        What disagrees, e.g. ``"mac"``, ``"entries[3].epsilon_cumulative"``.
+    """
+
+    def __init__(self, source: str, field: str, message: str) -> None:
+        self.source = source
+        self.field = field
+        super().__init__(f"{source}: {field}: {message}; refusing to resume from it")
+
+
+_MAC_ALGORITHM = "hmac-sha256"
+_KEY_BYTES = 32
+_MIN_KEY_BYTES = 16
+_RELATIVE_TOLERANCE = 1e-9
+
+
+def _require_key(key: object) -> bytes:
+    if not isinstance(key, (bytes, bytearray)) or len(key) < _MIN_KEY_BYTES:
+        raise PrivacyConfigError(
+            "key", f"must be at least {_MIN_KEY_BYTES} bytes (see load_or_create_ledger_key)"
+        )
+    return bytes(key)
+
+
+def canonical_json(document: Mapping[str, Any]) -> bytes:
+    """The bytes the MAC covers: :func:`~oneliac_flwr.privacy.integrity.canonical_json`, ``"mac"`` excluded."""
+    return integrity_canonical_json({name: value for name, value in document.items() if name != "mac"})
+
+
+def ledger_mac(document: Mapping[str, Any], *, key: bytes) -> str:
+    """Hex HMAC-SHA256 of :func:`canonical_json` of ``document`` under ``key``."""
+    return hmac.new(_require_key(key), canonical_json(document), hashlib.sha256).hexdigest()
+
+
+def _verify_mac(source: str, data: Any, key: bytes) -> None:
+    expected = ledger_mac(data if isinstance(data, Mapping) else {}, key=key)
+    mac = data.get("mac") if isinstance(data, Mapping) else None
+    if not isinstance(mac, Mapping) or "value" not in mac:
+        raise LedgerIntegrityError(source, "mac", "missing, but a ledger key was given")
+    if mac.get("algorithm") != _MAC_ALGORITHM:
+        raise LedgerIntegrityError(
+            source, "mac.algorithm", f"expected {_MAC_ALGORITHM!r}, got {mac.get('algorithm')!r}"
+        )
+    if not isinstance(mac["value"], str) or not hmac.compare_digest(mac["value"], expected):
+        raise LedgerIntegrityError(
+            source, "mac", "does not match the contents under this key (edited, or another key)"
+        )
+
+
+def _same(stored: float | None, replayed: float | None) -> bool:
+    if stored is None or replayed is None:
+        return stored is replayed
+    if math.isinf(stored) or math.isinf(replayed):
+        return stored == replayed
+    return math.isclose(stored, replayed, rel_tol=_RELATIVE_TOLERANCE, abs_tol=1e-12)
+
+
+def _check_entry(source: str, index: int, stored: LedgerEntry, replayed: LedgerEntry) -> None:
+    for name in ("epsilon_round", "epsilon_cumulative", "epsilon_cumulative_cross_check", "noise_multiplier"):
+        saved, recomputed = getattr(stored, name), getattr(replayed, name)
+        if not _same(saved, recomputed):
+            raise LedgerIntegrityError(
+                source,
+                f"entries[{index}].{name}",
+                f"stored {saved!r} but its events recompute to {recomputed!r}",
+            )
+    if stored.mechanism != replayed.mechanism:
+        raise LedgerIntegrityError(
+            source,
+            f"entries[{index}].mechanism",
+            f"stored {stored.mechanism!r}, events say {replayed.mechanism!r}",
+        )
+
+
+def _check_totals(source: str, totals: Any, ledger: PrivacyLedger) -> None:
+    if not isinstance(totals, Mapping):
+        raise LedgerIntegrityError(source, "totals", f"must be a mapping, got {totals!r}")
+    recomputed = ledger.to_dict()["totals"]
+    for name in ("entries", "releases"):
+        if totals.get(name) != recomputed[name]:
+            raise LedgerIntegrityError(
+                source, f"totals.{name}", f"stored {totals.get(name)!r} but the file has {recomputed[name]}"
+            )
+    for name in ("epsilon_spent", "epsilon_cross_check"):
+        saved = _float_from_json(f"totals.{name}", totals.get(name))
+        value = _float_from_json(f"totals.{name}", recomputed[name])
+        if not _same(saved, value):
+            raise LedgerIntegrityError(
+                source, f"totals.{name}", f"stored {saved!r} but the events recompute to {value!r}"
+            )
+
+
+def load_or_create_ledger_key(
+    state_dir: str | os.PathLike[str], *, filename: str = "ledger.key"
+) -> bytes:
+    """The coordinator's ledger secret: read it, or create it once.
+
+    A new key is 32 bytes from :func:`secrets.token_bytes`, written to a
+    temporary file created with mode 0600, fsynced, then hard-linked into
+    place (atomic, never overwrites: if another process created the key
+    first, that key is returned).
+
+    Parameters
+    ----------
+    state_dir : str or os.PathLike
+        Coordinator state directory (created, mode 0700, if missing).
+    filename : str
+        Key file name inside ``state_dir``.
+
+    Returns
+    -------
+    bytes
+        The 32-byte key.
+
+    Raises
+    ------
+    LedgerIntegrityError
+        If an existing key file is readable by group or others, or is not 32 bytes.
+    """
+    return load_or_create_key(state_dir, filename=filename)

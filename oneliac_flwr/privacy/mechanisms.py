@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from oneliac_flwr.privacy.ledger import PrivacyLedger
 
 __all__ = [
+    "DEFAULT_DELTA",
     "MECHANISMS",
     "DifferentialPrivacy",
     "calibrate_analytic_gaussian",
@@ -41,6 +42,9 @@ __all__ = [
 ]
 
 MECHANISMS = ("gaussian", "laplace")
+
+DEFAULT_DELTA = 1e-5
+"""Delta of a Gaussian :class:`DifferentialPrivacy` release when none is given."""
 
 Gradients = TypeVar("Gradients", bound=NDArray[np.floating] | Sequence[NDArray[np.floating]])
 """An array, or a list or tuple of arrays; returned in the same form."""
@@ -106,12 +110,16 @@ class DifferentialPrivacy:
     epsilon : float
         Epsilon of each release (> 0).
     delta : float or None
-        Delta of each release, in (0, 1); required for ``"gaussian"``,
-        ignored for ``"laplace"`` (pure DP, delta 0).
+        Delta of each release, in (0, 1). For ``"gaussian"``, None means
+        :data:`DEFAULT_DELTA` (1e-5), so ``DifferentialPrivacy(0.1)`` is a
+        (0.1, 1e-5) Gaussian release. For ``"laplace"`` (pure DP) it is
+        ignored and :attr:`delta` is 0: a delta passed with Laplace does not
+        change the noise.
     mechanism : {"gaussian", "laplace"}
         Noise distribution.
     rng : numpy.random.Generator or None
-        Source of noise; None draws a seed from OS entropy.
+        Source of noise; None (default) seeds a new generator with 128 bits
+        of OS entropy (``secrets``), never a fixed seed.
     ledger : PrivacyLedger or None
         If given, every release is checked against its budget first
         (:class:`~oneliac_flwr.errors.PrivacyBudgetExhausted`, no noise drawn)
@@ -141,9 +149,7 @@ class DifferentialPrivacy:
         self._epsilon = require_positive("epsilon", epsilon)
         self._mechanism = mechanism
         if mechanism == "gaussian":
-            if delta is None:
-                raise PrivacyConfigError("delta", "is required for the gaussian mechanism, got None")
-            self._delta = require_probability("delta", delta)
+            self._delta = require_probability("delta", DEFAULT_DELTA if delta is None else delta)
             self._noise_multiplier = calibrate_analytic_gaussian(
                 epsilon=self._epsilon, delta=self._delta, sensitivity=1.0
             )

@@ -117,7 +117,7 @@ def test_finding_a_refused_restart_never_overwrites_results(tmp_path: Path) -> N
     [
         lambda d: {**d, "entries": d["entries"][:-1]},
         lambda d: {**d, "entries": [{**e, "events": [{**ev, "noise_multiplier": 1000.0} for ev in e["events"]]} for e in d["entries"]]},
-        lambda d: {k: v for k, v in d.items() if k != "hmac_sha256"},
+        lambda d: {k: v for k, v in d.items() if k != "mac"},
     ],
     ids=["entry-deleted", "z-set-to-1000", "tag-stripped"],
 )
@@ -202,7 +202,7 @@ def test_finding_distributed_mode_records_a_sum_whose_check_fails(monkeypatch: p
     )
     config = _config(
         "organization",
-        epsilon=100.0,
+        epsilon=8.0,
         max_rounds=1,
         privacy_budget={"noise_placement": "distributed"},
         aggregation_config={"aggregation_method": "secure_sum"},

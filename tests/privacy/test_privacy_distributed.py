@@ -11,7 +11,9 @@ from hypothesis import strategies as st
 from scipy import stats
 
 from oneliac_flwr.privacy import (
+    ExactRelease,
     GaussianRelease,
+    PrivacyLedger,
     client_noise_std,
     distributed_noise_share,
     distributed_release,
@@ -19,7 +21,13 @@ from oneliac_flwr.privacy import (
     quantize,
     share_bound,
 )
-from oneliac_flwr.privacy.distributed import lattice_split
+from oneliac_flwr.privacy.distributed import (
+    central_secure_sum_release,
+    lattice_split,
+    quantized_sensitivity,
+    share_bound_failure_probability,
+    share_failure_release,
+)
 
 
 def test_client_noise_std_formula() -> None:
@@ -163,3 +171,85 @@ def test_share_bound_holds_empirically_and_grows_with_confidence() -> None:
         clip_norm=1.0, noise_std=std, dimension=d, fractional_bits=16, failure_probability=1e-12
     )
     assert tighter > bound > 1.0
+
+
+# ------------------------------------------------ share-bound failure delta
+def test_failure_probability_inverts_share_bound() -> None:
+    std, clip, d, f = 0.3, 1.0, 10_000, 16
+    for p in (1e-6, 1e-9, 1e-12):
+        bound = share_bound(
+            clip_norm=clip, noise_std=std, dimension=d, fractional_bits=f, failure_probability=p
+        )
+        got = share_bound_failure_probability(
+            bound=bound, clip_norm=clip, noise_std=std, dimension=d, fractional_bits=f
+        )
+        assert got == pytest.approx(p, rel=1e-6)
+    # A bound inside C + gamma always fails; no noise never does.
+    common = {"clip_norm": 1.0, "dimension": 3, "fractional_bits": 8}
+    assert share_bound_failure_probability(bound=1.0, noise_std=0.1, **common) == 1.0
+    assert share_bound_failure_probability(bound=2.0, noise_std=0.0, **common) == 0.0
+
+
+def test_failure_probability_is_an_upper_bound_by_simulation() -> None:
+    std, clip, d, f = 1.0, 0.5, 4, 10
+    bound = clip + 2.0**-f + 2.0 * std  # loose: failures are frequent enough to count
+    p = share_bound_failure_probability(
+        bound=bound, clip_norm=clip, noise_std=std, dimension=d, fractional_bits=f
+    )
+    rng = np.random.default_rng(3)
+    trials = 20_000
+    update = np.full(d, clip / 2.0)  # ||x|| = C
+    shares = np.stack(
+        [distributed_noise_share(update, noise_std=std, fractional_bits=f, rng=rng) for _ in range(trials)]
+    )
+    observed = float(np.mean(np.any(np.abs(shares) > bound, axis=1)))
+    assert observed <= p
+    assert observed > 0.3 * p  # and not absurdly loose here
+
+
+def test_share_failure_release_adds_its_delta_to_the_ledger() -> None:
+    event = share_failure_release(failure_probability=1e-9, clients=10, epsilon_budget=2.0)
+    assert event == ExactRelease(0.0, (1.0 + math.exp(2.0)) * 1e-8)
+    round_event = distributed_release(
+        noise_std=0.5, clip_norm=1.0, dimension=100, fractional_bits=16, min_contributors=4
+    )
+    plain = PrivacyLedger(epsilon_budget=2.0, delta=1e-5, cross_check=None)
+    plain.record(round_event, round_number=1)
+    with_failure = PrivacyLedger(epsilon_budget=2.0, delta=1e-5, cross_check=None)
+    entry = with_failure.record([round_event, event], round_number=1)
+    assert entry.noise_multiplier == round_event.noise_multiplier  # the delta event carries no noise
+    assert with_failure.get_current_epsilon() > plain.get_current_epsilon()
+    with pytest.raises(ValueError, match="failure_probability: gives delta_extra"):
+        share_failure_release(failure_probability=0.2, clients=10, epsilon_budget=2.0)
+
+
+# ------------------------------------------------ shares on the grid
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_noise_share_is_float64_on_the_grid_exactly(dtype: type) -> None:
+    f = 24
+    rng = np.random.default_rng(8)
+    update = [rng.normal(0, 0.1, size=(7, 5)).astype(dtype), rng.normal(0, 0.1, size=3).astype(dtype)]
+    shares = distributed_noise_share(update, noise_std=0.7, fractional_bits=f, rng=rng)
+    for share in shares:
+        assert share.dtype == np.float64
+        scaled = share * 2.0**f
+        assert np.array_equal(scaled, np.rint(scaled))
+        assert not np.array_equal(share.astype(np.float32).astype(np.float64) * 2.0**f, np.rint(scaled))
+
+
+# ------------------------------------------------ central noise under secure sum
+def test_central_noise_under_secure_sum_accounts_for_rounding() -> None:
+    clip, d, f, z = 1.0, 10_000, 12, 1.5
+    sensitivity = quantized_sensitivity(clip_norm=clip, dimension=d, fractional_bits=f)
+    assert sensitivity == pytest.approx(1.0 + 100.0 * 2.0**-13)
+    event = central_secure_sum_release(noise_multiplier=z, clip_norm=clip, dimension=d, fractional_bits=f)
+    assert event == GaussianRelease(z * clip / sensitivity)
+    assert event.noise_multiplier < z
+    # The bound holds for a worst case: every coordinate rounded up by gamma/2.
+    gamma = 2.0**-f
+    x = np.full(d, clip / math.sqrt(d))
+    x = np.floor(x / gamma) * gamma + gamma / 2.0 - 1e-15  # just below the round-up point...
+    x *= clip / np.linalg.norm(x)
+    rounded = quantize(x, fractional_bits=f)
+    assert np.linalg.norm(rounded) > clip
+    assert np.linalg.norm(rounded) <= sensitivity

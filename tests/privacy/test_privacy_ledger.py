@@ -1,21 +1,28 @@
-"""Ledger: recording, report, budget checks, atomic save and resume."""
+"""Ledger: recording, report, budget checks, atomic save, resume and integrity."""
 
 from __future__ import annotations
 
 import json
+import os
+import stat
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import dp_accounting
 import pytest
 
 from oneliac_flwr.errors import PrivacyBudgetExhausted, PrivacyError
+from oneliac_flwr.privacy.integrity import StateIntegrityError
 from oneliac_flwr.privacy import (
     ExactRelease,
     GaussianRelease,
     LaplaceRelease,
+    LedgerIntegrityError,
     PoissonSampling,
     PrivacyLedger,
     gaussian_full_participation_epsilon,
+    load_or_create_ledger_key,
     rounds_affordable,
     rounds_epsilon,
 )
@@ -186,7 +193,7 @@ def test_load_rejects_bad_files(tmp_path: Path) -> None:
         PrivacyLedger.load(broken)
     wrong = tmp_path / "wrong.json"
     wrong.write_text(json.dumps({"schema_version": 99}))
-    with pytest.raises(PrivacyError, match="schema_version: expected 1, got 99"):
+    with pytest.raises(PrivacyError, match="schema_version: expected 2, got 99"):
         PrivacyLedger.load(wrong)
 
 
@@ -233,14 +240,136 @@ def test_bad_record_arguments() -> None:
 
 
 def test_resume_keeps_the_accountant_settings_it_was_saved_with(tmp_path: Path) -> None:
-    ledger = PrivacyLedger(epsilon_budget=10.0, delta=DELTA)
+    template = PrivacyLedger(epsilon_budget=10.0, delta=DELTA).to_dict()
+    template["primary_settings"]["relative_precision"] = 1e-3
+    ledger = PrivacyLedger.from_dict(template)  # an empty ledger with coarser settings
     ledger.record(GaussianRelease(2.0, sampling=PoissonSampling(0.3)), round_number=1)
-    data = ledger.to_dict()
-    data["primary_settings"]["relative_precision"] = 1e-3
-    path = tmp_path / "ledger.json"
-    path.write_text(json.dumps(data))
+    default = PrivacyLedger(epsilon_budget=10.0, delta=DELTA)
+    default.record(GaussianRelease(2.0, sampling=PoissonSampling(0.3)), round_number=1)
+    path = ledger.save(tmp_path / "ledger.json")
     resumed = PrivacyLedger.load(path)
     assert resumed.to_dict()["primary_settings"]["relative_precision"] == 1e-3
+    assert resumed.get_current_epsilon() == ledger.get_current_epsilon()
     # Coarser grid, still pessimistic: never below, and close.
-    assert resumed.get_current_epsilon() >= ledger.get_current_epsilon() * (1 - 1e-9)
-    assert resumed.get_current_epsilon() == pytest.approx(ledger.get_current_epsilon(), rel=0.01)
+    assert resumed.get_current_epsilon() >= default.get_current_epsilon() * (1 - 1e-9)
+    assert resumed.get_current_epsilon() == pytest.approx(default.get_current_epsilon(), rel=0.01)
+
+
+# ------------------------------------------------------------ integrity
+@pytest.fixture(scope="module")
+def saved() -> dict[str, Any]:
+    return _build_mixed_ledger().to_dict()
+
+
+def _delete_middle_entry(data: dict[str, Any]) -> None:
+    del data["entries"][1]
+    data["totals"]["entries"] -= 1
+    data["totals"]["releases"] -= 1
+
+
+def _noise_to_1000(data: dict[str, Any]) -> None:
+    data["entries"][0]["events"][0]["noise_multiplier"] = 1000.0
+    data["entries"][0]["noise_multiplier"] = 1000.0
+
+
+def _lower_total(data: dict[str, Any]) -> None:
+    data["totals"]["epsilon_spent"] = 0.5
+
+
+def _lower_cumulative(data: dict[str, Any]) -> None:
+    data["entries"][-1]["epsilon_cumulative"] = 0.5
+
+
+def _change_delta(data: dict[str, Any]) -> None:
+    data["delta"] = 1e-3
+
+
+def _delete_last_entry_only(data: dict[str, Any]) -> None:
+    del data["entries"][-1]
+
+
+TAMPERINGS: dict[str, tuple[Callable[[dict[str, Any]], None], str]] = {
+    "entry deleted": (_delete_middle_entry, r"entries\[1\]\.epsilon_cumulative"),
+    "z set to 1000": (_noise_to_1000, r"entries\[0\]\.epsilon_round"),
+    "total edited": (_lower_total, "totals.epsilon_spent"),
+    "entry total edited": (_lower_cumulative, r"entries\[5\]\.epsilon_cumulative"),
+    "delta edited": (_change_delta, r"entries\[0\]\.epsilon_round"),
+    "last entry deleted": (_delete_last_entry_only, "totals.entries"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(TAMPERINGS))
+def test_tampered_ledger_is_refused_naming_the_file_and_the_field(
+    tmp_path: Path, saved: dict[str, Any], name: str
+) -> None:
+    tamper, field = TAMPERINGS[name]
+    data = json.loads(json.dumps(saved))
+    tamper(data)
+    path = tmp_path / "privacy_ledger.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(LedgerIntegrityError, match=field) as caught:
+        PrivacyLedger.load(path)
+    assert str(path) in str(caught.value)
+    assert isinstance(caught.value, PrivacyError)
+
+
+def test_budget_or_delta_other_than_the_configuration_is_refused(tmp_path: Path) -> None:
+    path = _build_mixed_ledger().save(tmp_path / "ledger.json")
+    with pytest.raises(LedgerIntegrityError, match="epsilon_budget: the file says 50.0"):
+        PrivacyLedger.load(path, epsilon_budget=8.0, delta=DELTA)
+    with pytest.raises(LedgerIntegrityError, match="delta: the file says 1e-05"):
+        PrivacyLedger.load(path, epsilon_budget=50.0, delta=1e-6)
+    assert PrivacyLedger.load(path, epsilon_budget=50.0, delta=DELTA).epsilon_budget == 50.0
+
+
+def test_honest_save_and_load_with_a_key_round_trips_exactly(tmp_path: Path) -> None:
+    key = load_or_create_ledger_key(tmp_path / "state")
+    ledger = _build_mixed_ledger()
+    path = ledger.save(tmp_path / "ledger.json", key=key)
+    assert json.loads(path.read_text())["mac"]["algorithm"] == "hmac-sha256"
+    resumed = PrivacyLedger.load(path, key=key)
+    assert resumed.entries == ledger.entries
+    assert resumed.to_dict() == ledger.to_dict()
+    assert resumed.get_current_epsilon() == ledger.get_current_epsilon()
+    assert resumed.report() == ledger.report()
+
+
+def test_key_refuses_a_stripped_a_wrong_or_an_edited_mac(tmp_path: Path) -> None:
+    key = load_or_create_ledger_key(tmp_path / "state")
+    path = _build_mixed_ledger().save(tmp_path / "ledger.json", key=key)
+    original = json.loads(path.read_text())
+
+    stripped = dict(original)
+    del stripped["mac"]
+    path.write_text(json.dumps(stripped))
+    with pytest.raises(LedgerIntegrityError, match="mac: missing"):
+        PrivacyLedger.load(path, key=key)
+
+    path.write_text(json.dumps(original))
+    with pytest.raises(LedgerIntegrityError, match="mac: does not match"):
+        PrivacyLedger.load(path, key=os.urandom(32))
+
+    # A consistent forgery (everything recomputed, here: a budget raised) still fails the MAC.
+    forged = json.loads(json.dumps(original))
+    forged["epsilon_budget"] = 1000.0
+    path.write_text(json.dumps(forged))
+    with pytest.raises(LedgerIntegrityError, match="mac: does not match"):
+        PrivacyLedger.load(path, key=key)
+
+
+def test_ledger_key_file_is_0600_and_stable(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    key = load_or_create_ledger_key(state)
+    assert len(key) == 32
+    key_file = state / "ledger.key"
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    assert sorted(p.name for p in state.iterdir()) == ["ledger.key"]  # no temp file left
+    assert load_or_create_ledger_key(state) == key
+    assert load_or_create_ledger_key(tmp_path / "other") != key
+
+
+def test_ledger_key_readable_by_others_is_refused(tmp_path: Path) -> None:
+    load_or_create_ledger_key(tmp_path)
+    (tmp_path / "ledger.key").chmod(0o644)
+    with pytest.raises(StateIntegrityError, match="must be 0600, is 0644"):
+        load_or_create_ledger_key(tmp_path)

@@ -11,6 +11,7 @@ from scipy import stats
 
 from oneliac_flwr.errors import ConfigError, PrivacyBudgetExhausted, PrivacyError
 from oneliac_flwr.privacy import (
+    DEFAULT_DELTA,
     DifferentialPrivacy,
     GaussianRelease,
     LaplaceRelease,
@@ -167,7 +168,6 @@ def test_release_refused_when_budget_exhausted_and_nothing_drawn() -> None:
         ({"epsilon": 1.0, "delta": 0.0}, r"delta: must be in \(0, 1\), got 0.0"),
         ({"epsilon": 1.0, "delta": 1.0}, r"delta: must be in \(0, 1\), got 1.0"),
         ({"epsilon": 1.0, "delta": -0.1}, r"delta: must be in \(0, 1\), got -0.1"),
-        ({"epsilon": 1.0, "delta": None}, "delta: is required for the gaussian mechanism"),
         ({"epsilon": 1.0, "delta": DELTA, "mechanism": "exponential"}, "mechanism: must be one of"),
         ({"epsilon": float("nan"), "delta": DELTA}, "epsilon: must be a number"),
     ],
@@ -197,3 +197,23 @@ def test_laplace_ignores_delta_and_records_pure_dp() -> None:
 def test_rng_must_be_a_generator() -> None:
     with pytest.raises(ValueError, match=r"rng: must be a numpy\.random\.Generator"):
         DifferentialPrivacy(1.0, DELTA, rng=np.random.RandomState(0))  # type: ignore[arg-type]
+
+
+def test_epsilon_alone_is_a_gaussian_release_at_the_documented_delta() -> None:
+    dp = DifferentialPrivacy(0.1)
+    assert dp.mechanism == "gaussian"
+    assert dp.delta == DEFAULT_DELTA == 1e-5
+    explicit = DifferentialPrivacy(0.1, 1e-5, "gaussian")
+    assert dp.noise_multiplier == explicit.noise_multiplier
+    assert dp.release_event() == GaussianRelease(explicit.noise_multiplier)
+    # The analytic Gaussian at (0.1, 1e-5) needs sigma ~ 30.75 per unit sensitivity
+    # (the classic sqrt(2 ln(1.25/delta)) / epsilon would be 48.4).
+    assert dp.noise_multiplier == pytest.approx(30.7496, abs=1e-3)
+
+
+def test_default_noise_is_drawn_from_os_entropy_not_a_fixed_seed() -> None:
+    np.random.seed(0)
+    first = DifferentialPrivacy(1.0).add_noise_to_gradients(np.zeros(16), 1.0)
+    np.random.seed(0)
+    second = DifferentialPrivacy(1.0).add_noise_to_gradients(np.zeros(16), 1.0)
+    assert not np.array_equal(first, second)
