@@ -52,7 +52,7 @@ MODES = {
     "organization-central": ({"privacy_budget": {"mode": "organization", "epsilon": 50.0}}, IDENTITY | DECLARED | PLACEHOLDER | RELEASE),
     "organization-distributed": (
         {
-            "privacy_budget": {"mode": "organization", "epsilon": 50.0, "noise_placement": "distributed"},
+            "privacy_budget": {"mode": "organization", "epsilon": 8.0, "noise_placement": "distributed"},
             "aggregation_config": {"aggregation_method": "secure_sum"},
         },
         IDENTITY | DECLARED | PLACEHOLDER | MASKED,
