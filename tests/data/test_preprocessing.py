@@ -226,3 +226,18 @@ def test_bad_bounds_name_the_field(tmp_path: Path, bounds: list[str], field: str
         ExperimentConfig.from_dict(_csv_config(tmp_path / "x.csv", feature_bounds=bounds))
     assert info.value.field == field
     assert fragment in str(info.value)
+
+
+def test_bounds_and_record_id_round_trip_through_the_flat_run_config(tmp_path: Path) -> None:
+    config = ExperimentConfig.from_dict(
+        _csv_config(tmp_path / "x.csv", feature_bounds=["0:1", "0.5:2:log1p"], record_id_column="pid")
+    )
+    flat = config.to_run_config()
+    assert flat["dataset.feature_bounds"] == "0:1,0.5:2:log1p"
+    assert ExperimentConfig.from_run_config(flat) == config
+    assert config.dataset.bounds() == ((0.0, 1.0, "none"), (0.5, 2.0, "log1p"))
+    # "" (pyproject's value) means: the built-in schema for breast_cancer, none for csv
+    assert ExperimentConfig.from_run_config({"dataset.feature_bounds": ""}).dataset.feature_bounds == (
+        BREAST_CANCER_FEATURE_BOUNDS
+    )
+    assert ExperimentConfig.from_run_config({**flat, "dataset.feature_bounds": ""}).dataset.feature_bounds is None
