@@ -134,7 +134,8 @@ def _check_one_row_per_record(config: ExperimentConfig, table: Table) -> None:
     if repeated.size:
         raise DataError(
             f"{table.source}: record id column {config.dataset.record_id_column!r} repeats {repeated.size} id(s) "
-            f"(e.g. {str(repeated[0])!r}); sample-level DP protects one row, so one record must be one row"
+            "(values not shown: they identify patients); sample-level DP protects one row, so one record "
+            "must be one row"
         )
 
 

@@ -195,13 +195,14 @@ def test_csv_without_bounds_is_refused_under_dp_and_standardized_without(tmp_pat
 
 
 def test_csv_record_ids_key_the_split_and_repeats_are_refused_under_sample_dp(tmp_path: Path) -> None:
-    path = _csv(tmp_path, "pid,a,b,y\n" + "".join(f"p{i // 2},{i},{i % 5},{i % 2}\n" for i in range(40)))
+    path = _csv(tmp_path, "pid,a,b,y\n" + "".join(f"patient-{i // 2},{i},{i % 5},{i % 2}\n" for i in range(40)))
     table = load_csv(path, label_column="y", id_column="pid")
     assert table.feature_names == ("a", "b")
-    assert table.record_ids is not None and table.record_ids[3] == "p1"
+    assert table.record_ids is not None and table.record_ids[3] == "patient-1"
     config = _csv_config(path, feature_bounds=["0:39", "0:4"], record_id_column="pid")
-    with pytest.raises(DataError, match="h1.csv: record id column 'pid' repeats 20 id"):
+    with pytest.raises(DataError, match="h1.csv: record id column 'pid' repeats 20 id") as info:
         deployment_organization(ExperimentConfig.from_dict({**config, "privacy_budget": {"mode": "sample"}}), str(path))
+    assert "patient-" not in str(info.value)  # no patient id in a message that may leave the hospital
     data = deployment_organization(ExperimentConfig.from_dict(config), str(path))
     sides = {rid: "train" for rid in data.train.record_ids} | {rid: "val" for rid in data.validation.record_ids}
     assert len(data.train) + len(data.validation) == 40 and len(sides) == 20  # a patient's rows stay together
