@@ -14,6 +14,7 @@ was expected.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 from oneliac_flwr.errors import ConfigError
 
 __all__ = [
+    "BREAST_CANCER_FEATURE_BOUNDS",
     "AggregationConfig",
     "DatasetConfig",
     "ExperimentConfig",
@@ -43,6 +45,44 @@ def _require(condition: bool, field_path: str, message: str) -> None:
         raise ConfigError(field_path, message)
 
 
+# Public schema of scikit-learn's breast-cancer table: the Min and Max columns of the
+# "Summary Statistics" in ``sklearn.datasets.load_breast_cancer().DESCR`` (published with
+# the dataset, copied verbatim; never computed from rows at run time), in column order.
+# The size features (radius, perimeter, area: positive, right-skewed) are log1p-scaled.
+BREAST_CANCER_FEATURE_BOUNDS: tuple[str, ...] = (
+    "6.981:28.11:log1p",   # mean radius
+    "9.71:39.28",          # mean texture
+    "43.79:188.5:log1p",   # mean perimeter
+    "143.5:2501.0:log1p",  # mean area
+    "0.053:0.163",         # mean smoothness
+    "0.019:0.345",         # mean compactness
+    "0.0:0.427",           # mean concavity
+    "0.0:0.201",           # mean concave points
+    "0.106:0.304",         # mean symmetry
+    "0.05:0.097",          # mean fractal dimension
+    "0.112:2.873:log1p",   # radius error
+    "0.36:4.885",          # texture error
+    "0.757:21.98:log1p",   # perimeter error
+    "6.802:542.2:log1p",   # area error
+    "0.002:0.031",         # smoothness error
+    "0.002:0.135",         # compactness error
+    "0.0:0.396",           # concavity error
+    "0.0:0.053",           # concave points error
+    "0.008:0.079",         # symmetry error
+    "0.001:0.03",          # fractal dimension error
+    "7.93:36.04:log1p",    # worst radius
+    "12.02:49.54",         # worst texture
+    "50.41:251.2:log1p",   # worst perimeter
+    "185.2:4254.0:log1p",  # worst area
+    "0.071:0.223",         # worst smoothness
+    "0.027:1.058",         # worst compactness
+    "0.0:1.252",           # worst concavity
+    "0.0:0.291",           # worst concave points
+    "0.156:0.664",         # worst symmetry
+    "0.055:0.208",         # worst fractal dimension
+)
+
+
 @dataclass(frozen=True, kw_only=True)
 class DatasetConfig:
     """Where each organization's data comes from.
@@ -50,6 +90,14 @@ class DatasetConfig:
     ``name="breast_cancer"`` uses scikit-learn's Wisconsin diagnosis table (offline).
     ``name="csv"`` reads a hospital's own table from ``csv_path`` (in deployment the
     SuperNode's ``data-path`` node config takes precedence).
+
+    ``feature_bounds`` is the public schema used for scaling: one ``"low:high"`` (or
+    ``"low:high:log1p"``) entry per feature column, in order; values are clipped to the
+    bounds, optionally ``log1p``-transformed (bounds too), and mapped to ``[-3, 3]``. For
+    ``breast_cancer`` it defaults to :data:`BREAST_CANCER_FEATURE_BOUNDS`; for ``csv``
+    without bounds, each site standardizes with its own statistics, which is refused
+    under differential privacy. ``record_id_column`` names a CSV column keying each
+    record (one patient) for the local split; without it a row is keyed by its bytes.
     """
 
     name: Literal["breast_cancer", "csv"] = "breast_cancer"
@@ -60,6 +108,46 @@ class DatasetConfig:
     num_classes: int = 2
     test_fraction: float = 0.2
     local_validation_fraction: float = 0.2
+    feature_bounds: tuple[str, ...] | None = None
+    record_id_column: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.name == "breast_cancer" and self.feature_bounds is None:
+            object.__setattr__(self, "feature_bounds", BREAST_CANCER_FEATURE_BOUNDS)
+
+    def bounds(self) -> tuple[tuple[float, float, str], ...] | None:
+        """``feature_bounds`` parsed as ``(low, high, transform)``, or ``None`` if not set.
+
+        ``transform`` is ``"none"`` or ``"log1p"``.
+
+        Raises
+        ------
+        ConfigError
+            If an entry is not ``"low:high"`` or ``"low:high:log1p"`` with finite numbers,
+            ``low < high`` (and ``low > -1`` for ``log1p``).
+        """
+        if self.feature_bounds is None:
+            return None
+        entries = []
+        for i, text in enumerate(self.feature_bounds):
+            parts = text.split(":")
+            try:
+                low, high = float(parts[0]), float(parts[1])
+            except (ValueError, IndexError):
+                low = high = float("nan")
+            transform = parts[2] if len(parts) == 3 else "none"
+            _require(
+                len(parts) in (2, 3)
+                and transform in ("none", "log1p")
+                and math.isfinite(low)
+                and math.isfinite(high)
+                and low < high
+                and (transform == "none" or low > -1.0),
+                f"dataset.feature_bounds[{i}]",
+                f"expected 'low:high' or 'low:high:log1p' with finite low < high (low > -1 for log1p), got {text!r}",
+            )
+            entries.append((low, high, transform))
+        return tuple(entries)
 
     def _check(self, path: str) -> None:
         _require(0.0 < self.test_fraction < 1.0, f"{path}.test_fraction", f"must be in (0, 1), got {self.test_fraction}")
@@ -69,12 +157,19 @@ class DatasetConfig:
             f"must be in [0, 1), got {self.local_validation_fraction}",
         )
         _require(self.num_classes >= 2, f"{path}.num_classes", f"must be >= 2, got {self.num_classes}")
+        pairs = self.bounds()
         if self.name == "csv":
             _require(self.label_column is not None, f"{path}.label_column", "is required when dataset.name is 'csv'")
             _require(
                 bool(self.feature_columns),
                 f"{path}.feature_columns",
                 "is required when dataset.name is 'csv' (the coordinator builds the model from it)",
+            )
+            _require(
+                pairs is None or len(pairs) == len(self.feature_columns or ()),
+                f"{path}.feature_bounds",
+                f"expected one 'low:high' pair per feature column ({len(self.feature_columns or ())}), "
+                f"got {len(pairs or ())}",
             )
 
 

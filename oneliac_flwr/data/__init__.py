@@ -1,9 +1,10 @@
-"""Data: built-in datasets, hospital CSV loader, partitioners and per-site preprocessing."""
+"""Data: built-in datasets, hospital CSV loader, partitioners and per-record preprocessing."""
 
 from oneliac_flwr.data.builtin import load_breast_cancer
 from oneliac_flwr.data.federated import (
     central_test_set,
     deployment_organization,
+    feature_schema,
     num_features,
     partition_indices,
     simulation_organization,
@@ -15,16 +16,18 @@ from oneliac_flwr.data.partition import (
     iid_partition,
     site_partition,
 )
-from oneliac_flwr.data.preprocessing import OrganizationData, prepare_organization
+from oneliac_flwr.data.preprocessing import FeatureSchema, OrganizationData, prepare_organization, validation_mask
 from oneliac_flwr.data.tables import Table
 
 __all__ = [
+    "FeatureSchema",
     "OrganizationData",
     "SingleClassPartitionWarning",
     "Table",
     "central_test_set",
     "deployment_organization",
     "dirichlet_partition",
+    "feature_schema",
     "iid_partition",
     "load_breast_cancer",
     "load_csv",
@@ -33,4 +36,5 @@ __all__ = [
     "prepare_organization",
     "simulation_organization",
     "site_partition",
+    "validation_mask",
 ]

@@ -2,6 +2,9 @@
 
 In simulation, a stratified global test set is held out *before* partitioning and used
 only for centralized evaluation. In deployment, each organization reads its own CSV.
+Every organization splits its rows with a keyed hash of each record and scales them with
+the public schema (``dataset.feature_bounds``), so no record moves another
+(:mod:`oneliac_flwr.data.preprocessing`).
 """
 
 from __future__ import annotations
@@ -17,8 +20,10 @@ from oneliac_flwr.data.builtin import load_breast_cancer
 from oneliac_flwr.data.hospital_csv import load_csv
 from oneliac_flwr.data.partition import dirichlet_partition, iid_partition, site_partition
 from oneliac_flwr.data.preprocessing import (
+    FeatureSchema,
     OrganizationData,
     prepare_organization,
+    split_key,
     standardize_with_own_statistics,
 )
 from oneliac_flwr.data.tables import Table
@@ -27,6 +32,7 @@ from oneliac_flwr.errors import ConfigError, DataError
 __all__ = [
     "central_test_set",
     "deployment_organization",
+    "feature_schema",
     "num_features",
     "partition_indices",
     "simulation_organization",
@@ -41,8 +47,37 @@ def num_features(config: ExperimentConfig) -> int:
 
 
 def central_test_set(config: ExperimentConfig) -> Table:
-    """The held-out global test set, scaled with its own statistics (simulation only)."""
-    return standardize_with_own_statistics(_split_pool(config)[1])
+    """The held-out global test set (simulation only), scaled like the organizations' rows.
+
+    With ``dataset.feature_bounds`` it is scaled by the same public schema; without (CSV,
+    no differential privacy only) with its own statistics, as a new site would.
+    """
+    test = _split_pool(config)[1]
+    schema = feature_schema(config, test)
+    return standardize_with_own_statistics(test) if schema is None else schema.scale(test)
+
+
+def feature_schema(config: ExperimentConfig, table: Table) -> FeatureSchema | None:
+    """The public scaling of ``table``'s features, or ``None`` for per-site standardization.
+
+    Raises
+    ------
+    ConfigError
+        If ``dataset.feature_bounds`` is not set while differential privacy is configured
+        (fail closed: per-site statistics would let one record move every other row), or
+        its length differs from the table's feature columns.
+    """
+    bounds = config.dataset.bounds()
+    if bounds is None:
+        if config.privacy_budget.mode != "none":
+            raise ConfigError(
+                "dataset.feature_bounds",
+                f"is required when privacy_budget.mode is {config.privacy_budget.mode!r}: give public "
+                "'low:high' bounds per feature column (per-site standardization would let one record "
+                "move every other row)",
+            )
+        return None
+    return FeatureSchema.from_bounds(bounds, feature_names=table.feature_names)
 
 
 def partition_indices(config: ExperimentConfig) -> list[np.ndarray]:
@@ -57,19 +92,51 @@ def simulation_organization(config: ExperimentConfig, partition_id: int) -> Orga
         raise ConfigError("partition-id", f"must be in [0, {len(parts)}), got {partition_id}")
     pool = _split_pool(config)[0]
     table = pool.subset(parts[partition_id])
-    table = Table(table.features, table.labels, table.feature_names, f"{pool.source}[partition {partition_id}]")
-    rng = np.random.default_rng([config.seed, 1, partition_id])
-    return prepare_organization(table, validation_fraction=config.dataset.local_validation_fraction, rng=rng)
+    table = Table(
+        table.features, table.labels, table.feature_names, f"{pool.source}[partition {partition_id}]", table.record_ids
+    )
+    return _prepare(config, table, salt=0)
 
 
 def deployment_organization(config: ExperimentConfig, data_path: str, *, seed_salt: int = 0) -> OrganizationData:
-    """The scaled data of a real organization, read from its own CSV file."""
+    """The scaled data of a real organization, read from its own CSV file.
+
+    ``seed_salt`` (derived from the organization id) joins the seed in the public key of
+    the local split.
+    """
     dataset = config.dataset
     if dataset.label_column is None:
         raise ConfigError("dataset.label_column", "is required to read an organization's CSV")
-    table = load_csv(data_path, label_column=dataset.label_column, feature_columns=dataset.feature_columns)
-    rng = np.random.default_rng([config.seed, 2, seed_salt])
-    return prepare_organization(table, validation_fraction=dataset.local_validation_fraction, rng=rng)
+    table = load_csv(
+        data_path,
+        label_column=dataset.label_column,
+        feature_columns=dataset.feature_columns,
+        id_column=dataset.record_id_column,
+    )
+    return _prepare(config, table, salt=seed_salt)
+
+
+def _prepare(config: ExperimentConfig, table: Table, *, salt: int) -> OrganizationData:
+    schema = feature_schema(config, table)
+    if config.privacy_budget.mode == "sample" and table.record_ids is not None:
+        _check_one_row_per_record(config, table)
+    return prepare_organization(
+        table,
+        validation_fraction=config.dataset.local_validation_fraction,
+        key=split_key(config.seed, salt),
+        schema=schema,
+    )
+
+
+def _check_one_row_per_record(config: ExperimentConfig, table: Table) -> None:
+    ids, counts = np.unique(np.asarray(table.record_ids, dtype=str), return_counts=True)
+    repeated = ids[counts > 1]
+    if repeated.size:
+        raise DataError(
+            f"{table.source}: record id column {config.dataset.record_id_column!r} repeats {repeated.size} id(s) "
+            "(values not shown: they identify patients); sample-level DP protects one row, so one record "
+            "must be one row"
+        )
 
 
 @lru_cache(maxsize=8)
@@ -147,4 +214,9 @@ def _load_simulation_table(config: ExperimentConfig) -> Table:
         raise ConfigError("dataset.csv_path", "is required for a simulation on dataset.name='csv'")
     if dataset.label_column is None:
         raise ConfigError("dataset.label_column", "is required when dataset.name is 'csv'")
-    return load_csv(dataset.csv_path, label_column=dataset.label_column, feature_columns=dataset.feature_columns)
+    return load_csv(
+        dataset.csv_path,
+        label_column=dataset.label_column,
+        feature_columns=dataset.feature_columns,
+        id_column=dataset.record_id_column,
+    )

@@ -37,6 +37,7 @@ def load_csv(
     label_column: str,
     feature_columns: Sequence[str] | None = None,
     class_labels: Sequence[str] | None = None,
+    id_column: str | None = None,
 ) -> Table:
     """Read a hospital's CSV table.
 
@@ -53,22 +54,28 @@ def load_csv(
         The label values in class-index order, so that every organization maps labels to
         the same indices. Default: integer labels are used as they are, other labels are
         sorted.
+    id_column : str, optional
+        Column keying each record (e.g. a pseudonymous patient id), kept as text in
+        ``Table.record_ids`` and never used as a feature.
 
     Raises
     ------
     DataError
         If the file is missing or empty, a column is missing or non-numeric, a feature or
         label is missing (NaN), or a label is not one of ``class_labels``. The message
-        names the file and the column.
+        names the file and the column. Also if ``id_column`` is missing, has missing
+        values or is listed as a feature column.
     """
     file, frame = read_csv_frame(path)
     if frame.empty:
         raise DataError(f"{file}: has no rows")
     if label_column not in frame.columns:
         raise DataError(f"{file}: label column {label_column!r} not found; columns are {list(frame.columns)}")
-    columns = list(feature_columns) if feature_columns else [c for c in frame.columns if c != label_column]
+    excluded = {label_column, id_column}
+    columns = list(feature_columns) if feature_columns else [c for c in frame.columns if c not in excluded]
     if not columns:
         raise DataError(f"{file}: no feature columns")
+    ids = None if id_column is None else _record_ids(frame, id_column, columns, file)
     for column in columns:
         if column not in frame.columns:
             raise DataError(f"{file}: feature column {column!r} not found; columns are {list(frame.columns)}")
@@ -84,7 +91,18 @@ def load_csv(
     features = frame[columns].to_numpy(dtype=np.float32)
     if not np.isfinite(features).all():
         raise DataError(f"{file}: feature columns contain infinite values")
-    return Table(features=features, labels=labels, feature_names=tuple(columns), source=str(file))
+    return Table(features=features, labels=labels, feature_names=tuple(columns), source=str(file), record_ids=ids)
+
+
+def _record_ids(frame: pd.DataFrame, column: str, feature_columns: list[str], file: Path) -> np.ndarray:
+    if column not in frame.columns:
+        raise DataError(f"{file}: record id column {column!r} not found; columns are {list(frame.columns)}")
+    if column in feature_columns:
+        raise DataError(f"{file}: record id column {column!r} is also listed as a feature column")
+    missing = int(frame[column].isna().sum())
+    if missing:
+        raise DataError(f"{file}: record id column {column!r} has {missing} missing values")
+    return frame[column].astype(str).to_numpy(dtype=object)
 
 
 def _encode_labels(

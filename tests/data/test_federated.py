@@ -1,4 +1,4 @@
-"""Federated data assembly: held-out test set, partitions, per-organization scaling."""
+"""Federated data assembly: held-out test set, partitions, public-schema scaling."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from oneliac_flwr.data import (
     simulation_organization,
 )
 from oneliac_flwr.data.federated import _split_rows
+from oneliac_flwr.data.preprocessing import FeatureSchema, split_key
 from oneliac_flwr.data.tables import Table
 from oneliac_flwr.errors import ConfigError, DataError
 
@@ -44,14 +45,20 @@ def test_partitions_are_disjoint_and_cover_the_training_pool(partition: str) -> 
     assert len(parts) == 3
 
 
-def test_scaling_is_fitted_per_organization_on_its_own_training_rows() -> None:
+def test_scaling_is_the_public_schema_not_the_organizations_statistics() -> None:
     config = _config()
+    pool = load_breast_cancer()
+    bounds = config.dataset.bounds()
+    if bounds is None:  # pragma: no cover - breast_cancer always has its schema
+        raise AssertionError("no bounds")
+    schema = FeatureSchema.from_bounds(bounds, feature_names=pool.feature_names)
+    scaled_pool = schema.scale(pool).features
     for pid in range(3):
         data = simulation_organization(config, pid)
-        assert np.allclose(data.train.features.mean(axis=0), 0.0, atol=1e-4)
-        assert np.allclose(data.train.features.std(axis=0), 1.0, atol=1e-3)
-        # validation rows use the training statistics, so they are not exactly standardized
-        assert not np.allclose(data.validation.features.mean(axis=0), 0.0, atol=1e-4)
+        # every scaled row is the schema's image of some raw row: no organization statistic enters
+        rows = {row.tobytes() for row in scaled_pool}
+        assert all(row.tobytes() in rows for row in data.train.features)
+        assert not np.allclose(data.train.features.mean(axis=0), 0.0, atol=0.05)
 
 
 def test_no_statistic_crosses_organizations(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -70,8 +77,8 @@ def test_no_statistic_crosses_organizations(monkeypatch: pytest.MonkeyPatch) -> 
     after_org1 = simulation_organization(config, 1)
     assert np.array_equal(before.train.features, after_org0.train.features)
     assert np.array_equal(before.validation.features, after_org0.validation.features)
-    # org 1's own scaling absorbs its shift: still standardized on its own rows
-    assert np.allclose(after_org1.train.features.mean(axis=0), 0.0, atol=1e-3)
+    # org 1's shifted rows are clipped to the public bounds
+    assert after_org1.train.features.max() == 3.0 and after_org1.train.features.min() >= -3.0
 
 
 def test_num_features_is_known_without_any_organizations_data() -> None:
@@ -87,4 +94,4 @@ def test_bad_partition_id_and_empty_table_are_refused() -> None:
         simulation_organization(_config(), 3)
     empty = Table(np.zeros((0, 2), np.float32), np.zeros(0, np.int64), ("a", "b"), "empty.csv")
     with pytest.raises(DataError, match="empty.csv: partition is empty"):
-        prepare_organization(empty, validation_fraction=0.2, rng=np.random.default_rng(0))
+        prepare_organization(empty, validation_fraction=0.2, key=split_key(0), schema=None)

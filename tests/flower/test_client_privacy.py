@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, RecordDict
 
-from oneliac_flwr.config import ExperimentConfig
+from oneliac_flwr.config import BREAST_CANCER_FEATURE_BOUNDS, ExperimentConfig
 from oneliac_flwr.flower.client_privacy import hospital_policy, instruction_refusal, privatize_update
 from oneliac_flwr.flower.clientapp import build_client_app
 from oneliac_flwr.flower.components import new_model
@@ -72,7 +72,12 @@ def hospital_csv(tmp_path: Path) -> Path:
 def _csv_config(**privacy: object) -> ExperimentConfig:
     return ExperimentConfig.from_dict(
         {
-            "dataset": {"name": "csv", "label_column": "diagnosis", "feature_columns": [f"f{i}" for i in range(30)]},
+            "dataset": {
+                "name": "csv",
+                "label_column": "diagnosis",
+                "feature_columns": [f"f{i}" for i in range(30)],
+                "feature_bounds": list(BREAST_CANCER_FEATURE_BOUNDS),  # DP needs public bounds
+            },
             "aggregation_config": {"min_participants": 1},
             "privacy_budget": {"delta": DELTA, **privacy},
         }
