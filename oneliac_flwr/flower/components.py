@@ -64,7 +64,7 @@ def secure_ring(config: ExperimentConfig, *, dimension: int) -> RingSpec:
     return plan_ring(
         clip_bound=bound,
         weight_bound=1,
-        max_participants=settings.max_participants,
+        max_participants=config.secure_sum_participants(),
         bits=settings.bits,
         frac_bits=frac_bits,
     )
@@ -101,7 +101,7 @@ def build_strategy(
     privacy = build_privacy_guard(config, dimension=num_parameters, frac_bits=frac_bits, ledger_path=ledger_path)
     if isinstance(aggregator, SecureSumAggregator) and isinstance(privacy, LedgerGuard) and privacy.distributed:
         # the sum of at most max_participants shares: its noise std is at most this
-        aggregator.noise_std = privacy.client_std * float(np.sqrt(config.secure_sum.max_participants))
+        aggregator.noise_std = privacy.client_std * float(np.sqrt(config.secure_sum_participants()))
     return OneliacStrategy(
         build_inner_strategy(config),
         aggregator=aggregator,
