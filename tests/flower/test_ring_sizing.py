@@ -105,3 +105,21 @@ def test_a_ring_that_cannot_hold_the_federation_is_refused_before_round_1(tmp_pa
         run_federation(grid, config, output_dir=tmp_path)  # type: ignore[arg-type]
     assert info.value.field == "secure_sum.max_participants"
     assert grid.sent == []
+
+
+def test_more_nodes_than_the_federation_declared_fail_the_round_with_both_numbers() -> None:
+    # The nodes belong to a federation of 4 (as their node config says); the coordinator
+    # was told 3, so its ring holds 3: known only when the 4th node is sampled.
+    nodes_config = ExperimentConfig.from_dict(_secure(4))
+    server_config = ExperimentConfig.from_dict(_secure(3))
+    grid = AppGrid(nodes_config)
+    strategy = build_strategy(server_config, rng=np.random.default_rng(0), run_id=RUN_ID)
+    initial = ArrayRecord(numpy_ndarrays=get_weights(new_model(server_config)))
+    result = strategy.start(grid, initial, num_rounds=1, timeout=5)
+    record = strategy.records[1]
+    assert record.status == "failed"
+    assert "federation.num_organizations: 4 nodes were sampled in round 1" in (record.failure_reason or "")
+    assert "ring for 3 participants" in (record.failure_reason or "")
+    assert "train" not in grid.exchanges  # refused before any update was masked
+    final = np.concatenate([a.ravel() for a in result.arrays.to_numpy_ndarrays()])
+    assert np.array_equal(final, np.concatenate([a.ravel() for a in initial.to_numpy_ndarrays()]))
