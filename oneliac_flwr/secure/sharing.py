@@ -42,8 +42,8 @@ __all__ = [
 SECRET_BYTES = 32
 FIELD_PRIME = 2**256 - 189
 """The prime ``P`` of the field: the largest prime below ``2^256``."""
-_INDEX = struct.Struct(">I")
 _CACHE = 64  # index sets / (n, t) pairs remembered: one round uses one or a few
+_INDEX = struct.Struct(">I")
 
 
 def share_index(node: int, participants: Sequence[int]) -> int:
