@@ -287,8 +287,9 @@ class SecureSumConfig:
 
     ``clip_norm`` bounds the L2 norm of each organization's model update (clipped by the
     client before encoding); ``weight_bound`` caps the weight (sample count) one
-    organization contributes; ``max_participants`` bounds the organizations in one sum.
-    ``bits``/``frac_bits`` fix the ring; ``None`` lets the bit budget choose (the defaults
+    organization contributes; ``max_participants`` bounds the organizations in one sum
+    (``None``: sized from the federation, ``federation.num_organizations``; see
+    :meth:`ExperimentConfig.secure_sum_participants`). ``bits``/``frac_bits`` fix the ring; ``None`` lets the bit budget choose (the defaults
     fit a 32-bit ring with 16 fractional bits: 4 bytes per parameter). Key pinning is a
     hospital's own choice, so it is set in its node config (``pinned-fingerprints``), not
     in the run config the coordinator controls.
@@ -298,16 +299,16 @@ class SecureSumConfig:
     weight_bound: int = 1000
     bits: int | None = None
     frac_bits: int | None = None
-    max_participants: int = 32
+    max_participants: int | None = None
 
     def _check(self, path: str) -> None:
         _require(self.clip_norm > 0, f"{path}.clip_norm", f"must be > 0, got {self.clip_norm}")
         _require(self.weight_bound >= 1, f"{path}.weight_bound", f"must be >= 1, got {self.weight_bound}")
         _require(self.bits in (None, 32, 64), f"{path}.bits", f"must be 32, 64 or null, got {self.bits}")
         _require(
-            self.max_participants >= 2,
+            self.max_participants is None or self.max_participants >= 2,
             f"{path}.max_participants",
-            f"must be >= 2, got {self.max_participants}",
+            f"must be >= 2 or null, got {self.max_participants}",
         )
 
 
@@ -472,6 +473,35 @@ class ExperimentConfig:
                 "dataset.site_column",
                 "is required when federation.partition is 'site'",
             )
+        if agg.aggregation_method == "secure_sum" and self.secure_sum.max_participants is not None:
+            sampled = self.sampled_per_round()
+            _require(
+                self.secure_sum.max_participants >= sampled,
+                "secure_sum.max_participants",
+                f"is {self.secure_sum.max_participants}, but each round samples up to {sampled} of the "
+                f"federation's {self.federation.num_organizations} organizations (federation.num_organizations, "
+                f"strategy.fraction_train, aggregation_config.min_participants); set it to >= {sampled}, "
+                "or to null to size the ring from the federation",
+            )
+
+    def sampled_per_round(self) -> int:
+        """Organizations the inner strategy samples for training in one round.
+
+        Flower's ``FedAvg`` family samples ``max(int(N * fraction_train), min_train_nodes)``
+        of the ``N`` connected nodes; here ``N = federation.num_organizations``.
+        """
+        n = self.federation.num_organizations
+        return min(n, max(int(n * self.strategy.fraction_train), self.aggregation_config.min_participants))
+
+    def secure_sum_participants(self) -> int:
+        """Largest number of organizations in one secure sum: the bound the ring is sized for.
+
+        ``secure_sum.max_participants`` when set, else the federation's size
+        (``federation.num_organizations``), and never below 2. A round never has more
+        participants than the organizations sampled (:meth:`sampled_per_round`).
+        """
+        explicit = self.secure_sum.max_participants
+        return explicit if explicit is not None else max(2, self.federation.num_organizations)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ExperimentConfig:

@@ -65,7 +65,7 @@ def secure_ring(config: ExperimentConfig, *, dimension: int) -> RingSpec:
     return plan_ring(
         clip_bound=bound,
         weight_bound=1,
-        max_participants=settings.max_participants,
+        max_participants=config.secure_sum_participants(),
         bits=settings.bits,
         frac_bits=frac_bits,
     )
@@ -110,7 +110,7 @@ def build_strategy(
         aggregator.on_reveal = privacy.on_reveal
     if isinstance(aggregator, SecureSumAggregator) and isinstance(privacy, LedgerGuard) and privacy.distributed:
         # the sum of at most max_participants shares: its noise std is at most this
-        aggregator.noise_std = privacy.client_std * float(np.sqrt(config.secure_sum.max_participants))
+        aggregator.noise_std = privacy.client_std * float(np.sqrt(config.secure_sum_participants()))
     return OneliacStrategy(
         build_inner_strategy(config),
         aggregator=aggregator,

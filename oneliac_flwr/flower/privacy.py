@@ -211,7 +211,7 @@ class LedgerGuard:
             # a client whose share falls outside the ring drops out: that probability joins delta
             self.events.append(
                 share_failure_release(
-                    failure_probability=failure, clients=config.secure_sum.max_participants, epsilon_budget=budget.epsilon
+                    failure_probability=failure, clients=config.secure_sum_participants(), epsilon_budget=budget.epsilon
                 )
             )
         elif self.mode == "organization":

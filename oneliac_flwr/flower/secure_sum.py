@@ -21,7 +21,7 @@ from flwr.app import ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
 
 from oneliac_flwr.config import ExperimentConfig
-from oneliac_flwr.errors import ProtocolViolation, RoundFailed, SecureAggregationError
+from oneliac_flwr.errors import ConfigError, ProtocolViolation, RoundFailed, SecureAggregationError
 from oneliac_flwr.flower.records import MASKED, SECURE_SUM, TrainReply
 from oneliac_flwr.flower.strategy import Aggregate
 from oneliac_flwr.masked_statistics import unpack_statistics
@@ -45,15 +45,35 @@ UNMASK_ACTION = "secure_unmask"
 
 
 def ring_for(config: ExperimentConfig) -> RingSpec:
-    """The ring the run uses, from ``secure_sum.*`` (refused at start-up if impossible)."""
+    """The ring the run uses, from ``secure_sum.*`` (refused at start-up if impossible).
+
+    It is sized for :meth:`ExperimentConfig.secure_sum_participants` organizations.
+
+    Raises
+    ------
+    ConfigError
+        If no ring fits; the message names ``secure_sum.max_participants`` and the numbers.
+    """
     settings = config.secure_sum
-    return plan_ring(
-        clip_bound=settings.clip_norm,
-        weight_bound=settings.weight_bound,
-        max_participants=settings.max_participants,
-        bits=settings.bits,
-        frac_bits=settings.frac_bits,
-    )
+    n = config.secure_sum_participants()
+    try:
+        return plan_ring(
+            clip_bound=settings.clip_norm,
+            weight_bound=settings.weight_bound,
+            max_participants=n,
+            bits=settings.bits,
+            frac_bits=settings.frac_bits,
+        )
+    except ConfigError as exc:
+        raise ConfigError("secure_sum.max_participants", f"{participants_source(config)}: {exc}") from exc
+
+
+def participants_source(config: ExperimentConfig) -> str:
+    """Where the ring's participant bound comes from, for messages."""
+    n = config.secure_sum_participants()
+    if config.secure_sum.max_participants is None:
+        return f"a ring for {n} participants (null: federation.num_organizations = {config.federation.num_organizations})"
+    return f"a ring for {n} participants (secure_sum.max_participants)"
 
 
 def threshold_for(num_participants: int, min_participants: int) -> int:
@@ -152,6 +172,13 @@ class SecureSumAggregator:
                     logger.warning("round %d: node %d left out of the secure sum at stage K: %s", server_round, node, exc)
                     participants.remove(node)
         self._keyed_this_round[server_round] = need
+        if len(participants) > self.spec.max_participants:
+            # Only possible in deployment: more SuperNodes connected than the federation declared.
+            raise ConfigError(
+                "federation.num_organizations",
+                f"{len(participants)} nodes were sampled in round {server_round}, but the secure-sum ring "
+                f"was planned at start-up as {participants_source(self.config)}; declare the real federation size",
+            )
         threshold = threshold_for(len(participants), self.config.aggregation_config.min_participants)
         setup = self.server.round_setup(round=server_round, participants=sorted(participants), threshold=threshold)
         return sorted(participants), {SECURE_SUM: ConfigRecord(setup.to_record())}

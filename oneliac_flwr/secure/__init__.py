@@ -5,7 +5,7 @@ Specification: ``docs/secure-sum.md``. Modules, one concept each:
 - :mod:`.encoding`  fixed-point ring, bit budget, error bound
 - :mod:`.keys`      X25519 key agreement, HKDF-SHA256 derivations, fingerprints
 - :mod:`.masks`     AES-256-CTR keystream masks
-- :mod:`.sharing`   Shamir sharing of 32-byte secrets (pycryptodome)
+- :mod:`.sharing`   Shamir sharing of 32-byte secrets over GF(2^256 - 189), batched
 - :mod:`.envelope`  AES-GCM envelopes of shares
 - :mod:`.messages`  wire messages (frozen dataclasses, flat records)
 - :mod:`.client`    participant state machine

@@ -39,7 +39,7 @@ from .keys import (
 )
 from .masks import apply_masks, pairwise_sign
 from .messages import AdvertiseKeys, MaskedInput, RoundSetup, UnmaskRequest, UnmaskResponse
-from .sharing import SharePlaintext, share_index, split_secret
+from .sharing import SharePlaintext, share_index, share_many
 
 __all__ = ["MAX_REVEALED_FINGERPRINTS", "SecureSumClient"]
 
@@ -215,8 +215,7 @@ class SecureSumClient:
         next_s = private_bytes(generate_private_key())
         next_s_pk = public_bytes(load_private_key(next_s))
         n, t = len(setup.participants), setup.threshold
-        seed_shares = split_secret(seed, threshold=t, n=n)
-        key_shares = split_secret(next_s, threshold=t, n=n)
+        seed_shares, key_shares = share_many([seed, next_s], threshold=t, n=n)
         c_sk = load_private_key(self._c_sk)
         self_envs: list[bytes] = []
         key_envs: list[bytes] = []

@@ -26,7 +26,7 @@ from .encoding import RingSpec, decode_sum, error_bound
 from .keys import load_private_key, pairwise_mask_key, public_bytes, self_mask_key
 from .masks import apply_masks, pairwise_sign
 from .messages import AdvertiseKeys, MaskedInput, RoundSetup, UnmaskRequest, UnmaskResponse
-from .sharing import combine_shares
+from .sharing import combine_shares, reconstruct_many
 
 __all__ = ["AggregateResult", "SecureSumServer"]
 
@@ -466,8 +466,10 @@ class SecureSumServer:
             )
 
         masks: list[tuple[bytes, int]] = []
-        for w in counted:
-            b_w = combine_shares(self_shares[w], threshold=t, what=f"self-mask seed of node {w}")
+        seeds_b = reconstruct_many(
+            [self_shares[w] for w in counted], threshold=t, what=[f"self-mask seed of node {w}" for w in counted]
+        )
+        for w, b_w in zip(counted, seeds_b, strict=True):
             masks.append((self_mask_key(b_w, run_id=run, round=setup.round, node=w), -1))
         for d, sharing in rnd.key_plan.items():
             raw = combine_shares(key_shares[d], threshold=sharing.threshold, what=f"mask key of node {d}")
