@@ -500,21 +500,24 @@ def summarize_simulation(result: dict[str, Any], rounds: int) -> dict[str, Any]:
 def ours_in_process(size: int, num_clients: int, rounds: int) -> dict[str, Any]:
     """Full rounds of ``oneliac_flwr.secure`` in memory (no Flower): time, bytes, error."""
     from oneliac_flwr.flower.secure_sum import ring_for, threshold_for
-    from oneliac_flwr.secure import SecureSumClient, SecureSumServer
+    from oneliac_flwr.secure import Identity, SecureSumClient, SecureSumServer
 
     config = secure_sum_config(num_clients, rounds)
     spec = ring_for(config)
     run_id = 99
     node_ids = [(2**63 + 7919 * (i + 1) * 1_000_003) % 2**64 for i in range(num_clients)]
     server = SecureSumServer(run_id=run_id, spec=spec, length=size)
-    clients = {nid: SecureSumClient(node_id=nid, run_id=run_id) for nid in node_ids}
+    clients = {
+        nid: SecureSumClient(node_id=nid, run_id=run_id, identity=Identity.generate(), organization=f"org-{i}")
+        for i, nid in enumerate(node_ids)
+    }
     pid_of = {nid: i for i, nid in enumerate(node_ids)}
     threshold = threshold_for(num_clients, config.aggregation_config.min_participants)
     per_round = []
     for server_round in range(1, rounds + 1):
         started = time.perf_counter()
-        for nid in server.needs_keys(node_ids):
-            server.register_keys(nid, clients[nid].advertise_keys())
+        for nid in server.needs_keys(node_ids, round=server_round, threshold=threshold):
+            server.register_keys(nid, clients[nid].advertise_keys(round=server_round))
         stage_k = time.perf_counter() - started
         setup = server.round_setup(round=server_round, participants=node_ids, threshold=threshold)
         mask_seconds, receive_seconds, uploads, records = [], 0.0, [], []
@@ -634,10 +637,10 @@ def client_reply_in_process(size: int, num_clients: int, repeats: int) -> dict[s
         server = SecureSumServer(run_id=run_id, spec=ring_for(config), length=size)
         ours, plain = [], []
         for server_round in range(1, repeats + 1):
-            for nid in server.needs_keys(node_ids):
+            for nid in server.needs_keys(node_ids, round=server_round, threshold=threshold_for(num_clients, 2)):
                 probe = Message(content=RecordDict({}), dst_node_id=nid, message_type="train")
-                client = _secure_client(probe, contexts[nid])
-                server.register_keys(nid, client.advertise_keys())
+                client, _ = _secure_client(probe, contexts[nid])
+                server.register_keys(nid, client.advertise_keys(round=server_round))
                 _save_secure_client(contexts[nid], client)
             setup = server.round_setup(round=server_round, participants=node_ids, threshold=threshold_for(num_clients, 2))
             for i, nid in enumerate(node_ids):

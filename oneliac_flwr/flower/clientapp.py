@@ -9,8 +9,11 @@ come from the run config (``flwr run``) or from the config object the app was bu
 from __future__ import annotations
 
 import logging
+import os
+import tempfile
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -19,18 +22,27 @@ from flwr.clientapp import ClientApp
 
 from oneliac_flwr.config import ExperimentConfig
 from oneliac_flwr.data import OrganizationData, deployment_organization, simulation_organization
-from oneliac_flwr.errors import ConfigError, OneliacError
+from oneliac_flwr.errors import ConfigError, OneliacError, ProtocolViolation
 from oneliac_flwr.flower.records import ARRAYS, CONFIG, INFO, MASKED, METRICS, NUM_EXAMPLES, PRIVACY, SECURE_SUM, reply_info
 from oneliac_flwr.flower.privacy import apply_update_privacy
 from oneliac_flwr.flower.sample_dp import train_with_dpsgd
 from oneliac_flwr.flower.secure_sum import KEYS_ACTION, UNMASK_ACTION
-from oneliac_flwr.secure import RoundSetup, SecureSumClient, UnmaskRequest
+from oneliac_flwr.secure import (
+    Identity,
+    PinnedTrust,
+    RoundSetup,
+    SecureSumClient,
+    TofuTrust,
+    Trust,
+    UnmaskRequest,
+    load_pins,
+)
 from oneliac_flwr.flower.checks import check_update, declared_privacy_record, submission_policy, update_of
 from oneliac_flwr.flower.components import new_model
 from oneliac_flwr.validation import DeclaredPrivacy, ValidationReport
 from oneliac_flwr.training import evaluate, get_weights, make_loader, make_optimizer, set_weights, train_local
 
-__all__ = ["Organization", "app", "build_client_app", "parse_pins", "resolve_organization"]
+__all__ = ["Organization", "SecureSettings", "app", "build_client_app", "resolve_organization", "secure_settings"]
 
 logger = logging.getLogger("oneliac_flwr")
 
@@ -106,28 +118,84 @@ def _inject_fault(kind: str, weights: list[np.ndarray], global_weights: list[np.
 
 
 _CLIENT_STATE = "secure-sum-client"
+#: Environment variable naming the folder of per-organization secure-sum state when the
+#: node config gives no paths (simulation); default: a folder under the temp directory.
+SECURE_HOME_ENV = "ONELIAC_SECURE_HOME"
 
 
-def _secure_client(msg: Message, context: Context) -> SecureSumClient:
+@dataclass(frozen=True)
+class SecureSettings:
+    """A hospital's own secure-sum settings, read from its node config (never the run config).
+
+    Node config keys: ``secure-identity`` (identity key file), ``secure-pins`` (pin file of
+    ``organization-id fingerprint`` lines; without it, trust on first use),
+    ``secure-trust-store`` (TOFU file), ``federation`` and ``secure-min-threshold``.
+    """
+
+    organization: str
+    federation: str
+    identity_path: Path
+    pins_path: Path | None
+    trust_store: Path
+    min_threshold: int
+
+    def trust(self) -> Trust:
+        """Pins if a pin file is configured, else trust on first use."""
+        if self.pins_path is not None:
+            return PinnedTrust(load_pins(self.pins_path))
+        return TofuTrust(self.trust_store)
+
+
+def secure_settings(node_config: dict) -> SecureSettings:
+    """Resolve a hospital's secure-sum settings from its node config.
+
+    Raises
+    ------
+    ConfigError
+        If ``secure-min-threshold`` is not an integer >= 2.
+    """
+    organization = resolve_organization(node_config).organization_id
+    federation = str(node_config.get("federation", "default"))
+    home = Path(os.environ.get(SECURE_HOME_ENV) or Path(tempfile.gettempdir()) / f"oneliac-secure-{os.getuid()}")
+    default_dir = home / federation / organization
+    raw_min = node_config.get("secure-min-threshold", 2)
+    if not isinstance(raw_min, int) or isinstance(raw_min, bool) or raw_min < 2:
+        raise ConfigError("secure-min-threshold", f"expected an integer >= 2, got {raw_min!r}")
+    pins = node_config.get("secure-pins")
+    return SecureSettings(
+        organization=organization,
+        federation=federation,
+        identity_path=Path(str(node_config.get("secure-identity", default_dir / "identity.ed25519"))),
+        pins_path=Path(str(pins)) if pins else None,
+        trust_store=Path(str(node_config.get("secure-trust-store", default_dir / "known_identities.json"))),
+        min_threshold=raw_min,
+    )
+
+
+def _secure_client(msg: Message, context: Context) -> tuple[SecureSumClient, SecureSettings]:
+    settings = secure_settings(dict(context.node_config))
+    identity = Identity.load_or_create(settings.identity_path)
     stored = context.state.get(_CLIENT_STATE)
     if isinstance(stored, ConfigRecord):
-        return SecureSumClient.from_state_dict(dict(stored))
-    return SecureSumClient(node_id=msg.metadata.dst_node_id, run_id=msg.metadata.run_id)
+        try:
+            return SecureSumClient.from_state_dict(dict(stored), identity=identity), settings
+        except ProtocolViolation as exc:  # e.g. the identity was replaced: start afresh (stage K)
+            logger.warning("%s discards its secure-sum state: %s", settings.organization, exc)
+    client = SecureSumClient(
+        node_id=msg.metadata.dst_node_id, run_id=msg.metadata.run_id, identity=identity,
+        organization=settings.organization, federation=settings.federation, min_threshold=settings.min_threshold,
+    )  # fmt: skip
+    return client, settings
 
 
 def _save_secure_client(context: Context, client: SecureSumClient) -> None:
     context.state[_CLIENT_STATE] = ConfigRecord(client.state_dict())
 
 
-def parse_pins(text: str) -> dict[int, str]:
-    """Parse ``pinned-fingerprints`` from the node config: ``"<node id>=<sha256 hex>,..."``."""
-    pins: dict[int, str] = {}
-    for item in filter(None, (part.strip() for part in text.split(","))):
-        node, sep, fingerprint = item.partition("=")
-        if not sep or not node.strip().isdigit() or len(fingerprint.strip()) != 64:
-            raise ConfigError("pinned-fingerprints", f"expected '<node id>=<64 hex digits>', got {item!r}")
-        pins[int(node)] = fingerprint.strip().lower()
-    return pins
+def _check_name(exc: Exception, default: str) -> str:
+    """The check name a refusal may carry to the coordinator (never data-dependent text)."""
+    head = str(exc).split(":", 1)[0]
+    return head if head.endswith("_check") and head.isidentifier() else default
 
 
 def _masked_reply(
@@ -152,13 +220,13 @@ def _masked_reply(
     weight = min(int(metrics[NUM_EXAMPLES]), int(setup.weight_bound))
     if weight < int(metrics[NUM_EXAMPLES]):
         info["weight-capped-from"] = int(metrics[NUM_EXAMPLES])
-    pins_text = context.node_config.get("pinned-fingerprints")
-    pins = parse_pins(str(pins_text)) if pins_text else None
-    client = _secure_client(msg, context)
+    client, secure = _secure_client(msg, context)
     try:
-        masked = client.mask(flat, weight=weight, setup=setup, expected_fingerprints=pins)
-    except OneliacError as exc:  # e.g. a non-finite or wrong-length update cannot enter the ring
-        return _refuse(msg, str(info["organization-id"]), check="secure_sum_encoding", reason=str(exc))
+        masked = client.mask(flat, weight=weight, setup=setup, trust=secure.trust())
+    except OneliacError as exc:  # a refused setup, or an update that cannot enter the ring
+        logger.warning("%s refuses the secure-sum round: %s", secure.organization, exc)
+        check = _check_name(exc, "secure_sum_encoding")
+        return _refuse(msg, str(info["organization-id"]), check=check, reason=check)
     _save_secure_client(context, client)
     content = RecordDict(
         {
@@ -264,15 +332,20 @@ def build_client_app(config: ExperimentConfig | None = None) -> ClientApp:
 
     @client_app.train(KEYS_ACTION)
     def advertise_keys(msg: Message, context: Context) -> Message:
-        client = _secure_client(msg, context)
-        advert = client.advertise_keys()
+        client, _ = _secure_client(msg, context)
+        advert = client.advertise_keys(round=int(msg.content[SECURE_SUM]["round"]))
         _save_secure_client(context, client)
         return Message(content=RecordDict({SECURE_SUM: ConfigRecord(advert.to_record())}), reply_to=msg)
 
     @client_app.train(UNMASK_ACTION)
     def unmask(msg: Message, context: Context) -> Message:
-        client = _secure_client(msg, context)
-        response = client.unmask(UnmaskRequest.from_record(dict(msg.content[SECURE_SUM])))
+        client, secure = _secure_client(msg, context)
+        try:
+            response = client.unmask(UnmaskRequest.from_record(dict(msg.content[SECURE_SUM])))
+        except OneliacError as exc:
+            logger.warning("%s refuses the unmask request: %s", secure.organization, exc)
+            check = _check_name(exc, "unmask_check")
+            return _refuse(msg, secure.organization, check=check, reason=check)
         _save_secure_client(context, client)
         return Message(content=RecordDict({SECURE_SUM: ConfigRecord(response.to_record())}), reply_to=msg)
 

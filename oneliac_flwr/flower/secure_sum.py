@@ -127,7 +127,10 @@ class SecureSumAggregator:
         self.server.abort_round()  # a round left open by a failed stage never blocks the next
         self._exchanges[server_round] = 1  # the training exchange itself
         participants = list(node_ids)
-        need = self.server.needs_keys(participants)
+        # A carried key is usable only in the round it names and with a threshold no higher
+        # than its sharing's: the threshold can only fall after stage K, so this is safe.
+        estimate = threshold_for(len(participants), self.config.aggregation_config.min_participants)
+        need = self.server.needs_keys(participants, round=server_round, threshold=estimate)
         if need:
             replies = self._exchange(grid, need, KEYS_ACTION, {n: ConfigRecord({"round": server_round}) for n in need}, timeout, server_round)
             for node in need:

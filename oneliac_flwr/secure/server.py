@@ -23,6 +23,7 @@ from oneliac_flwr.errors import ConfigError, ProtocolViolation, RoundFailed
 
 from ._fields import check_u64, check_u64_tuple
 from .encoding import RingSpec, decode_sum, error_bound
+from .identity import ANY_ROUND, verify_key_signature
 from .keys import load_private_key, pairwise_mask_key, public_bytes, self_mask_key
 from .masks import apply_masks, pairwise_sign
 from .messages import AdvertiseKeys, MaskedInput, RoundSetup, UnmaskRequest, UnmaskResponse
@@ -67,8 +68,15 @@ class AggregateResult:
 
 @dataclass
 class _Registration:
+    organization: str
+    federation: str
+    identity_pk: bytes
     c_pk: bytes
+    c_sig: bytes
     s_pk: bytes | None  # None: consumed or invalidated, the node must re-advertise
+    s_sig: bytes = b""
+    s_round: int = 0  # the single round s_pk may be used in
+    s_threshold: int | None = None  # threshold of the sharing of s_sk (None: never shared)
 
 
 @dataclass
@@ -151,21 +159,49 @@ class SecureSumServer:
         return tuple(sorted(sharing.holders))
 
     # ------------------------------------------------------------------ stage K
-    def needs_keys(self, participants: Sequence[int]) -> list[int]:
-        """Participants without a valid mask key (they must run stage K), sorted."""
+    def needs_keys(
+        self, participants: Sequence[int], *, round: int | None = None, threshold: int | None = None
+    ) -> list[int]:
+        """Participants without a mask key usable in ``round`` with ``threshold`` (they run stage K).
+
+        Parameters
+        ----------
+        participants : sequence of int
+            Candidate participants.
+        round : int, optional
+            The round about to start: a key bound to any other round is not usable.
+        threshold : int, optional
+            The round's threshold: a key whose sharing has a lower threshold is not usable
+            (its owner and holders would refuse it).
+
+        Returns
+        -------
+        list of int
+            Sorted node ids.
+        """
         nodes = check_u64_tuple(list(participants), "participants")
-        return sorted(n for n in nodes if n not in self._registry or self._registry[n].s_pk is None)
+        return sorted(n for n in nodes if not self._usable(n, round=round, threshold=threshold))
+
+    def _usable(self, node: int, *, round: int | None, threshold: int | None) -> bool:
+        reg = self._registry.get(node)
+        if reg is None or reg.s_pk is None:
+            return False
+        if round is not None and reg.s_round != round:
+            return False
+        return threshold is None or reg.s_threshold is None or threshold <= reg.s_threshold
 
     def register_keys(self, node: int, message: AdvertiseKeys) -> None:
         """Record a node's advertised keys.
 
         Its stored sharing (of an older key) is discarded; if its envelope key changed,
-        so are the envelopes addressed to it.
+        so are the envelopes addressed to it. Both signatures are verified here, so that a
+        node with a bad announcement is left out (not the whole round refused by peers).
 
         Raises
         ------
         ProtocolViolation
-            If the message is not for this run or node.
+            If the message is not for this run or node, a signature does not verify, or
+            another node already speaks for the same organization with another identity.
         """
         check_u64(node, "node")
         if not isinstance(message, AdvertiseKeys):
@@ -174,12 +210,41 @@ class SecureSumServer:
             raise ProtocolViolation(f"{message.TAG}.run_id: expected {self._run}, got {message.run_id}")
         if message.node_id != node:
             raise ProtocolViolation(f"{message.TAG}.node_id: {message.node_id} sent by node {node}")
+        signer = {
+            "identity_pk": message.identity_pk, "federation": message.federation,
+            "organization": message.organization, "run_id": self._run,
+        }  # fmt: skip
+        verify_key_signature(message.c_pk_signature, kind="envelope", round=ANY_ROUND, public_key=message.c_pk, **signer)
+        verify_key_signature(message.s_pk_signature, kind="mask", round=message.round, public_key=message.s_pk, **signer)
+        for other, reg in list(self._registry.items()):
+            if other != node and reg.organization == message.organization:
+                if reg.identity_pk != message.identity_pk:
+                    raise ProtocolViolation(
+                        f"{message.TAG}.organization: {message.organization!r} is already node {other}'s"
+                    )
+                self.forget(other)  # the same hospital came back under a new node id
         old = self._registry.get(node)
         if old is not None and old.c_pk != message.c_pk:
             for sharing in self._sharings.values():
                 sharing.holders.pop(node, None)
         self._sharings.pop(node, None)
-        self._registry[node] = _Registration(c_pk=message.c_pk, s_pk=message.s_pk)
+        self._registry[node] = _Registration(
+            organization=message.organization,
+            federation=message.federation,
+            identity_pk=message.identity_pk,
+            c_pk=message.c_pk,
+            c_sig=message.c_pk_signature,
+            s_pk=message.s_pk,
+            s_sig=message.s_pk_signature,
+            s_round=message.round,
+        )
+
+    def forget(self, node: int) -> None:
+        """Drop every key of ``node`` and every share envelope addressed to it."""
+        self._registry.pop(node, None)
+        self._sharings.pop(node, None)
+        for sharing in self._sharings.values():
+            sharing.holders.pop(node, None)
 
     def invalidate_keys(self, node: int) -> None:
         """Force ``node`` to re-advertise keys before its next round."""
@@ -208,7 +273,8 @@ class SecureSumServer:
         ConfigError
             If ``threshold < 2`` or there are more participants than ``max_participants``.
         ProtocolViolation
-            If the round is not new or a participant has no valid keys.
+            If the round is not new or a participant has no key usable in this round with
+            this threshold.
         RoundFailed
             If fewer than ``threshold`` participants remain.
         """
@@ -225,9 +291,12 @@ class SecureSumServer:
             )
         if self._last_round is not None and round <= self._last_round:
             raise ProtocolViolation(f"round: {round} is not after the last round {self._last_round}")
-        missing = self.needs_keys(nodes)
+        missing = self.needs_keys(nodes, round=round, threshold=threshold)
         if missing:
-            raise ProtocolViolation(f"participants: nodes {missing} have no valid keys; run stage K first")
+            raise ProtocolViolation(
+                f"participants: nodes {missing} have no key usable in round {round} with threshold {threshold}; "
+                "run stage K first"
+            )
         if len(nodes) < threshold:
             raise RoundFailed(f"round {round}: {len(nodes)} participants, below the threshold {threshold}")
         spec = self._spec
@@ -244,6 +313,10 @@ class SecureSumServer:
             participants=nodes,
             c_pks=tuple(self._registry[n].c_pk for n in nodes),
             s_pks=tuple(self._registry[n].s_pk or b"" for n in nodes),
+            organizations=tuple(self._registry[n].organization for n in nodes),
+            identity_pks=tuple(self._registry[n].identity_pk for n in nodes),
+            c_pk_signatures=tuple(self._registry[n].c_sig for n in nodes),
+            s_pk_signatures=tuple(self._registry[n].s_sig for n in nodes),
         )
         for n in nodes:
             self._registry[n].s_pk = None  # consumed: single-use mask keys
@@ -285,10 +358,16 @@ class SecureSumServer:
         reg = self._registry[node]
         if message.next_s_pk in (rnd.s_pk_of(node), reg.c_pk):
             raise ProtocolViolation(f"{tag}.next_s_pk: must be a fresh key")
+        verify_key_signature(
+            message.next_s_pk_signature, identity_pk=reg.identity_pk, federation=reg.federation,
+            organization=reg.organization, run_id=self._run, kind="mask", round=setup.round + 1,
+            public_key=message.next_s_pk,
+        )  # fmt: skip
         np.add(rnd.total, masked, out=rnd.total)
         rnd.accepted.add(node)
         rnd.self_envelopes[node] = message.self_share_ciphertexts
-        reg.s_pk = message.next_s_pk
+        reg.s_pk, reg.s_sig = message.next_s_pk, message.next_s_pk_signature
+        reg.s_round, reg.s_threshold = setup.round + 1, setup.threshold
         self._sharings[node] = _KeySharing(
             s_pk=message.next_s_pk,
             round=setup.round,
@@ -332,6 +411,8 @@ class SecureSumServer:
             if (
                 sharing is not None
                 and sharing.s_pk == rnd.s_pk_of(d)
+                and sharing.round + 1 == setup.round
+                and sharing.threshold >= setup.threshold
                 and len(alive.intersection(sharing.holders)) >= sharing.threshold
             ):
                 rnd.key_plan[d] = sharing

@@ -17,6 +17,20 @@ Behaviour = Callable[[int, Message], RecordDict | Error | None]
 
 
 @pytest.fixture(autouse=True, scope="session")
+def secure_home(tmp_path_factory: pytest.TempPathFactory) -> Iterable[None]:
+    """Hospital identities and trust stores of the test session live in a temp folder."""
+    import os
+
+    saved = os.environ.get("ONELIAC_SECURE_HOME")
+    os.environ["ONELIAC_SECURE_HOME"] = str(tmp_path_factory.mktemp("secure-home"))
+    yield
+    if saved is None:
+        os.environ.pop("ONELIAC_SECURE_HOME", None)
+    else:
+        os.environ["ONELIAC_SECURE_HOME"] = saved
+
+
+@pytest.fixture(autouse=True, scope="session")
 def task_identity() -> Iterable[None]:
     """Messages need a run identity outside a real run."""
     saved = (TaskIdentity._run_id, TaskIdentity._task_id, TaskIdentity._node_id)

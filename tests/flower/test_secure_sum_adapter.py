@@ -128,7 +128,9 @@ def test_wrong_shape_update_is_refused_by_the_client_and_the_round_goes_on() -> 
     record = strategy.records[1]
     assert record.status == "ok", record.failure_reason
     (bad,) = [r for r in record.rejected if r.node_id == 101]
-    assert bad.check == "secure_sum_encoding" and "expected shape (62,), got (64,)" in bad.reason
+    assert bad.check == "secure_sum_encoding"
+    # The refusal names the check only: nothing derived from the update reaches the coordinator.
+    assert "secure_sum_encoding" in bad.reason and not any(c.isdigit() for c in bad.reason)
     assert sorted(record.secure_sum["counted"]) == ["org-1", "org-2", "org-3"]
     assert record.secure_sum["dropouts_recovered"] == 1
 
