@@ -251,9 +251,10 @@ class SecureSumClient:
             raise ProtocolViolation(
                 f"round_check: round {rnd} is not after the last round this node masked ({self._last_round})"
             )
+        self._check_threshold(setup)
         if self._c_sk is None or self._next_s_sk is None:
             raise ProtocolViolation(f"key_check: node {me} holds no keys: it must advertise keys (stage K) first")
-        self._check_threshold(setup)
+        self._check_key_binding(setup)
         pos = setup.participants.index(me)
         self._check_own_keys(setup, pos, c_sk_raw=self._c_sk, s_sk_raw=self._next_s_sk)
         self._check_peer_keys(setup, trust)
@@ -323,6 +324,9 @@ class SecureSumClient:
             raise ProtocolViolation(f"threshold_check: t = {t} is not a majority of the {n} participants")
         if t < self._min_t:
             raise ProtocolViolation(f"threshold_check: t = {t} is below this hospital's minimum {self._min_t}")
+
+    def _check_key_binding(self, setup: RoundSetup) -> None:
+        t = setup.threshold
         if self._next_round != setup.round:
             raise ProtocolViolation(
                 f"key_round_check: this node's mask key may be used in round {self._next_round} only, "
