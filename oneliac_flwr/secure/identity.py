@@ -171,11 +171,12 @@ class Identity:
         raw = identity._key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
         try:
             file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except OSError as exc:
+            raise ConfigError("secure-identity", f"cannot create {file.parent}: {exc}") from None
+        try:
             fd = os.open(file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except FileExistsError:
             raise ConfigError("secure-identity", f"{file} exists; refusing to replace an identity") from None
-        except OSError as exc:
-            raise ConfigError("secure-identity", f"cannot create {file}: {exc}") from None
         with os.fdopen(fd, "wb") as handle:
             handle.write(raw)
         return identity
@@ -213,6 +214,7 @@ class Identity:
 
 
 def _identity_file(path: str | os.PathLike[str]) -> Path:
+    """A directory (existing, or a path without a file suffix) means ``DIR/identity.ed25519``."""
     p = Path(path)
     return p / IDENTITY_FILE if p.is_dir() or not p.suffix else p
 
