@@ -101,25 +101,40 @@ Tamper = Callable[[int, Message], None]
 class AppGrid:
     """Delivers messages to the real ClientApp (one Context per node); drops or tampers as scripted."""
 
-    def __init__(self, config: ExperimentConfig, *, drop: DropRule | None = None, tamper: Tamper | None = None) -> None:
+    def __init__(
+        self,
+        config: ExperimentConfig,
+        *,
+        drop: DropRule | None = None,
+        tamper: Tamper | None = None,
+        outgoing: Tamper | None = None,
+        on_reply: Callable[[int, str, Message], None] | None = None,
+        nodes: list[int] | None = None,
+        node_config: dict[int, dict] | None = None,
+        run_id: int = RUN_ID,
+    ) -> None:
         self.app = build_client_app(config)
+        self.nodes = list(nodes or NODES)
+        extra = node_config or {}
         self.contexts = {
             node: Context(
-                run_id=RUN_ID,
+                run_id=run_id,
                 node_id=node,
-                node_config={"partition-id": i, "num-partitions": len(NODES)},
+                node_config={"partition-id": i, "num-partitions": len(self.nodes), **extra.get(node, {})},
                 state=RecordDict(),
                 run_config={},
             )
-            for i, node in enumerate(NODES)
+            for i, node in enumerate(self.nodes)
         }
+        self.outgoing = outgoing
+        self.on_reply = on_reply
         self.drop = drop or (lambda node, kind, rnd: False)
         self.tamper = tamper
         self.round = 0
         self.exchanges: list[str] = []
 
     def get_node_ids(self) -> list[int]:
-        return list(NODES)
+        return list(self.nodes)
 
     def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> list[Message]:
         messages = list(messages)
@@ -134,12 +149,16 @@ class AppGrid:
             node = message.metadata.dst_node_id
             if self.drop(node, kind, self.round):
                 continue
+            if self.outgoing is not None:
+                self.outgoing(node, message)
             try:
                 reply = self.app(message, self.contexts[node])
             except Exception as exc:  # noqa: BLE001 - the engine turns client exceptions into error replies
                 reply = Message(error=Error(code=1, reason=str(exc)), reply_to=message)
             if self.tamper is not None and kind == "train":
                 self.tamper(node, reply)
+            if self.on_reply is not None:
+                self.on_reply(node, kind, reply)
             replies.append(reply)
         return replies
 
