@@ -182,9 +182,10 @@ class SecureSumConfig:
     client before encoding); ``weight_bound`` caps the weight (sample count) one
     organization contributes; ``max_participants`` bounds the organizations in one sum.
     ``bits``/``frac_bits`` fix the ring; ``None`` lets the bit budget choose (the defaults
-    fit a 32-bit ring with 16 fractional bits: 4 bytes per parameter). Key pinning is a
-    hospital's own choice, so it is set in its node config (``pinned-fingerprints``), not
-    in the run config the coordinator controls.
+    fit a 32-bit ring with 16 fractional bits: 4 bytes per parameter). Identities, pins
+    and a hospital's minimum threshold are its own choice, so they are set in its node
+    config (``secure-identity``, ``secure-pins``, ``secure-min-threshold``), not in the
+    run config the coordinator controls.
     """
 
     clip_norm: float = 1.0
