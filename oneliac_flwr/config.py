@@ -181,7 +181,8 @@ class SecureSumConfig:
     ``clip_norm`` bounds the L2 norm of each organization's model update (clipped by the
     client before encoding); ``weight_bound`` caps the weight (sample count) one
     organization contributes; ``max_participants`` bounds the organizations in one sum.
-    ``bits``/``frac_bits`` fix the ring; ``None`` lets the bit budget choose (the defaults
+    ``mode`` is ``semi-honest`` or ``malicious`` (adds the consistency check: one more
+    exchange per round, ``docs/secure-sum.md`` section 10). ``bits``/``frac_bits`` fix the ring; ``None`` lets the bit budget choose (the defaults
     fit a 32-bit ring with 16 fractional bits: 4 bytes per parameter). Identities, pins
     and a hospital's minimum threshold are its own choice, so they are set in its node
     config (``secure-identity``, ``secure-pins``, ``secure-min-threshold``), not in the
@@ -193,8 +194,14 @@ class SecureSumConfig:
     bits: int | None = None
     frac_bits: int | None = None
     max_participants: int = 32
+    mode: Literal["semi-honest", "malicious"] = "semi-honest"
 
     def _check(self, path: str) -> None:
+        _require(
+            self.mode in ("semi-honest", "malicious"),
+            f"{path}.mode",
+            f"must be 'semi-honest' or 'malicious', got {self.mode!r}",
+        )
         _require(self.clip_norm > 0, f"{path}.clip_norm", f"must be > 0, got {self.clip_norm}")
         _require(self.weight_bound >= 1, f"{path}.weight_bound", f"must be >= 1, got {self.weight_bound}")
         _require(self.bits in (None, 32, 64), f"{path}.bits", f"must be 32, 64 or null, got {self.bits}")

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 import tempfile
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 from pathlib import Path
 
 import numpy as np
@@ -26,8 +28,9 @@ from oneliac_flwr.errors import ConfigError, OneliacError, ProtocolViolation
 from oneliac_flwr.flower.records import ARRAYS, CONFIG, INFO, MASKED, METRICS, NUM_EXAMPLES, PRIVACY, SECURE_SUM, reply_info
 from oneliac_flwr.flower.privacy import apply_update_privacy
 from oneliac_flwr.flower.sample_dp import train_with_dpsgd
-from oneliac_flwr.flower.secure_sum import KEYS_ACTION, UNMASK_ACTION
+from oneliac_flwr.flower.secure_sum import CONFIRM_ACTION, KEYS_ACTION, UNMASK_ACTION
 from oneliac_flwr.secure import (
+    ConsistencyRequest,
     Identity,
     PinnedTrust,
     RoundSetup,
@@ -129,7 +132,8 @@ class SecureSettings:
 
     Node config keys: ``secure-identity`` (identity key file), ``secure-pins`` (pin file of
     ``organization-id fingerprint`` lines; without it, trust on first use),
-    ``secure-trust-store`` (TOFU file), ``federation`` and ``secure-min-threshold``.
+    ``secure-trust-store`` (TOFU file), ``federation``, ``secure-min-threshold`` and
+    ``secure-mode`` (``malicious``: never unmask without the consistency check).
     """
 
     organization: str
@@ -138,6 +142,7 @@ class SecureSettings:
     pins_path: Path | None
     trust_store: Path
     min_threshold: int
+    mode: str = "semi-honest"
 
     def trust(self) -> Trust:
         """Pins if a pin file is configured, else trust on first use."""
@@ -162,6 +167,9 @@ def secure_settings(node_config: dict) -> SecureSettings:
     if not isinstance(raw_min, int) or isinstance(raw_min, bool) or raw_min < 2:
         raise ConfigError("secure-min-threshold", f"expected an integer >= 2, got {raw_min!r}")
     pins = node_config.get("secure-pins")
+    mode = str(node_config.get("secure-mode", "semi-honest"))
+    if mode not in ("semi-honest", "malicious"):
+        raise ConfigError("secure-mode", f"expected 'semi-honest' or 'malicious', got {mode!r}")
     return SecureSettings(
         organization=organization,
         federation=federation,
@@ -169,6 +177,7 @@ def secure_settings(node_config: dict) -> SecureSettings:
         pins_path=Path(str(pins)) if pins else None,
         trust_store=Path(str(node_config.get("secure-trust-store", default_dir / "known_identities.json"))),
         min_threshold=raw_min,
+        mode=mode,
     )
 
 
@@ -184,6 +193,7 @@ def _secure_client(msg: Message, context: Context) -> tuple[SecureSumClient, Sec
     client = SecureSumClient(
         node_id=msg.metadata.dst_node_id, run_id=msg.metadata.run_id, identity=identity,
         organization=settings.organization, federation=settings.federation, min_threshold=settings.min_threshold,
+        mode=settings.mode,  # type: ignore[arg-type]
     )  # fmt: skip
     return client, settings
 
@@ -196,6 +206,21 @@ def _check_name(exc: Exception, default: str) -> str:
     """The check name a refusal may carry to the coordinator (never data-dependent text)."""
     head = str(exc).split(":", 1)[0]
     return head if head.endswith("_check") and head.isidentifier() else default
+
+
+def _secure_stage(
+    msg: Message, context: Context, default_check: str, step: Callable[[SecureSumClient, dict], Any]
+) -> Message:
+    """Run one secure-sum stage on the request record; a refusal names the check only."""
+    client, secure = _secure_client(msg, context)
+    try:
+        response = step(client, dict(msg.content[SECURE_SUM]))
+    except OneliacError as exc:
+        logger.warning("%s refuses the secure-sum request: %s", secure.organization, exc)
+        check = _check_name(exc, default_check)
+        return _refuse(msg, secure.organization, check=check, reason=check)
+    _save_secure_client(context, client)
+    return Message(content=RecordDict({SECURE_SUM: ConfigRecord(response.to_record())}), reply_to=msg)
 
 
 def _masked_reply(
@@ -339,15 +364,13 @@ def build_client_app(config: ExperimentConfig | None = None) -> ClientApp:
 
     @client_app.train(UNMASK_ACTION)
     def unmask(msg: Message, context: Context) -> Message:
-        client, secure = _secure_client(msg, context)
-        try:
-            response = client.unmask(UnmaskRequest.from_record(dict(msg.content[SECURE_SUM])))
-        except OneliacError as exc:
-            logger.warning("%s refuses the unmask request: %s", secure.organization, exc)
-            check = _check_name(exc, "unmask_check")
-            return _refuse(msg, secure.organization, check=check, reason=check)
-        _save_secure_client(context, client)
-        return Message(content=RecordDict({SECURE_SUM: ConfigRecord(response.to_record())}), reply_to=msg)
+        return _secure_stage(msg, context, "unmask_check", lambda c, r: c.unmask(UnmaskRequest.from_record(r)))
+
+    @client_app.train(CONFIRM_ACTION)
+    def confirm(msg: Message, context: Context) -> Message:
+        return _secure_stage(
+            msg, context, "consistency_check", lambda c, r: c.confirm_survivors(ConsistencyRequest.from_record(r))
+        )
 
     @client_app.evaluate()
     def evaluate_handler(msg: Message, context: Context) -> Message:

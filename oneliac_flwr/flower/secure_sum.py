@@ -27,6 +27,7 @@ from oneliac_flwr.flower.strategy import Aggregate
 from oneliac_flwr.results import Rejection, RoundRecord
 from oneliac_flwr.secure import (
     AdvertiseKeys,
+    ConsistencyResponse,
     MaskedInput,
     RingSpec,
     SecureSumServer,
@@ -35,12 +36,13 @@ from oneliac_flwr.secure import (
 )
 from oneliac_flwr.validation import check_aggregate
 
-__all__ = ["KEYS_ACTION", "UNMASK_ACTION", "SecureSumAggregator", "ring_for", "threshold_for"]
+__all__ = ["CONFIRM_ACTION", "KEYS_ACTION", "UNMASK_ACTION", "SecureSumAggregator", "ring_for", "threshold_for"]
 
 logger = logging.getLogger("oneliac_flwr")
 
 KEYS_ACTION = "secure_keys"
 UNMASK_ACTION = "secure_unmask"
+CONFIRM_ACTION = "secure_confirm"
 
 
 def ring_for(config: ExperimentConfig) -> RingSpec:
@@ -104,7 +106,9 @@ class SecureSumAggregator:
     ) -> None:
         self.config = config
         self.spec = spec if spec is not None else ring_for(config)
-        self.server = SecureSumServer(run_id=run_id, spec=self.spec, length=num_parameters)
+        self.server = SecureSumServer(
+            run_id=run_id, spec=self.spec, length=num_parameters, mode=config.secure_sum.mode
+        )
         self.noise_std = noise_std
         self._exchanges: dict[int, int] = {}
         self._keyed_this_round: dict[int, list[int]] = {}
@@ -190,6 +194,17 @@ class SecureSumAggregator:
                 continue
             accepted[reply.node_id] = reply
             uploaded.append(_payload_bytes(reply.message))
+        if self.config.secure_sum.mode == "malicious":  # stage C: survivors sign the survivor set
+            confirms = self.server.consistency_requests()
+            signed = self._exchange(
+                grid, sorted(confirms), CONFIRM_ACTION, {n: ConfigRecord(r.to_record()) for n, r in confirms.items()},
+                timeout, server_round,
+            )  # fmt: skip
+            for node, message in signed.items():
+                try:
+                    self.server.receive_consistency(node, ConsistencyResponse.from_record(dict(message.content[SECURE_SUM])))
+                except (SecureAggregationError, KeyError, TypeError) as exc:
+                    logger.warning("round %d: consistency reply of node %d ignored: %s", server_round, node, exc)
         requests = self.server.unmask_requests()
         responses = self._exchange(
             grid,

@@ -19,12 +19,22 @@ from .client import SecureSumClient
 from .encoding import RingSpec, decode_sum, encode, error_bound, plan_ring
 from .identity import Identity, PinnedTrust, TofuTrust, Trust, identity_fingerprint, load_pins
 from .keys import fingerprint
-from .messages import AdvertiseKeys, MaskedInput, RoundSetup, UnmaskRequest, UnmaskResponse
+from .messages import (
+    AdvertiseKeys,
+    ConsistencyRequest,
+    ConsistencyResponse,
+    MaskedInput,
+    RoundSetup,
+    UnmaskRequest,
+    UnmaskResponse,
+)
 from .server import AggregateResult, SecureSumServer
 
 __all__ = [
     "AdvertiseKeys",
     "AggregateResult",
+    "ConsistencyRequest",
+    "ConsistencyResponse",
     "Identity",
     "PinnedTrust",
     "TofuTrust",

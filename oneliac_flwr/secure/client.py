@@ -28,7 +28,16 @@ from ._fields import (
 )
 from .encoding import encode
 from .envelope import open_share, seal_share
-from .identity import ANY_ROUND, Identity, Trust, identity_fingerprint, key_statement, verify_key_signature
+from .identity import (
+    ANY_ROUND,
+    Identity,
+    Trust,
+    identity_fingerprint,
+    key_statement,
+    survivors_statement,
+    verify_key_signature,
+    verify_survivors_signature,
+)
 
 from .keys import (
     KEY_BYTES,
@@ -42,10 +51,22 @@ from .keys import (
     self_mask_key,
 )
 from .masks import apply_masks, pairwise_sign
-from .messages import AdvertiseKeys, MaskedInput, RoundSetup, UnmaskRequest, UnmaskResponse
+from .messages import (
+    AdvertiseKeys,
+    ConsistencyRequest,
+    ConsistencyResponse,
+    MaskedInput,
+    RoundSetup,
+    UnmaskRequest,
+    UnmaskResponse,
+)
 from .sharing import SharePlaintext, share_index, split_secret
 
-__all__ = ["MAX_REVEALED_FINGERPRINTS", "SecureSumClient"]
+__all__ = ["MAX_REVEALED_FINGERPRINTS", "MODES", "Mode", "SecureSumClient"]
+
+Mode = Literal["semi-honest", "malicious"]
+#: The protocol modes (``docs/secure-sum.md`` sections 8 and 10).
+MODES: tuple[str, ...] = ("semi-honest", "malicious")
 
 #: How many fingerprints of revealed peer keys a client remembers (newest kept).
 MAX_REVEALED_FINGERPRINTS = 4096
@@ -63,6 +84,8 @@ class _RoundState:
     c_pks: tuple[bytes, ...]
     s_pks: tuple[bytes, ...]
     s_sk: bytes
+    identity_pks: tuple[bytes, ...] = ()
+    signed: bool = False  # malicious mode: this node signed (counted, dropped)
     counted: tuple[int, ...] | None = None
     dropped: tuple[int, ...] | None = None
     revealed_self: set[int] = field(default_factory=set)
@@ -89,6 +112,9 @@ class SecureSumClient:
         Federation name bound into every signature (a hospital's own setting).
     min_threshold : int
         The hospital's own minimum threshold ``t``; a round setup below it is refused.
+    mode : {"semi-honest", "malicious"}
+        ``malicious``: reveal nothing in stage U unless at least ``t`` survivors signed
+        the same survivor set this node signed (consistency check).
 
     Notes
     -----
@@ -107,6 +133,7 @@ class SecureSumClient:
         organization: str,
         federation: str = "default",
         min_threshold: int = 2,
+        mode: Mode = "semi-honest",
     ) -> None:
         self._node = check_u64(node_id, "node_id")
         self._run = check_u64(run_id, "run_id")
@@ -120,6 +147,9 @@ class SecureSumClient:
             public_key=bytes(32),
         )  # fmt: skip
         self._min_t = check_int(min_threshold, "min_threshold", lo=2)
+        if mode not in MODES:
+            raise ProtocolViolation(f"mode: expected one of {list(MODES)}, got {mode!r}")
+        self._mode: Mode = mode
         self._c_sk: bytes | None = None
         self._next_s_sk: bytes | None = None
         self._next_round = 0  # the single round _next_s_sk may be used in
@@ -312,6 +342,7 @@ class SecureSumClient:
             c_pks=setup.c_pks,
             s_pks=setup.s_pks,
             s_sk=self._next_s_sk,
+            identity_pks=setup.identity_pks,
         )
         self._next_s_sk = next_s
         self._next_round, self._next_threshold = rnd + 1, t
@@ -429,6 +460,8 @@ class SecureSumClient:
                 f"(its last masked round is {last}); refusing to reveal anything about it"
             )
         self._check_partition(request, st)
+        if self._mode == "malicious" or request.consistency_signers:
+            self._check_consistency(request, st)
         if self._c_sk is None:
             raise ProtocolViolation(f"key_check: node {me} lost its envelope key")
         c_sk = load_private_key(self._c_sk)
@@ -495,6 +528,59 @@ class SecureSumClient:
             seed_peers=request.seed_requests,
             seeds=tuple(seeds),
         )
+
+    # ------------------------------------------------------------------ stage C (malicious mode)
+    def confirm_survivors(self, request: ConsistencyRequest) -> ConsistencyResponse:
+        """Malicious mode, stage C: sign the round's survivor set ``(C, D)``, once per round.
+
+        Raises
+        ------
+        ProtocolViolation
+            If the request concerns another round or node, the partition is invalid, or
+            this node already signed another survivor set for the round.
+        """
+        if not isinstance(request, ConsistencyRequest):
+            raise ProtocolViolation(f"request: expected a ConsistencyRequest, got {type(request).__name__}")
+        st = self._round
+        if request.run_id != self._run or request.node_id != self._node:
+            raise ProtocolViolation("node_check: consistency request for another run or node")
+        if st is None or request.round != st.round:
+            raise ProtocolViolation(f"round_check: this node did not mask in round {request.round}")
+        as_unmask = UnmaskRequest(
+            run_id=self._run, round=st.round, node_id=self._node, counted=request.counted, dropped=request.dropped,
+            self_share_owners=(), self_share_ciphertexts=(), key_share_owners=(), key_share_rounds=(),
+            key_share_ciphertexts=(), seed_requests=(),
+        )  # fmt: skip
+        self._check_partition(as_unmask, st)
+        statement = self._survivors(st, request.counted, request.dropped)
+        st.counted, st.dropped, st.signed = request.counted, request.dropped, True
+        return ConsistencyResponse(
+            run_id=self._run, round=st.round, node_id=self._node, signature=self._identity.sign(statement)
+        )
+
+    def _survivors(self, st: _RoundState, counted: tuple[int, ...], dropped: tuple[int, ...]) -> bytes:
+        return survivors_statement(
+            federation=self._federation, run_id=self._run, round=st.round, counted=counted, dropped=dropped
+        )
+
+    def _check_consistency(self, request: UnmaskRequest, st: _RoundState) -> None:
+        if not st.signed:
+            raise ProtocolViolation(
+                f"consistency_check: this node signed no survivor set for round {st.round}; refusing to unmask"
+            )
+        statement = self._survivors(st, request.counted, request.dropped)
+        counted = set(request.counted)
+        valid = {
+            v for v, sig in zip(request.consistency_signers, request.consistency_signatures, strict=True)
+            if v in counted and verify_survivors_signature(
+                sig, identity_pk=st.identity_pks[st.position(v)], statement=statement
+            )
+        }  # fmt: skip
+        if len(valid) < st.threshold:
+            raise ProtocolViolation(
+                f"consistency_check: {len(valid)} valid survivor signatures on this node's view, "
+                f"below the threshold {st.threshold}"
+            )
 
     def _open_key_share(
         self, st: _RoundState, d: int, made_in: int, env: bytes, c_sk: X25519PrivateKey
@@ -571,6 +657,7 @@ class SecureSumClient:
             "federation": self._federation,
             "identity_fingerprint": self._identity.fingerprint,
             "min_threshold": self._min_t,
+            "mode": self._mode,
             "c_sk": self._c_sk or b"",
             "next_s_sk": self._next_s_sk or b"",
             "next_round": self._next_round,
@@ -584,6 +671,8 @@ class SecureSumClient:
             "round_c_pks": list(st.c_pks) if st else [],
             "round_s_pks": list(st.s_pks) if st else [],
             "round_s_sk": st.s_sk if st else b"",
+            "round_identity_pks": list(st.identity_pks) if st else [],
+            "round_signed": bool(st and st.signed),
             "round_fixed": bool(st and st.counted is not None),
             "round_counted": list(st.counted or ()) if st else [],
             "round_dropped": list(st.dropped or ()) if st else [],
@@ -617,7 +706,7 @@ class SecureSumClient:
             raise ProtocolViolation(f"{_STATE}.identity_fingerprint: the state was made with another identity")
         client = cls(
             node_id=get("node_id"), run_id=get("run_id"), identity=identity, organization=get("organization"),
-            federation=get("federation"), min_threshold=get("min_threshold"),
+            federation=get("federation"), min_threshold=get("min_threshold"), mode=get("mode"),
         )  # fmt: skip
         client._next_round = check_u64(get("next_round"), f"{_STATE}.next_round")
         client._next_threshold = check_int(get("next_threshold"), f"{_STATE}.next_threshold", lo=0)
@@ -646,8 +735,10 @@ class SecureSumClient:
                 c_pks=check_bytes_tuple(get("round_c_pks"), f"{_STATE}.round_c_pks", length=KEY_BYTES),
                 s_pks=check_bytes_tuple(get("round_s_pks"), f"{_STATE}.round_s_pks", length=KEY_BYTES),
                 s_sk=check_bytes(get("round_s_sk"), f"{_STATE}.round_s_sk", length=KEY_BYTES),
+                identity_pks=check_bytes_tuple(get("round_identity_pks"), f"{_STATE}.round_identity_pks", length=32),
+                signed=get("round_signed") is True,
             )
-            if not len(st.c_pks) == len(st.s_pks) == len(participants):
+            if not len(st.c_pks) == len(st.s_pks) == len(st.identity_pks) == len(participants):
                 raise ProtocolViolation(f"{_STATE}.round_*: parallel lists differ in length")
             fixed = get("round_fixed")
             if not isinstance(fixed, bool):

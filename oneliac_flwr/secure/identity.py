@@ -39,7 +39,9 @@ __all__ = [
     "identity_fingerprint",
     "key_statement",
     "load_pins",
+    "survivors_statement",
     "verify_key_signature",
+    "verify_survivors_signature",
 ]
 
 SIGNATURE_BYTES = 64
@@ -49,6 +51,7 @@ ANY_ROUND = 2**64 - 1
 #: File name of the identity key inside an identity directory.
 IDENTITY_FILE = "identity.ed25519"
 _STATEMENT = b"oneliac-secure-sum/v2|key-announcement|"
+_SURVIVORS = b"oneliac-secure-sum/v2|survivors|"
 KeyKind = Literal["envelope", "mask"]
 _KINDS: frozenset[str] = frozenset({"envelope", "mask"})
 _MAX_NAME = 256
@@ -79,6 +82,33 @@ def key_statement(
         _STATEMENT + struct.pack(">H", len(fed)) + fed + struct.pack(">H", len(org)) + org
         + kind.encode() + b"|" + ids + public_key
     )  # fmt: skip
+
+
+def survivors_statement(
+    *, federation: str, run_id: int, round: int, counted: tuple[int, ...], dropped: tuple[int, ...]
+) -> bytes:
+    """What a survivor signs in malicious mode's consistency check: the round's ``C`` and ``D``.
+
+    ``DOMAIN | len-prefixed federation | I64(run) I64(round) | I32(|C|) I64(C...) | I32(|D|) I64(D...)``
+    with ``C`` and ``D`` sorted.
+    """
+    fed = _name(federation, "federation")
+    c, d = sorted(counted), sorted(dropped)
+    ids = [check_u64(v, "node") for v in (*c, *d)]
+    return (
+        _SURVIVORS + struct.pack(">H", len(fed)) + fed
+        + struct.pack(">2Q", check_u64(run_id, "run_id"), check_u64(round, "round"))
+        + struct.pack(f">I{len(c)}Q", len(c), *ids[: len(c)]) + struct.pack(f">I{len(d)}Q", len(d), *ids[len(c) :])
+    )  # fmt: skip
+
+
+def verify_survivors_signature(signature: bytes, *, identity_pk: bytes, statement: bytes) -> bool:
+    """Whether ``signature`` by ``identity_pk`` over a :func:`survivors_statement` verifies."""
+    try:
+        Ed25519PublicKey.from_public_bytes(identity_pk).verify(signature, statement)
+    except (InvalidSignature, ValueError, TypeError):
+        return False
+    return True
 
 
 def identity_fingerprint(identity_pk: bytes) -> str:
@@ -210,6 +240,10 @@ class Identity:
             federation=federation, organization=organization, run_id=run_id, kind=kind, round=round,
             public_key=public_key,
         )  # fmt: skip
+        return self._key.sign(statement)
+
+    def sign(self, statement: bytes) -> bytes:
+        """Sign a protocol statement (e.g. :func:`survivors_statement`)."""
         return self._key.sign(statement)
 
 

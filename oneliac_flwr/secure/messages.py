@@ -41,6 +41,8 @@ __all__ = [
     "KEY_ENVELOPE_BYTES",
     "SELF_ENVELOPE_BYTES",
     "AdvertiseKeys",
+    "ConsistencyRequest",
+    "ConsistencyResponse",
     "MaskedInput",
     "RoundSetup",
     "UnmaskRequest",
@@ -371,6 +373,9 @@ class UnmaskRequest:
         ``D``, with the round in which each was made.
     seed_requests : tuple of int
         Dropped nodes ``d`` whose pairwise mask key with ``node_id`` must be revealed.
+    consistency_signers, consistency_signatures
+        Malicious mode: the survivors' signatures of ``(round, counted, dropped)``
+        (empty in semi-honest mode).
     """
 
     run_id: int
@@ -384,12 +389,14 @@ class UnmaskRequest:
     key_share_rounds: tuple[int, ...]
     key_share_ciphertexts: tuple[bytes, ...]
     seed_requests: tuple[int, ...]
+    consistency_signers: tuple[int, ...] = ()
+    consistency_signatures: tuple[bytes, ...] = ()
 
     TAG: ClassVar[str] = _PREFIX + "unmask_request"
     _NAMES: ClassVar[tuple[str, ...]] = (
         "run_id", "round", "node_id", "counted", "dropped", "self_share_owners",
         "self_share_ciphertexts", "key_share_owners", "key_share_rounds",
-        "key_share_ciphertexts", "seed_requests",
+        "key_share_ciphertexts", "seed_requests", "consistency_signers", "consistency_signatures",
     )  # fmt: skip
 
     def __post_init__(self) -> None:
@@ -397,8 +404,19 @@ class UnmaskRequest:
         check_u64(self.run_id, f"{tag}.run_id")
         check_u64(self.round, f"{tag}.round")
         check_u64(self.node_id, f"{tag}.node_id")
-        for name in ("counted", "dropped", "self_share_owners", "key_share_owners", "seed_requests"):
+        for name in ("counted", "dropped", "self_share_owners", "key_share_owners", "seed_requests",
+                     "consistency_signers"):  # fmt: skip
             _set(self, name, check_u64_tuple(getattr(self, name), f"{tag}.{name}"))
+        _set(
+            self,
+            "consistency_signatures",
+            check_bytes_tuple(self.consistency_signatures, f"{tag}.consistency_signatures", length=SIGNATURE_BYTES),
+        )
+        check_same_length(
+            f"{tag} (consistency)",
+            consistency_signers=self.consistency_signers,
+            consistency_signatures=self.consistency_signatures,
+        )
         _set(self, "key_share_rounds", check_int_tuple(self.key_share_rounds, f"{tag}.key_share_rounds", lo=0))
         _set(
             self,
@@ -499,5 +517,77 @@ class UnmaskResponse:
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any]) -> UnmaskResponse:
+        """Validate and parse a record made by :meth:`to_record`."""
+        return cls(**_read(cls, record, cls._NAMES))
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConsistencyRequest:
+    """Malicious mode, stage C: the survivor set each counted node is asked to sign.
+
+    Parameters
+    ----------
+    run_id, round, node_id : int
+        Run, round and recipient.
+    counted, dropped : tuple of int
+        ``C`` and ``D`` of the round.
+    """
+
+    run_id: int
+    round: int
+    node_id: int
+    counted: tuple[int, ...]
+    dropped: tuple[int, ...]
+
+    TAG: ClassVar[str] = _PREFIX + "consistency_request"
+    _NAMES: ClassVar[tuple[str, ...]] = ("run_id", "round", "node_id", "counted", "dropped")
+
+    def __post_init__(self) -> None:
+        for name in ("run_id", "round", "node_id"):
+            check_u64(getattr(self, name), f"{self.TAG}.{name}")
+        for name in ("counted", "dropped"):
+            _set(self, name, check_u64_tuple(getattr(self, name), f"{self.TAG}.{name}"))
+
+    def to_record(self) -> dict[str, Any]:
+        """Flat record for a Flower ConfigRecord."""
+        return _to_record(self)
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> ConsistencyRequest:
+        """Validate and parse a record made by :meth:`to_record`."""
+        return cls(**_read(cls, record, cls._NAMES))
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConsistencyResponse:
+    """Malicious mode, stage C reply: the node's signature of the survivor set.
+
+    Parameters
+    ----------
+    run_id, round, node_id : int
+        Run, round and signer.
+    signature : bytes
+        Ed25519 signature of ``identity.survivors_statement`` by the node's identity.
+    """
+
+    run_id: int
+    round: int
+    node_id: int
+    signature: bytes
+
+    TAG: ClassVar[str] = _PREFIX + "consistency_response"
+    _NAMES: ClassVar[tuple[str, ...]] = ("run_id", "round", "node_id", "signature")
+
+    def __post_init__(self) -> None:
+        for name in ("run_id", "round", "node_id"):
+            check_u64(getattr(self, name), f"{self.TAG}.{name}")
+        check_bytes(self.signature, f"{self.TAG}.signature", length=SIGNATURE_BYTES)
+
+    def to_record(self) -> dict[str, Any]:
+        """Flat record for a Flower ConfigRecord."""
+        return _to_record(self)
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> ConsistencyResponse:
         """Validate and parse a record made by :meth:`to_record`."""
         return cls(**_read(cls, record, cls._NAMES))

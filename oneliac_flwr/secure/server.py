@@ -23,10 +23,18 @@ from oneliac_flwr.errors import ConfigError, ProtocolViolation, RoundFailed
 
 from ._fields import check_u64, check_u64_tuple
 from .encoding import RingSpec, decode_sum, error_bound
-from .identity import ANY_ROUND, verify_key_signature
+from .identity import ANY_ROUND, survivors_statement, verify_key_signature, verify_survivors_signature
 from .keys import load_private_key, pairwise_mask_key, public_bytes, self_mask_key
 from .masks import apply_masks, pairwise_sign
-from .messages import AdvertiseKeys, MaskedInput, RoundSetup, UnmaskRequest, UnmaskResponse
+from .messages import (
+    AdvertiseKeys,
+    ConsistencyRequest,
+    ConsistencyResponse,
+    MaskedInput,
+    RoundSetup,
+    UnmaskRequest,
+    UnmaskResponse,
+)
 from .sharing import combine_shares
 
 __all__ = ["AggregateResult", "SecureSumServer"]
@@ -101,6 +109,8 @@ class _Round:
     key_plan: dict[int, _KeySharing] = field(default_factory=dict)
     seed_plan: tuple[int, ...] = ()
     responses: dict[int, UnmaskResponse] = field(default_factory=dict)
+    closed: bool = False  # stage M closed: counted and dropped are fixed
+    signatures: dict[int, bytes] = field(default_factory=dict)  # malicious mode: survivor-set signatures
 
     def index_of(self, node: int) -> int:
         return self.setup.participants.index(node) + 1
@@ -120,15 +130,21 @@ class SecureSumServer:
         Ring of the run (``plan_ring``).
     length : int
         Number of ring elements per masked vector (the flattened model size).
+    mode : {"semi-honest", "malicious"}
+        ``malicious`` adds stage C (consistency check) between stages M and U: unmask
+        requests go only to survivors that signed the survivor set, with the signatures.
     """
 
-    def __init__(self, *, run_id: int, spec: RingSpec, length: int) -> None:
+    def __init__(self, *, run_id: int, spec: RingSpec, length: int, mode: str = "semi-honest") -> None:
         if not isinstance(spec, RingSpec):
             raise ConfigError("spec", f"expected a RingSpec, got {type(spec).__name__}")
         if not isinstance(run_id, int) or isinstance(run_id, bool) or not 0 <= run_id < 2**64:
             raise ConfigError("run_id", f"expected an integer in [0, 2^64), got {run_id!r}")
         if not isinstance(length, int) or isinstance(length, bool) or length < 1:
             raise ConfigError("length", f"expected an integer >= 1, got {length!r}")
+        if mode not in ("semi-honest", "malicious"):
+            raise ConfigError("secure_sum.mode", f"expected 'semi-honest' or 'malicious', got {mode!r}")
+        self._mode = mode
         self._run = run_id
         self._length = length
         self._spec = spec
@@ -338,8 +354,8 @@ class SecureSumServer:
         setup, tag = rnd.setup, MaskedInput.TAG
         if not isinstance(message, MaskedInput):
             raise ProtocolViolation(f"message: expected MaskedInput, got {type(message).__name__}")
-        if rnd.requests is not None:
-            raise ProtocolViolation(f"{tag}: node {node}'s input arrived after stage U started; rejected")
+        if rnd.closed:
+            raise ProtocolViolation(f"{tag}: node {node}'s input arrived after stage M closed; rejected")
         if node not in setup.participants:
             raise ProtocolViolation(f"{tag}: node {node} is not a participant of round {setup.round}")
         if node in rnd.accepted:
@@ -395,15 +411,17 @@ class SecureSumServer:
         rnd = self._open("unmask requests")
         if rnd.requests is not None:
             return dict(rnd.requests)
-        setup = rnd.setup
-        counted = tuple(sorted(rnd.accepted))
-        dropped = tuple(n for n in setup.participants if n not in rnd.accepted)
-        if len(counted) < setup.threshold:
-            self._close()
-            raise RoundFailed(
-                f"round {setup.round}: {len(counted)} of {len(setup.participants)} masked inputs accepted, "
-                f"below the threshold {setup.threshold} (accepted {list(counted)}, missing {list(dropped)})"
-            )
+        self._close_masking(rnd)
+        setup, counted, dropped = rnd.setup, rnd.counted, rnd.dropped
+        recipients = counted
+        if self._mode == "malicious":
+            recipients = tuple(sorted(rnd.signatures))
+            if len(recipients) < setup.threshold:
+                self._close()
+                raise RoundFailed(
+                    f"round {setup.round}: consistency check: {len(recipients)} survivors signed the survivor "
+                    f"set, below the threshold {setup.threshold}"
+                )
         alive = set(counted)
         seeds: list[int] = []
         for d in dropped:
@@ -418,9 +436,10 @@ class SecureSumServer:
                 rnd.key_plan[d] = sharing
             else:
                 seeds.append(d)
-        rnd.counted, rnd.dropped, rnd.seed_plan = counted, dropped, tuple(seeds)
+        rnd.seed_plan = tuple(seeds)
+        signers = tuple(sorted(rnd.signatures))
         requests: dict[int, UnmaskRequest] = {}
-        for v in counted:
+        for v in recipients:
             pos = rnd.index_of(v) - 1
             key_owners = [d for d, sh in rnd.key_plan.items() if v in sh.holders]
             requests[v] = UnmaskRequest(
@@ -435,9 +454,69 @@ class SecureSumServer:
                 key_share_rounds=tuple(rnd.key_plan[d].round for d in key_owners),
                 key_share_ciphertexts=tuple(rnd.key_plan[d].holders[v][1] for d in key_owners),
                 seed_requests=rnd.seed_plan,
+                consistency_signers=signers,
+                consistency_signatures=tuple(rnd.signatures[n] for n in signers),
             )
         rnd.requests = requests
         return dict(requests)
+
+    def _close_masking(self, rnd: _Round) -> None:
+        if rnd.closed:
+            return
+        setup = rnd.setup
+        counted = tuple(sorted(rnd.accepted))
+        dropped = tuple(n for n in setup.participants if n not in rnd.accepted)
+        if len(counted) < setup.threshold:
+            self._close()
+            raise RoundFailed(
+                f"round {setup.round}: {len(counted)} of {len(setup.participants)} masked inputs accepted, "
+                f"below the threshold {setup.threshold} (accepted {list(counted)}, missing {list(dropped)})"
+            )
+        rnd.counted, rnd.dropped, rnd.closed = counted, dropped, True
+
+    def consistency_requests(self) -> dict[int, ConsistencyRequest]:
+        """Malicious mode, stage C: close stage M and ask every counted node to sign ``(C, D)``.
+
+        Raises
+        ------
+        RoundFailed
+            If fewer than ``threshold`` masked inputs were accepted (the round is closed).
+        """
+        rnd = self._open("consistency requests")
+        self._close_masking(rnd)
+        return {
+            v: ConsistencyRequest(
+                run_id=self._run, round=rnd.setup.round, node_id=v, counted=rnd.counted, dropped=rnd.dropped
+            )
+            for v in rnd.counted
+        }
+
+    def receive_consistency(self, node: int, message: ConsistencyResponse) -> None:
+        """Accept a survivor-set signature (stage C).
+
+        Raises
+        ------
+        ProtocolViolation
+            If it comes before stage C, after stage U started, from a node not counted,
+            for another run or round, or its signature does not verify.
+        """
+        rnd = self._open("consistency response")
+        tag = ConsistencyResponse.TAG
+        if not isinstance(message, ConsistencyResponse):
+            raise ProtocolViolation(f"message: expected ConsistencyResponse, got {type(message).__name__}")
+        if not rnd.closed or rnd.requests is not None or node not in rnd.counted:
+            raise ProtocolViolation(f"{tag}: no consistency request is open for node {node}")
+        if (message.run_id, message.round, message.node_id) != (self._run, rnd.setup.round, node):
+            raise ProtocolViolation(f"{tag}: run, round or node do not match")
+        reg = self._registry[node]
+        statement = survivors_statement(
+            federation=reg.federation, run_id=self._run, round=rnd.setup.round, counted=rnd.counted,
+            dropped=rnd.dropped,
+        )  # fmt: skip
+        identity = rnd.setup.identity_pks[rnd.setup.participants.index(node)]
+        if not verify_survivors_signature(message.signature, identity_pk=identity, statement=statement):
+            raise ProtocolViolation(f"{tag}.signature: does not verify for node {node}")
+        rnd.signatures[node] = message.signature
 
     def receive_unmask(self, node: int, message: UnmaskResponse) -> None:
         """Accept an unmask response (stage U).

@@ -172,3 +172,16 @@ def test_nan_update_under_secure_sum_never_enters_the_ring() -> None:
     assert record.status == "ok"
     assert "org-1" not in record.secure_sum["counted"]
     assert any(r.organization in ("org-1", "node-202") for r in record.rejected)
+
+
+def test_malicious_mode_adds_the_consistency_exchange_and_gives_the_same_mean(plain_result) -> None:
+    _, plain = plain_result
+    config = _config("secure_sum", secure_sum={"mode": "malicious"})
+    grid = AppGrid(config)
+    strategy, secure = _run(config, grid, rounds=2)
+    assert np.max(np.abs(_flat(secure) - _flat(plain))) < 1e-5
+    assert grid.exchanges == [
+        "train.secure_keys", "train", "train.secure_confirm", "train.secure_unmask",
+        "train", "train.secure_confirm", "train.secure_unmask",
+    ]
+    assert [strategy.records[r].secure_sum["exchanges"] for r in (1, 2)] == [4, 3]

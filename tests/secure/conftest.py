@@ -92,14 +92,19 @@ class Transcript:
 class Federation:
     """A coordinator and its clients, exchanging messages in memory."""
 
-    def __init__(self, ids: Sequence[int], *, spec: RingSpec, length: int, run_id: int = 11) -> None:
+    def __init__(
+        self, ids: Sequence[int], *, spec: RingSpec, length: int, run_id: int = 11, mode: str = "semi-honest"
+    ) -> None:
         self.run_id = run_id
         self.spec = spec
         self.length = length
-        self.server = SecureSumServer(run_id=run_id, spec=spec, length=length)
+        self.mode = mode
+        self.server = SecureSumServer(run_id=run_id, spec=spec, length=length, mode=mode)
         self.identities = {i: Identity.generate() for i in ids}
         self.clients = {
-            i: SecureSumClient(node_id=i, run_id=run_id, identity=self.identities[i], organization=f"org-{i}")
+            i: SecureSumClient(
+                node_id=i, run_id=run_id, identity=self.identities[i], organization=f"org-{i}", mode=mode  # type: ignore[arg-type]
+            )
             for i in ids
         }
         self.transcripts: dict[int, Transcript] = {}
@@ -161,8 +166,15 @@ class Federation:
                 continue
             tr.masked[node] = msg
             self.server.receive_masked(node, msg)
-        requests = self.server.unmask_requests()
         silent = set(drop_u)
+        if self.mode == "malicious":
+            for node, creq in self.server.consistency_requests().items():
+                if node in silent:
+                    continue
+                self.server.receive_consistency(node, roundtrip(self.clients[node].confirm_survivors(roundtrip(creq))))
+                if self.persist:
+                    self.reload(node)
+        requests = self.server.unmask_requests()
         for node, request in requests.items():
             request = roundtrip(request)
             tr.requests[node] = request

@@ -100,7 +100,7 @@ def test_server_rejects_wrong_length_ring_and_round(staged: Any) -> None:
     for n in (9, 13):
         srv.receive_masked(n, masked[n])
     srv.unmask_requests()
-    with pytest.raises(ProtocolViolation, match="after stage U started"):
+    with pytest.raises(ProtocolViolation, match="after stage M closed"):
         srv.receive_masked(21, masked[21])  # late arrival: node 21 stays dropped
     srv.abort_round()
     assert srv.needs_keys(IDS) == [21]
