@@ -113,7 +113,7 @@ def fingerprint(*public_keys: bytes) -> str:
     Parameters
     ----------
     *public_keys : bytes
-        Raw 32-byte public keys. A node's pinned identity is ``fingerprint(c_pk)``.
+        Raw 32-byte public keys (pins name organizations' Ed25519 identities: see ``identity.py``).
 
     Returns
     -------
