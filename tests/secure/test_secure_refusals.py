@@ -334,3 +334,11 @@ def test_message_refusals(fed: Any) -> None:
     with pytest.raises(ProtocolViolation, match="key_share_rounds: expected a list of integers"):
         UnmaskRequest.from_record({**req, "key_share_rounds": "x"})
     assert UnmaskResponse.from_record(fed.transcripts[1].responses[5].to_record()) == fed.transcripts[1].responses[5]
+
+
+def test_too_few_key_shares_of_a_dropped_node_fail_the_round(fed: Any, inputs_factory: Any) -> None:
+    inputs = inputs_factory(IDS, length=LENGTH, spec=SPEC, seed=2)
+    with pytest.raises(RoundFailed, match=r"mask key of dropped node 21: 2 of 3 key shares"):
+        fed.run_round(2, inputs=inputs, threshold=3, drop_m=[21], drop_u=[13])
+    with pytest.raises(ConfigError, match="ring: needs"):
+        plan_ring(clip_bound=1e12, weight_bound=1e6, max_participants=50, bits=32)
