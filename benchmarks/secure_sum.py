@@ -15,6 +15,7 @@ Sections of the output (see ``methodology`` in the JSON for the details):
    subprocess per simulation) for
    - ``fedavg``: a Message-API ServerApp driving ``flwr.serverapp.strategy.FedAvg`` (Flower's own
      ``Strategy.start``); the client replies with its update as ``arrays``;
+   - ``ours_malicious``: the same in ``secure_sum.mode = "malicious"`` (consistency check);
    - ``ours``: ``OneliacStrategy(FedAvg(...), aggregator=SecureSumAggregator(...))``; the client
      masks with ``oneliac_flwr.flower.clientapp._masked_reply`` and answers ``train.secure_keys``
      / ``train.secure_unmask`` with our real ClientApp's handlers;
@@ -67,7 +68,7 @@ MAX_PARTICIPANTS = 16
 # and the same weight bound; quantization_range and modulus_range stay at flwr's defaults.
 SECAGG_CLIPPING_RANGE = CLIP_NORM
 SECAGG_MAX_WEIGHT = float(WEIGHT_BOUND)
-METHODS = ("fedavg", "ours", "secaggplus", "oneliac_plain")  # oneliac_plain: extra, see METHODOLOGY
+METHODS = ("fedavg", "ours", "ours_malicious", "secaggplus", "oneliac_plain")  # oneliac_plain: extra, see METHODOLOGY
 REQUIRED = ("fedavg", "ours", "secaggplus")
 BACKEND_CONFIG = {
     "client_resources": {"num_cpus": 1, "num_gpus": 0.0},
@@ -99,7 +100,7 @@ def exact_weighted_mean(size: int, num_clients: int, server_round: int) -> np.nd
     return (total / weight_sum).astype(np.float64)
 
 
-def secure_sum_config(num_clients: int, rounds: int) -> Any:
+def secure_sum_config(num_clients: int, rounds: int, mode: str = "semi-honest") -> Any:
     from oneliac_flwr.config import ExperimentConfig
 
     return ExperimentConfig.from_dict(
@@ -107,7 +108,8 @@ def secure_sum_config(num_clients: int, rounds: int) -> Any:
             "federation": {"num_organizations": num_clients},
             "aggregation_config": {"aggregation_method": "secure_sum", "min_participants": 2, "max_rounds": rounds},
             "strategy": {"fraction_evaluate": 0.0},
-            "secure_sum": {"clip_norm": CLIP_NORM, "weight_bound": WEIGHT_BOUND, "max_participants": MAX_PARTICIPANTS},
+            "secure_sum": {"clip_norm": CLIP_NORM, "weight_bound": WEIGHT_BOUND, "max_participants": MAX_PARTICIPANTS,
+                           "mode": mode},
         }
     )
 
@@ -205,10 +207,10 @@ def build_message_api_apps(method: str, size: int, num_clients: int, rounds: int
     from oneliac_flwr.flower.clientapp import _masked_reply, build_client_app
     from oneliac_flwr.flower.plain import PlainAggregator
     from oneliac_flwr.flower.records import ARRAYS, INFO, METRICS, NUM_EXAMPLES, reply_info
-    from oneliac_flwr.flower.secure_sum import KEYS_ACTION, UNMASK_ACTION, SecureSumAggregator
+    from oneliac_flwr.flower.secure_sum import CONFIRM_ACTION, KEYS_ACTION, UNMASK_ACTION, SecureSumAggregator
     from oneliac_flwr.flower.strategy import OneliacStrategy
 
-    config = secure_sum_config(num_clients, rounds)
+    config = secure_sum_config(num_clients, rounds, mode="malicious" if method == "ours_malicious" else "semi-honest")
 
     def record_strategy(strategy: Any) -> None:
         for server_round, record in sorted(strategy.records.items()):
@@ -261,7 +263,7 @@ def build_message_api_apps(method: str, size: int, num_clients: int, rounds: int
 
         return server_app, client_app
 
-    if method != "ours":
+    if method not in ("ours", "ours_malicious"):
         raise ValueError(method)
 
     class CapturingSecureSum(SecureSumAggregator):
@@ -323,6 +325,10 @@ def build_message_api_apps(method: str, size: int, num_clients: int, rounds: int
 
     @client_app.train(UNMASK_ACTION)
     def ours_unmask(msg: Message, context: Any) -> Message:
+        return delegate(msg, context)
+
+    @client_app.train(CONFIRM_ACTION)
+    def ours_confirm(msg: Message, context: Any) -> Message:
         return delegate(msg, context)
 
     return server_app, client_app
@@ -497,24 +503,29 @@ def summarize_simulation(result: dict[str, Any], rounds: int) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- in-process: ours
-def ours_in_process(size: int, num_clients: int, rounds: int) -> dict[str, Any]:
+def ours_in_process(size: int, num_clients: int, rounds: int, mode: str = "semi-honest") -> dict[str, Any]:
     """Full rounds of ``oneliac_flwr.secure`` in memory (no Flower): time, bytes, error."""
     from oneliac_flwr.flower.secure_sum import ring_for, threshold_for
-    from oneliac_flwr.secure import SecureSumClient, SecureSumServer
+    from oneliac_flwr.secure import Identity, SecureSumClient, SecureSumServer
 
-    config = secure_sum_config(num_clients, rounds)
+    config = secure_sum_config(num_clients, rounds, mode=mode)
     spec = ring_for(config)
     run_id = 99
     node_ids = [(2**63 + 7919 * (i + 1) * 1_000_003) % 2**64 for i in range(num_clients)]
-    server = SecureSumServer(run_id=run_id, spec=spec, length=size)
-    clients = {nid: SecureSumClient(node_id=nid, run_id=run_id) for nid in node_ids}
+    server = SecureSumServer(run_id=run_id, spec=spec, length=size, mode=mode)
+    clients = {
+        nid: SecureSumClient(
+            node_id=nid, run_id=run_id, identity=Identity.generate(), organization=f"org-{i}", mode=mode  # type: ignore[arg-type]
+        )
+        for i, nid in enumerate(node_ids)
+    }
     pid_of = {nid: i for i, nid in enumerate(node_ids)}
     threshold = threshold_for(num_clients, config.aggregation_config.min_participants)
     per_round = []
     for server_round in range(1, rounds + 1):
         started = time.perf_counter()
-        for nid in server.needs_keys(node_ids):
-            server.register_keys(nid, clients[nid].advertise_keys())
+        for nid in server.needs_keys(node_ids, round=server_round, threshold=threshold):
+            server.register_keys(nid, clients[nid].advertise_keys(round=server_round))
         stage_k = time.perf_counter() - started
         setup = server.round_setup(round=server_round, participants=node_ids, threshold=threshold)
         mask_seconds, receive_seconds, uploads, records = [], 0.0, [], []
@@ -535,9 +546,22 @@ def ours_in_process(size: int, num_clients: int, rounds: int) -> dict[str, Any]:
             started = time.perf_counter()
             server.receive_masked(nid, messages[nid])
             receive_seconds += time.perf_counter() - started
+        confirm_client, confirm_server = [0.0], 0.0
+        if mode == "malicious":  # stage C: every survivor signs the survivor set
+            started = time.perf_counter()
+            confirms = server.consistency_requests()
+            confirm_server += time.perf_counter() - started
+            confirm_client = []
+            for nid, creq in confirms.items():
+                started = time.perf_counter()
+                signed = clients[nid].confirm_survivors(creq)
+                confirm_client.append(time.perf_counter() - started)
+                started = time.perf_counter()
+                server.receive_consistency(nid, signed)
+                confirm_server += time.perf_counter() - started
         started = time.perf_counter()
         requests = server.unmask_requests()
-        request_seconds = time.perf_counter() - started
+        request_seconds = time.perf_counter() - started + confirm_server
         client_unmask, receive_unmask, response_bytes = [], 0.0, []
         for nid, request in requests.items():
             started = time.perf_counter()
@@ -560,7 +584,7 @@ def ours_in_process(size: int, num_clients: int, rounds: int) -> dict[str, Any]:
                 "stage_k_seconds": stage_k,
                 "client_mask_seconds": statistics.fmean(mask_seconds),
                 "client_mask_seconds_max": max(mask_seconds),
-                "client_unmask_seconds": statistics.fmean(client_unmask),
+                "client_unmask_seconds": statistics.fmean(client_unmask) + statistics.fmean(confirm_client),
                 "server_receive_masked_seconds_total": receive_seconds,
                 "server_unmask_seconds": request_seconds + receive_unmask + finalize_seconds,
                 "server_unmask_requests_seconds": request_seconds,
@@ -634,10 +658,10 @@ def client_reply_in_process(size: int, num_clients: int, repeats: int) -> dict[s
         server = SecureSumServer(run_id=run_id, spec=ring_for(config), length=size)
         ours, plain = [], []
         for server_round in range(1, repeats + 1):
-            for nid in server.needs_keys(node_ids):
+            for nid in server.needs_keys(node_ids, round=server_round, threshold=threshold_for(num_clients, 2)):
                 probe = Message(content=RecordDict({}), dst_node_id=nid, message_type="train")
-                client = _secure_client(probe, contexts[nid])
-                server.register_keys(nid, client.advertise_keys())
+                client, _ = _secure_client(probe, contexts[nid])
+                server.register_keys(nid, client.advertise_keys(round=server_round))
                 _save_secure_client(contexts[nid], client)
             setup = server.round_setup(round=server_round, participants=node_ids, threshold=threshold_for(num_clients, 2))
             for i, nid in enumerate(node_ids):
@@ -791,6 +815,7 @@ def main() -> None:
             entry["in_process"] = {
                 "fedavg": plain_in_process(size, num_clients, 5),
                 "ours": ours_in_process(size, num_clients, in_process_rounds),
+                "ours_malicious": ours_in_process(size, num_clients, in_process_rounds, mode="malicious"),
                 "client_train_handler": client_reply_in_process(size, num_clients, 2),
             }
             if "secaggplus" in args.methods:
@@ -830,6 +855,7 @@ def main() -> None:
             continue
         ours_added = sim["ours"]["added_seconds_vs_fedavg"]
         secagg_added = sim["secaggplus"]["added_seconds_vs_fedavg"]
+        malicious_added = sim.get("ours_malicious", {}).get("added_seconds_vs_fedavg")
         ip = entry["in_process"]
         ours_compute = ip["ours"]["client_mask_seconds"] + ip["ours"]["server_unmask_seconds"]
         secagg_compute = ip["secaggplus"]["client_mask_seconds"] + ip["secaggplus"]["server_unmask_seconds"]
@@ -840,6 +866,10 @@ def main() -> None:
                 "ours_added_seconds": ours_added,
                 "secaggplus_added_seconds": secagg_added,
                 "ratio_ours_added_to_secaggplus_added": ours_added / secagg_added if secagg_added > 0 else None,
+                "ours_malicious_added_seconds": malicious_added,
+                "ratio_ours_malicious_added_to_secaggplus_added": (
+                    malicious_added / secagg_added if malicious_added is not None and secagg_added > 0 else None
+                ),
                 "in_process_compute_ratio": {
                     "definition": "(one client's masking + server unmasking) ours / SecAgg+, from in_process",
                     "ours_seconds": ours_compute,
@@ -947,6 +977,9 @@ METHODOLOGY = {
     "update against an all-zero global model (so the masked update is exactly the synthetic vector); "
     "train.secure_keys and train.secure_unmask are delegated to our real ClientApp (build_client_app(config)). "
     "The error compares the aggregator's unmasked mean update (float64) with the exact weighted mean.",
+    "ours_malicious": "as ours_simulation with secure_sum.mode='malicious': one more exchange per round "
+    "(train.secure_confirm: every survivor signs the survivor set, Ed25519) and unmasking only with t signatures; "
+    "in_process.ours_malicious adds stage C's client and server time to client_unmask and server_unmask.",
     "secaggplus_simulation": "legacy ServerApp + LegacyContext + DefaultWorkflow(fit_workflow=SecAggPlusWorkflow(...)) + "
     "legacy FedAvg (fraction_evaluate=0) and a legacy ClientApp(client_fn, mods=[secaggplus_mod]) whose NumPyClient "
     "returns the update as its parameters. num_shares = n (complete graph, as ours) and reconstruction_threshold = "

@@ -289,10 +289,13 @@ class SecureSumConfig:
     client before encoding); ``weight_bound`` caps the weight (sample count) one
     organization contributes; ``max_participants`` bounds the organizations in one sum
     (``None``: sized from the federation, ``federation.num_organizations``; see
-    :meth:`ExperimentConfig.secure_sum_participants`). ``bits``/``frac_bits`` fix the ring; ``None`` lets the bit budget choose (the defaults
-    fit a 32-bit ring with 16 fractional bits: 4 bytes per parameter). Key pinning is a
-    hospital's own choice, so it is set in its node config (``pinned-fingerprints``), not
-    in the run config the coordinator controls.
+    :meth:`ExperimentConfig.secure_sum_participants`). ``mode`` is ``semi-honest`` or
+    ``malicious`` (adds the consistency check: one more exchange per round,
+    ``docs/secure-sum.md`` section 10). ``bits``/``frac_bits`` fix the ring; ``None`` lets
+    the bit budget choose (the defaults fit a 32-bit ring with 16 fractional bits: 4 bytes
+    per parameter). Identities, pins and a hospital's minimum threshold are its own choice,
+    so they are set in its node config (``secure-identity``, ``secure-pins``,
+    ``secure-min-threshold``), not in the run config the coordinator controls.
     """
 
     clip_norm: float = 1.0
@@ -300,8 +303,14 @@ class SecureSumConfig:
     bits: int | None = None
     frac_bits: int | None = None
     max_participants: int | None = None
+    mode: Literal["semi-honest", "malicious"] = "semi-honest"
 
     def _check(self, path: str) -> None:
+        _require(
+            self.mode in ("semi-honest", "malicious"),
+            f"{path}.mode",
+            f"must be 'semi-honest' or 'malicious', got {self.mode!r}",
+        )
         _require(self.clip_norm > 0, f"{path}.clip_norm", f"must be > 0, got {self.clip_norm}")
         _require(self.weight_bound >= 1, f"{path}.weight_bound", f"must be >= 1, got {self.weight_bound}")
         _require(self.bits in (None, 32, 64), f"{path}.bits", f"must be 32, 64 or null, got {self.bits}")

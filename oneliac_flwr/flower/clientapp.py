@@ -9,9 +9,13 @@ come from the run config (``flwr run``) or from the config object the app was bu
 from __future__ import annotations
 
 import logging
+import os
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache, wraps
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -20,12 +24,22 @@ from flwr.clientapp import ClientApp
 
 from oneliac_flwr.config import ExperimentConfig
 from oneliac_flwr.data import OrganizationData, deployment_organization, simulation_organization
-from oneliac_flwr.errors import ConfigError, DataError, OneliacError, PrivacyError, SecureAggregationError
+from oneliac_flwr.errors import ConfigError, DataError, OneliacError, PrivacyError, ProtocolViolation, SecureAggregationError
 from oneliac_flwr.flower.records import ARRAYS, CONFIG, INFO, MASKED, METRICS, NUM_EXAMPLES, PRIVACY, SECURE_SUM, reply_info
 from oneliac_flwr.flower.client_privacy import hospital_policy, hospital_state, instruction_refusal, privatize_update
 from oneliac_flwr.flower.sample_dp import train_with_dpsgd
-from oneliac_flwr.flower.secure_sum import KEYS_ACTION, UNMASK_ACTION
-from oneliac_flwr.secure import RoundSetup, SecureSumClient, UnmaskRequest
+from oneliac_flwr.flower.secure_sum import CONFIRM_ACTION, KEYS_ACTION, UNMASK_ACTION
+from oneliac_flwr.secure import (
+    ConsistencyRequest,
+    Identity,
+    PinnedTrust,
+    RoundSetup,
+    SecureSumClient,
+    TofuTrust,
+    Trust,
+    UnmaskRequest,
+    load_pins,
+)
 from oneliac_flwr.flower.checks import check_update, declared_privacy_record, submission_policy, update_of
 from oneliac_flwr.flower.components import new_model
 from oneliac_flwr.validation import DeclaredPrivacy, ValidationReport
@@ -33,7 +47,7 @@ from oneliac_flwr.masked_statistics import MaskedStatistics, pack_statistics
 from oneliac_flwr.privacy.entropy import os_torch_generator
 from oneliac_flwr.training import evaluate, get_weights, make_loader, make_optimizer, set_weights, train_local
 
-__all__ = ["Organization", "app", "build_client_app", "parse_pins", "resolve_organization"]
+__all__ = ["Organization", "SecureSettings", "app", "build_client_app", "resolve_organization", "secure_settings"]
 
 logger = logging.getLogger("oneliac_flwr")
 
@@ -118,28 +132,104 @@ def _as_weights(update: list[np.ndarray], global_weights: list[np.ndarray]) -> l
 
 
 _CLIENT_STATE = "secure-sum-client"
+#: Environment variable naming the folder of per-organization secure-sum state when the
+#: node config gives no paths (simulation); default: a folder under the temp directory.
+SECURE_HOME_ENV = "ONELIAC_SECURE_HOME"
 
 
-def _secure_client(msg: Message, context: Context) -> SecureSumClient:
+@dataclass(frozen=True)
+class SecureSettings:
+    """A hospital's own secure-sum settings, read from its node config (never the run config).
+
+    Node config keys: ``secure-identity`` (identity key file), ``secure-pins`` (pin file of
+    ``organization-id fingerprint`` lines; without it, trust on first use),
+    ``secure-trust-store`` (TOFU file), ``federation``, ``secure-min-threshold`` and
+    ``secure-mode`` (``malicious``: never unmask without the consistency check).
+    """
+
+    organization: str
+    federation: str
+    identity_path: Path
+    pins_path: Path | None
+    trust_store: Path
+    min_threshold: int
+    mode: str = "semi-honest"
+
+    def trust(self) -> Trust:
+        """Pins if a pin file is configured, else trust on first use."""
+        if self.pins_path is not None:
+            return PinnedTrust(load_pins(self.pins_path))
+        return TofuTrust(self.trust_store)
+
+
+def secure_settings(node_config: dict) -> SecureSettings:
+    """Resolve a hospital's secure-sum settings from its node config.
+
+    Raises
+    ------
+    ConfigError
+        If ``secure-min-threshold`` is not an integer >= 2.
+    """
+    organization = resolve_organization(node_config).organization_id
+    federation = str(node_config.get("federation", "default"))
+    home = Path(os.environ.get(SECURE_HOME_ENV) or Path(tempfile.gettempdir()) / f"oneliac-secure-{os.getuid()}")
+    default_dir = home / federation / organization
+    raw_min = node_config.get("secure-min-threshold", 2)
+    if not isinstance(raw_min, int) or isinstance(raw_min, bool) or raw_min < 2:
+        raise ConfigError("secure-min-threshold", f"expected an integer >= 2, got {raw_min!r}")
+    pins = node_config.get("secure-pins")
+    mode = str(node_config.get("secure-mode", "semi-honest"))
+    if mode not in ("semi-honest", "malicious"):
+        raise ConfigError("secure-mode", f"expected 'semi-honest' or 'malicious', got {mode!r}")
+    return SecureSettings(
+        organization=organization,
+        federation=federation,
+        identity_path=Path(str(node_config.get("secure-identity", default_dir / "identity.ed25519"))),
+        pins_path=Path(str(pins)) if pins else None,
+        trust_store=Path(str(node_config.get("secure-trust-store", default_dir / "known_identities.json"))),
+        min_threshold=raw_min,
+        mode=mode,
+    )
+
+
+def _secure_client(msg: Message, context: Context) -> tuple[SecureSumClient, SecureSettings]:
+    settings = secure_settings(dict(context.node_config))
+    identity = Identity.load_or_create(settings.identity_path)
     stored = context.state.get(_CLIENT_STATE)
     if isinstance(stored, ConfigRecord):
-        return SecureSumClient.from_state_dict(dict(stored))
-    return SecureSumClient(node_id=msg.metadata.dst_node_id, run_id=msg.metadata.run_id)
+        try:
+            return SecureSumClient.from_state_dict(dict(stored), identity=identity), settings
+        except ProtocolViolation as exc:  # e.g. the identity was replaced: start afresh (stage K)
+            logger.warning("%s discards its secure-sum state: %s", settings.organization, exc)
+    client = SecureSumClient(
+        node_id=msg.metadata.dst_node_id, run_id=msg.metadata.run_id, identity=identity,
+        organization=settings.organization, federation=settings.federation, min_threshold=settings.min_threshold,
+        mode=settings.mode,  # type: ignore[arg-type]
+    )  # fmt: skip
+    return client, settings
 
 
 def _save_secure_client(context: Context, client: SecureSumClient) -> None:
     context.state[_CLIENT_STATE] = ConfigRecord(client.state_dict())
 
 
-def parse_pins(text: str) -> dict[int, str]:
-    """Parse ``pinned-fingerprints`` from the node config: ``"<node id>=<sha256 hex>,..."``."""
-    pins: dict[int, str] = {}
-    for item in filter(None, (part.strip() for part in text.split(","))):
-        node, sep, fingerprint = item.partition("=")
-        if not sep or not node.strip().isdigit() or len(fingerprint.strip()) != 64:
-            raise ConfigError("pinned-fingerprints", f"expected '<node id>=<64 hex digits>', got {item!r}")
-        pins[int(node)] = fingerprint.strip().lower()
-    return pins
+def _check_name(exc: Exception, default: str) -> str:
+    """The check name a refusal may carry to the coordinator (never data-dependent text)."""
+    head = str(exc).split(":", 1)[0]
+    return head if head.endswith("_check") and head.isidentifier() else default
+
+
+def _secure_stage(
+    msg: Message, context: Context, default_check: str, step: Callable[[SecureSumClient, dict], Any]
+) -> Message:
+    """Run one secure-sum stage on the request record; a refusal names the check only."""
+    client, secure = _secure_client(msg, context)
+    try:
+        response = step(client, dict(msg.content[SECURE_SUM]))
+    except OneliacError as exc:
+        return _refuse(msg, secure.organization, check=_check_name(exc, default_check), detail=str(exc))
+    _save_secure_client(context, client)
+    return Message(content=RecordDict({SECURE_SUM: ConfigRecord(response.to_record())}), reply_to=msg)
 
 
 def _masked_reply(
@@ -167,13 +257,12 @@ def _masked_reply(
     if statistics is not None:
         flat = np.concatenate([flat, pack_statistics(statistics, bound=setup.clip_bound)])
     weight = min(int(weight), int(setup.weight_bound))
-    pins_text = context.node_config.get("pinned-fingerprints")
-    pins = parse_pins(str(pins_text)) if pins_text else None
-    client = _secure_client(msg, context)
+    client, secure = _secure_client(msg, context)
     try:
-        masked = client.mask(flat, weight=weight, setup=setup, expected_fingerprints=pins)
-    except OneliacError as exc:  # e.g. a non-finite or wrong-length update cannot enter the ring
-        return _refuse(msg, organization.organization_id, check="secure_sum_encoding", detail=str(exc))
+        masked = client.mask(flat, weight=weight, setup=setup, trust=secure.trust())
+    except OneliacError as exc:  # a refused setup, or an update that cannot enter the ring
+        check = _check_name(exc, "secure_sum_encoding")
+        return _refuse(msg, organization.organization_id, check=check, detail=f"{secure.organization}: {exc}")
     _save_secure_client(context, client)
     info = reply_info(organization=organization.organization_id)
     for key, value in declared_privacy_record(declared).items():
@@ -371,18 +460,22 @@ def build_client_app(config: ExperimentConfig | None = None) -> ClientApp:
     @client_app.train(KEYS_ACTION)
     @_fail_closed
     def advertise_keys(msg: Message, context: Context) -> Message:
-        client = _secure_client(msg, context)
-        advert = client.advertise_keys()
+        client, _ = _secure_client(msg, context)
+        advert = client.advertise_keys(round=int(msg.content[SECURE_SUM]["round"]))
         _save_secure_client(context, client)
         return Message(content=RecordDict({SECURE_SUM: ConfigRecord(advert.to_record())}), reply_to=msg)
 
     @client_app.train(UNMASK_ACTION)
     @_fail_closed
     def unmask(msg: Message, context: Context) -> Message:
-        client = _secure_client(msg, context)
-        response = client.unmask(UnmaskRequest.from_record(dict(msg.content[SECURE_SUM])))
-        _save_secure_client(context, client)
-        return Message(content=RecordDict({SECURE_SUM: ConfigRecord(response.to_record())}), reply_to=msg)
+        return _secure_stage(msg, context, "unmask_check", lambda c, r: c.unmask(UnmaskRequest.from_record(r)))
+
+    @client_app.train(CONFIRM_ACTION)
+    @_fail_closed
+    def confirm(msg: Message, context: Context) -> Message:
+        return _secure_stage(
+            msg, context, "consistency_check", lambda c, r: c.confirm_survivors(ConsistencyRequest.from_record(r))
+        )
 
     @client_app.evaluate()
     @_fail_closed

@@ -28,6 +28,7 @@ from oneliac_flwr.masked_statistics import unpack_statistics
 from oneliac_flwr.results import Rejection, RoundRecord
 from oneliac_flwr.secure import (
     AdvertiseKeys,
+    ConsistencyResponse,
     MaskedInput,
     RingSpec,
     SecureSumServer,
@@ -36,12 +37,13 @@ from oneliac_flwr.secure import (
 )
 from oneliac_flwr.validation import check_aggregate
 
-__all__ = ["KEYS_ACTION", "UNMASK_ACTION", "SecureSumAggregator", "ring_for", "threshold_for"]
+__all__ = ["CONFIRM_ACTION", "KEYS_ACTION", "UNMASK_ACTION", "SecureSumAggregator", "ring_for", "threshold_for"]
 
 logger = logging.getLogger("oneliac_flwr")
 
 KEYS_ACTION = "secure_keys"
 UNMASK_ACTION = "secure_unmask"
+CONFIRM_ACTION = "secure_confirm"
 
 
 def ring_for(config: ExperimentConfig) -> RingSpec:
@@ -135,7 +137,9 @@ class SecureSumAggregator:
         self.spec = spec if spec is not None else ring_for(config)
         self.num_parameters = num_parameters
         self.statistics_slots = statistics_slots
-        self.server = SecureSumServer(run_id=run_id, spec=self.spec, length=num_parameters + statistics_slots)
+        self.server = SecureSumServer(
+            run_id=run_id, spec=self.spec, length=num_parameters + statistics_slots, mode=config.secure_sum.mode
+        )
         self.noise_std = noise_std
         self.on_reveal = on_reveal
         self._exchanges: dict[int, int] = {}
@@ -159,7 +163,10 @@ class SecureSumAggregator:
         self.server.abort_round()  # a round left open by a failed stage never blocks the next
         self._exchanges[server_round] = 1  # the training exchange itself
         participants = list(node_ids)
-        need = self.server.needs_keys(participants)
+        # A carried key is usable only in the round it names and with a threshold no higher
+        # than its sharing's: the threshold can only fall after stage K, so this is safe.
+        estimate = threshold_for(len(participants), self.config.aggregation_config.min_participants)
+        need = self.server.needs_keys(participants, round=server_round, threshold=estimate)
         if need:
             replies = self._exchange(grid, need, KEYS_ACTION, {n: ConfigRecord({"round": server_round}) for n in need}, timeout, server_round)
             for node in need:
@@ -226,6 +233,17 @@ class SecureSumAggregator:
                 continue
             accepted[reply.node_id] = reply
             uploaded.append(_payload_bytes(reply.message))
+        if self.config.secure_sum.mode == "malicious":  # stage C: survivors sign the survivor set
+            confirms = self.server.consistency_requests()
+            signed = self._exchange(
+                grid, sorted(confirms), CONFIRM_ACTION, {n: ConfigRecord(r.to_record()) for n, r in confirms.items()},
+                timeout, server_round,
+            )  # fmt: skip
+            for node, message in signed.items():
+                try:
+                    self.server.receive_consistency(node, ConsistencyResponse.from_record(dict(message.content[SECURE_SUM])))
+                except (SecureAggregationError, KeyError, TypeError) as exc:
+                    logger.warning("round %d: consistency reply of node %d ignored: %s", server_round, node, exc)
         requests = self.server.unmask_requests()
         responses = self._exchange(
             grid,

@@ -11,9 +11,10 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from oneliac_flwr.errors import ProtocolViolation
 
@@ -27,8 +28,20 @@ from ._fields import (
 )
 from .encoding import encode
 from .envelope import open_share, seal_share
+from .identity import (
+    ANY_ROUND,
+    Identity,
+    Trust,
+    identity_fingerprint,
+    key_statement,
+    survivors_statement,
+    verify_key_signature,
+    verify_survivors_signature,
+)
+
 from .keys import (
     KEY_BYTES,
+    check_public_key,
     fingerprint,
     generate_private_key,
     load_private_key,
@@ -38,15 +51,27 @@ from .keys import (
     self_mask_key,
 )
 from .masks import apply_masks, pairwise_sign
-from .messages import AdvertiseKeys, MaskedInput, RoundSetup, UnmaskRequest, UnmaskResponse
+from .messages import (
+    AdvertiseKeys,
+    ConsistencyRequest,
+    ConsistencyResponse,
+    MaskedInput,
+    RoundSetup,
+    UnmaskRequest,
+    UnmaskResponse,
+)
 from .sharing import SharePlaintext, share_index, share_many
 
-__all__ = ["MAX_REVEALED_FINGERPRINTS", "SecureSumClient"]
+__all__ = ["MAX_REVEALED_FINGERPRINTS", "MODES", "Mode", "SecureSumClient"]
+
+Mode = Literal["semi-honest", "malicious"]
+#: The protocol modes (``docs/secure-sum.md`` sections 8 and 10).
+MODES: tuple[str, ...] = ("semi-honest", "malicious")
 
 #: How many fingerprints of revealed peer keys a client remembers (newest kept).
 MAX_REVEALED_FINGERPRINTS = 4096
 _STATE = "client_state"
-_STATE_VERSION = 1
+_STATE_VERSION = 2
 
 
 @dataclass
@@ -59,6 +84,8 @@ class _RoundState:
     c_pks: tuple[bytes, ...]
     s_pks: tuple[bytes, ...]
     s_sk: bytes
+    identity_pks: tuple[bytes, ...] = ()
+    signed: bool = False  # malicious mode: this node signed (counted, dropped)
     counted: tuple[int, ...] | None = None
     dropped: tuple[int, ...] | None = None
     revealed_self: set[int] = field(default_factory=set)
@@ -77,22 +104,65 @@ class SecureSumClient:
         This node's Flower node id (``[0, 2^64)``).
     run_id : int
         Flower run id (``[0, 2^64)``).
+    identity : Identity
+        The hospital's long-lived Ed25519 identity (from its own disk).
+    organization : str
+        The hospital's organization id (what peers pin).
+    federation : str
+        Federation name bound into every signature (a hospital's own setting).
+    min_threshold : int
+        The hospital's own minimum threshold ``t``; a round setup below it is refused.
+    mode : {"semi-honest", "malicious"}
+        ``malicious``: reveal nothing in stage U unless at least ``t`` survivors signed
+        the same survivor set this node signed (consistency check).
 
     Notes
     -----
     Holds a long-lived X25519 envelope key pair ``c`` and the single-use mask key pair
-    ``s`` it will use in its next round. Every method either completes or raises
-    :class:`~oneliac_flwr.errors.ProtocolViolation` with the state unchanged.
+    ``s`` bound to the one round it may be used in. Every method either completes or
+    raises :class:`~oneliac_flwr.errors.ProtocolViolation` with the state unchanged;
+    the message starts with the name of the failed check.
     """
 
-    def __init__(self, *, node_id: int, run_id: int) -> None:
+    def __init__(
+        self,
+        *,
+        node_id: int,
+        run_id: int,
+        identity: Identity,
+        organization: str,
+        federation: str = "default",
+        min_threshold: int = 2,
+        mode: Mode = "semi-honest",
+    ) -> None:
         self._node = check_u64(node_id, "node_id")
         self._run = check_u64(run_id, "run_id")
+        if not isinstance(identity, Identity):
+            raise ProtocolViolation(f"identity: expected an Identity, got {type(identity).__name__}")
+        self._identity = identity
+        self._org = organization
+        self._federation = federation
+        key_statement(  # validates both names once
+            federation=federation, organization=organization, run_id=self._run, kind="envelope", round=0,
+            public_key=bytes(32),
+        )  # fmt: skip
+        self._min_t = check_int(min_threshold, "min_threshold", lo=2)
+        if mode not in MODES:
+            raise ProtocolViolation(f"mode: expected one of {list(MODES)}, got {mode!r}")
+        self._mode: Mode = mode
         self._c_sk: bytes | None = None
         self._next_s_sk: bytes | None = None
+        self._next_round = 0  # the single round _next_s_sk may be used in
+        self._next_threshold = 0  # threshold of the sharing of _next_s_sk (0: never shared)
         self._last_round: int | None = None
         self._round: _RoundState | None = None
         self._revealed: list[str] = []
+
+    def _sign(self, kind: Literal["envelope", "mask"], round: int, public_key: bytes) -> bytes:
+        return self._identity.sign_key(
+            federation=self._federation, organization=self._org, run_id=self._run, kind=kind, round=round,
+            public_key=public_key,
+        )  # fmt: skip
 
     # ------------------------------------------------------------------ properties
     @property
@@ -111,11 +181,14 @@ class SecureSumClient:
         return self._c_sk is not None and self._next_s_sk is not None
 
     @property
-    def identity_fingerprint(self) -> str | None:
-        """``fingerprint(c_pk)``: the value peers pin for this node (``None`` before stage K)."""
-        if self._c_sk is None:
-            return None
-        return fingerprint(public_bytes(load_private_key(self._c_sk)))
+    def identity_fingerprint(self) -> str:
+        """SHA-256 of the identity key: the value peers pin for this organization."""
+        return self._identity.fingerprint
+
+    @property
+    def organization(self) -> str:
+        """This hospital's organization id."""
+        return self._org
 
     @property
     def revealed_fingerprints(self) -> tuple[str, ...]:
@@ -123,11 +196,13 @@ class SecureSumClient:
         return tuple(self._revealed)
 
     # ------------------------------------------------------------------ stage K
-    def advertise_keys(self, *, rotate_envelope_key: bool = False) -> AdvertiseKeys:
+    def advertise_keys(self, *, round: int, rotate_envelope_key: bool = False) -> AdvertiseKeys:
         """Stage K: make a fresh mask key pair (and an envelope pair if none) and announce them.
 
         Parameters
         ----------
+        round : int
+            The round the coordinator asks keys for: the new mask key may be used in it only.
         rotate_envelope_key : bool
             Also replace the envelope key pair ``c``. Shares addressed to the old key
             become unreadable (the coordinator discards them).
@@ -135,19 +210,30 @@ class SecureSumClient:
         Returns
         -------
         AdvertiseKeys
-            The public keys ``c_pk`` and ``s_pk``.
+            The public keys ``c_pk`` and ``s_pk``, signed by this hospital's identity.
         """
+        check_u64(round, "round")
         c_sk = self._c_sk
         if c_sk is None or rotate_envelope_key:
             c_sk = private_bytes(generate_private_key())
         s_sk = private_bytes(generate_private_key())
-        self._c_sk, self._next_s_sk = c_sk, s_sk
-        return AdvertiseKeys(
+        c_pk = public_bytes(load_private_key(c_sk))
+        s_pk = public_bytes(load_private_key(s_sk))
+        message = AdvertiseKeys(
             run_id=self._run,
             node_id=self._node,
-            c_pk=public_bytes(load_private_key(c_sk)),
-            s_pk=public_bytes(load_private_key(s_sk)),
+            round=round,
+            federation=self._federation,
+            organization=self._org,
+            identity_pk=self._identity.public_bytes,
+            c_pk=c_pk,
+            c_pk_signature=self._sign("envelope", ANY_ROUND, c_pk),
+            s_pk=s_pk,
+            s_pk_signature=self._sign("mask", round, s_pk),
         )
+        self._c_sk, self._next_s_sk = c_sk, s_sk
+        self._next_round, self._next_threshold = round, 0
+        return message
 
     # ------------------------------------------------------------------ stage M
     def mask(
@@ -156,7 +242,7 @@ class SecureSumClient:
         *,
         weight: float,
         setup: RoundSetup,
-        expected_fingerprints: Mapping[int, str] | None = None,
+        trust: Trust | None = None,
     ) -> MaskedInput:
         """Stage M: encode, mask and share; return the masked input for the coordinator.
 
@@ -168,9 +254,11 @@ class SecureSumClient:
             Weight of this update, ``0 < weight <= weight_bound`` (e.g. ``num_examples``).
         setup : RoundSetup
             The coordinator's round setup.
-        expected_fingerprints : mapping of int to str or None
-            Pinned ``fingerprint(c_pk)`` per node. If given, every other participant must
-            have a pin and match it.
+        trust : Trust or None
+            Decides whether each participant's identity key is the right one
+            (:class:`~oneliac_flwr.secure.identity.PinnedTrust` or
+            :class:`~oneliac_flwr.secure.identity.TofuTrust`). ``None`` checks signatures
+            only against the identity keys the setup lists (tests, benchmarks).
 
         Returns
         -------
@@ -186,18 +274,20 @@ class SecureSumClient:
             raise ProtocolViolation(f"setup: expected a RoundSetup, got {type(setup).__name__}")
         me, run, rnd = self._node, self._run, setup.round
         if setup.run_id != run:
-            raise ProtocolViolation(f"round_setup.run_id: expected {run}, got {setup.run_id}")
+            raise ProtocolViolation(f"run_check: round_setup.run_id is {setup.run_id}, expected {run}")
         if me not in setup.participants:
-            raise ProtocolViolation(f"round_setup.participants: this node ({me}) is not listed")
+            raise ProtocolViolation(f"participant_check: this node ({me}) is not listed")
         if self._last_round is not None and rnd <= self._last_round:
             raise ProtocolViolation(
-                f"round_setup.round: {rnd} is not after the last round this node masked ({self._last_round})"
+                f"round_check: round {rnd} is not after the last round this node masked ({self._last_round})"
             )
+        self._check_threshold(setup)
         if self._c_sk is None or self._next_s_sk is None:
-            raise ProtocolViolation(f"node {me} holds no keys: it must advertise keys (stage K) first")
+            raise ProtocolViolation(f"key_check: node {me} holds no keys: it must advertise keys (stage K) first")
+        self._check_key_binding(setup)
         pos = setup.participants.index(me)
         self._check_own_keys(setup, pos, c_sk_raw=self._c_sk, s_sk_raw=self._next_s_sk)
-        self._check_peer_keys(setup, expected_fingerprints)
+        self._check_peer_keys(setup, trust)
         arr = np.asarray(update)
         if arr.shape != (setup.length,):
             raise ProtocolViolation(f"update: expected shape ({setup.length},), got {arr.shape}")
@@ -227,7 +317,8 @@ class SecureSumClient:
                 "sender": me, "recipient": v,
             }  # fmt: skip
             self_envs.append(seal_share(SharePlaintext(i_b, sh_b).to_bytes(), kind="self", **common))
-            key_envs.append(seal_share(SharePlaintext(i_k, sh_k, next_s_pk).to_bytes(), kind="pairwise", **common))
+            key_plain = SharePlaintext(i_k, sh_k, next_s_pk, threshold=t, participants=n, use_round=rnd + 1)
+            key_envs.append(seal_share(key_plain.to_bytes(), kind="pairwise", **common))
         masked.setflags(write=False)
         message = MaskedInput(
             run_id=run,
@@ -236,6 +327,7 @@ class SecureSumClient:
             bits=setup.bits,
             length=setup.length,
             next_s_pk=next_s_pk,
+            next_s_pk_signature=self._sign("mask", rnd + 1, next_s_pk),
             share_recipients=setup.participants,
             self_share_ciphertexts=tuple(self_envs),
             key_share_ciphertexts=tuple(key_envs),
@@ -249,61 +341,87 @@ class SecureSumClient:
             c_pks=setup.c_pks,
             s_pks=setup.s_pks,
             s_sk=self._next_s_sk,
+            identity_pks=setup.identity_pks,
         )
         self._next_s_sk = next_s
+        self._next_round, self._next_threshold = rnd + 1, t
         self._last_round = rnd
         return message
 
+    def _check_threshold(self, setup: RoundSetup) -> None:
+        n, t = len(setup.participants), setup.threshold
+        if t < n // 2 + 1:
+            raise ProtocolViolation(f"threshold_check: t = {t} is not a majority of the {n} participants")
+        if t < self._min_t:
+            raise ProtocolViolation(f"threshold_check: t = {t} is below this hospital's minimum {self._min_t}")
+
+    def _check_key_binding(self, setup: RoundSetup) -> None:
+        t = setup.threshold
+        if self._next_round != setup.round:
+            raise ProtocolViolation(
+                f"key_round_check: this node's mask key may be used in round {self._next_round} only, "
+                f"not in round {setup.round}; it must be re-keyed (stage K)"
+            )
+        if self._next_threshold and t > self._next_threshold:
+            raise ProtocolViolation(
+                f"key_threshold_check: this node's mask key was shared with threshold {self._next_threshold}, "
+                f"below the round's t = {t}; it must be re-keyed (stage K)"
+            )
+
     def _check_own_keys(self, setup: RoundSetup, pos: int, *, c_sk_raw: bytes, s_sk_raw: bytes) -> None:
         me = self._node
+        if setup.organizations[pos] != self._org or setup.identity_pks[pos] != self._identity.public_bytes:
+            raise ProtocolViolation(
+                f"own_identity_check: the setup lists another organization or identity for node {me}"
+            )
         own_c = public_bytes(load_private_key(c_sk_raw))
         if setup.c_pks[pos] != own_c:
-            raise ProtocolViolation(
-                f"round_setup.c_pks: lists {fingerprint(setup.c_pks[pos])[:16]}... for node {me}, "
-                f"which holds {fingerprint(own_c)[:16]}..."
-            )
+            raise ProtocolViolation(f"own_key_check: the setup lists an envelope key node {me} does not hold")
         own_s = public_bytes(load_private_key(s_sk_raw))
         listed = setup.s_pks[pos]
         if listed != own_s:
             prev = self._round
             if prev is not None and me in prev.participants and prev.s_pks[prev.position(me)] == listed:
                 raise ProtocolViolation(
-                    f"round_setup.s_pks: lists for node {me} the mask key it already used in round "
-                    f"{prev.round}; a mask key is used once: the coordinator must use the key announced "
-                    "since or ask for keys (stage K)"
+                    f"own_key_check: the setup lists for node {me} the mask key it already used in round "
+                    f"{prev.round}; a mask key is used once"
                 )
             raise ProtocolViolation(
-                f"round_setup.s_pks: lists for node {me} a mask key it does not hold "
+                f"own_key_check: the setup lists for node {me} a mask key it does not hold "
                 f"({fingerprint(listed)[:16]}...); it must advertise keys (stage K)"
             )
 
-    def _check_peer_keys(self, setup: RoundSetup, pins: Mapping[int, str] | None) -> None:
+    def _check_peer_keys(self, setup: RoundSetup, trust: Trust | None) -> None:
         me = self._node
         revealed = set(self._revealed)
         prev = self._round
         prev_keys = dict(zip(prev.participants, prev.s_pks, strict=True)) if prev is not None else {}
-        for v, c_pk, s_pk in zip(setup.participants, setup.c_pks, setup.s_pks, strict=True):
-            if pins is not None:
-                pinned = pins.get(v)
-                if pinned is None and v != me:
-                    raise ProtocolViolation(f"expected_fingerprints: no pinned fingerprint for participant {v}")
-                actual = fingerprint(c_pk)
-                if pinned is not None and pinned != actual:
-                    raise ProtocolViolation(
-                        f"round_setup.c_pks: node {v} presents key fingerprint {actual}, pinned {pinned}"
-                    )
+        rows = zip(
+            setup.participants, setup.organizations, setup.identity_pks, setup.c_pks, setup.s_pks,
+            setup.c_pk_signatures, setup.s_pk_signatures, strict=True,
+        )  # fmt: skip
+        for v, org, ident, c_pk, s_pk, c_sig, s_sig in rows:
             if v == me:
                 continue
+            signer = {
+                "identity_pk": ident, "federation": self._federation, "organization": org, "run_id": self._run,
+            }  # fmt: skip
+            verify_key_signature(c_sig, kind="envelope", round=ANY_ROUND, public_key=c_pk, **signer)
+            verify_key_signature(s_sig, kind="mask", round=setup.round, public_key=s_pk, **signer)
+            if trust is not None:
+                trust.check(federation=self._federation, organization=org, fingerprint=identity_fingerprint(ident))
+            check_public_key(c_pk, field=f"envelope key of node {v}")
+            check_public_key(s_pk, field=f"mask key of node {v}")
             s_fp = fingerprint(s_pk)
             if s_fp in revealed:
                 raise ProtocolViolation(
-                    f"round_setup.s_pks: node {v}'s mask key {s_fp[:16]}... was revealed (share or seed) "
-                    f"by this node earlier; refusing to mask with it: node {v} must be re-keyed (stage K)"
+                    f"revealed_key_check: node {v}'s mask key {s_fp[:16]}... was revealed (share or seed) "
+                    f"by this node earlier; refusing to mask with it"
                 )
             if prev_keys.get(v) == s_pk:
                 raise ProtocolViolation(
-                    f"round_setup.s_pks: node {v} reuses the mask key it had in round {prev.round if prev else '?'}; "
-                    "mask keys are single-use"
+                    f"reused_key_check: node {v} reuses the mask key it had in round "
+                    f"{prev.round if prev else '?'}; mask keys are single-use"
                 )
 
     # ------------------------------------------------------------------ stage U
@@ -331,53 +449,50 @@ class SecureSumClient:
             raise ProtocolViolation(f"request: expected an UnmaskRequest, got {type(request).__name__}")
         me, st = self._node, self._round
         if request.run_id != self._run:
-            raise ProtocolViolation(f"unmask_request.run_id: expected {self._run}, got {request.run_id}")
+            raise ProtocolViolation(f"run_check: unmask_request.run_id is {request.run_id}, expected {self._run}")
         if request.node_id != me:
-            raise ProtocolViolation(f"unmask_request.node_id: addressed to {request.node_id}, this node is {me}")
+            raise ProtocolViolation(f"node_check: addressed to {request.node_id}, this node is {me}")
         if st is None or request.round != st.round:
             last = "none" if st is None else str(st.round)
             raise ProtocolViolation(
-                f"unmask_request.round: this node did not mask in round {request.round} "
+                f"round_check: this node did not mask in round {request.round} "
                 f"(its last masked round is {last}); refusing to reveal anything about it"
             )
         self._check_partition(request, st)
+        if self._mode == "malicious" or request.consistency_signers:
+            self._check_consistency(request, st)
         if self._c_sk is None:
-            raise ProtocolViolation(f"node {me} lost its envelope key")
+            raise ProtocolViolation(f"key_check: node {me} lost its envelope key")
         c_sk = load_private_key(self._c_sk)
         my_index = st.position(me) + 1
 
+        self_owners: list[int] = []
         self_shares: list[bytes] = []
         for w, env in zip(request.self_share_owners, request.self_share_ciphertexts, strict=True):
-            plain = open_share(
-                env, recipient_c_sk=c_sk, sender_c_pk=st.c_pks[st.position(w)], run_id=self._run,
-                round=st.round, sender=w, recipient=me, kind="self",
-            )  # fmt: skip
-            share = SharePlaintext.from_bytes(plain, with_key=False)
-            if share.index != my_index:
-                raise ProtocolViolation(f"self-mask share of node {w}: index {share.index}, expected {my_index}")
+            try:
+                plain = open_share(
+                    env, recipient_c_sk=c_sk, sender_c_pk=st.c_pks[st.position(w)], run_id=self._run,
+                    round=st.round, sender=w, recipient=me, kind="self",
+                )  # fmt: skip
+                share = SharePlaintext.from_bytes(plain, with_key=False)
+                if share.index != my_index:
+                    raise ProtocolViolation(f"share_index_check: index {share.index}, expected {my_index}")
+            except ProtocolViolation:  # a bad envelope drops that peer, not the whole reply
+                continue
+            self_owners.append(w)
             self_shares.append(share.share)
 
+        key_owners: list[int] = []
         key_indices: list[int] = []
         key_shares: list[bytes] = []
         for d, made_in, env in zip(
             request.key_share_owners, request.key_share_rounds, request.key_share_ciphertexts, strict=True
         ):
-            if made_in >= st.round:
-                raise ProtocolViolation(
-                    f"unmask_request.key_share_rounds: key share of node {d} made in round {made_in}; "
-                    f"only shares made before round {st.round} can be of the key used in it"
-                )
-            plain = open_share(
-                env, recipient_c_sk=c_sk, sender_c_pk=st.c_pks[st.position(d)], run_id=self._run,
-                round=made_in, sender=d, recipient=me, kind="pairwise",
-            )  # fmt: skip
-            share = SharePlaintext.from_bytes(plain, with_key=True)
-            used = st.s_pks[st.position(d)]
-            if share.s_pk != used:
-                raise ProtocolViolation(
-                    f"key share of node {d}: shares key {fingerprint(share.s_pk or b'')[:16]}..., but node {d} "
-                    f"masked round {st.round} with {fingerprint(used)[:16]}...; refusing"
-                )
+            try:
+                share = self._open_key_share(st, d, made_in, env, c_sk)
+            except ProtocolViolation:
+                continue
+            key_owners.append(d)
             key_indices.append(share.index)
             key_shares.append(share.share)
 
@@ -389,8 +504,8 @@ class SecureSumClient:
 
         # Commit.
         st.counted, st.dropped = request.counted, request.dropped
-        st.revealed_self.update(request.self_share_owners)
-        newly = set(request.key_share_owners) | set(request.seed_requests)
+        st.revealed_self.update(self_owners)
+        newly = set(key_owners) | set(request.seed_requests)
         st.revealed_key.update(newly)
         known = set(self._revealed)
         for d in sorted(newly):
@@ -403,15 +518,91 @@ class SecureSumClient:
             run_id=self._run,
             round=st.round,
             node_id=me,
-            self_share_owners=request.self_share_owners,
+            self_share_owners=tuple(self_owners),
             self_share_indices=(my_index,) * len(self_shares),
             self_shares=tuple(self_shares),
-            key_share_owners=request.key_share_owners,
+            key_share_owners=tuple(key_owners),
             key_share_indices=tuple(key_indices),
             key_shares=tuple(key_shares),
             seed_peers=request.seed_requests,
             seeds=tuple(seeds),
         )
+
+    # ------------------------------------------------------------------ stage C (malicious mode)
+    def confirm_survivors(self, request: ConsistencyRequest) -> ConsistencyResponse:
+        """Malicious mode, stage C: sign the round's survivor set ``(C, D)``, once per round.
+
+        Raises
+        ------
+        ProtocolViolation
+            If the request concerns another round or node, the partition is invalid, or
+            this node already signed another survivor set for the round.
+        """
+        if not isinstance(request, ConsistencyRequest):
+            raise ProtocolViolation(f"request: expected a ConsistencyRequest, got {type(request).__name__}")
+        st = self._round
+        if request.run_id != self._run or request.node_id != self._node:
+            raise ProtocolViolation("node_check: consistency request for another run or node")
+        if st is None or request.round != st.round:
+            raise ProtocolViolation(f"round_check: this node did not mask in round {request.round}")
+        as_unmask = UnmaskRequest(
+            run_id=self._run, round=st.round, node_id=self._node, counted=request.counted, dropped=request.dropped,
+            self_share_owners=(), self_share_ciphertexts=(), key_share_owners=(), key_share_rounds=(),
+            key_share_ciphertexts=(), seed_requests=(),
+        )  # fmt: skip
+        self._check_partition(as_unmask, st)
+        statement = self._survivors(st, request.counted, request.dropped)
+        st.counted, st.dropped, st.signed = request.counted, request.dropped, True
+        return ConsistencyResponse(
+            run_id=self._run, round=st.round, node_id=self._node, signature=self._identity.sign(statement)
+        )
+
+    def _survivors(self, st: _RoundState, counted: tuple[int, ...], dropped: tuple[int, ...]) -> bytes:
+        return survivors_statement(
+            federation=self._federation, run_id=self._run, round=st.round, counted=counted, dropped=dropped
+        )
+
+    def _check_consistency(self, request: UnmaskRequest, st: _RoundState) -> None:
+        if not st.signed:
+            raise ProtocolViolation(
+                f"consistency_check: this node signed no survivor set for round {st.round}; refusing to unmask"
+            )
+        statement = self._survivors(st, request.counted, request.dropped)
+        counted = set(request.counted)
+        valid = {
+            v for v, sig in zip(request.consistency_signers, request.consistency_signatures, strict=True)
+            if v in counted and verify_survivors_signature(
+                sig, identity_pk=st.identity_pks[st.position(v)], statement=statement
+            )
+        }  # fmt: skip
+        if len(valid) < st.threshold:
+            raise ProtocolViolation(
+                f"consistency_check: {len(valid)} valid survivor signatures on this node's view, "
+                f"below the threshold {st.threshold}"
+            )
+
+    def _open_key_share(
+        self, st: _RoundState, d: int, made_in: int, env: bytes, c_sk: X25519PrivateKey
+    ) -> SharePlaintext:
+        """Open and check one key share of dropped ``d``; raises on any failed check."""
+        if made_in >= st.round:
+            raise ProtocolViolation(f"key_share_round_check: share of node {d} made in round {made_in}")
+        plain = open_share(
+            env, recipient_c_sk=c_sk, sender_c_pk=st.c_pks[st.position(d)], run_id=self._run,
+            round=made_in, sender=d, recipient=self._node, kind="pairwise",
+        )  # fmt: skip
+        share = SharePlaintext.from_bytes(plain, with_key=True)
+        if share.s_pk != st.s_pks[st.position(d)]:
+            raise ProtocolViolation(f"key_share_key_check: share of node {d} is of another key")
+        if share.use_round != st.round:
+            raise ProtocolViolation(
+                f"key_share_round_check: share of node {d} is of a key for round {share.use_round}, not {st.round}"
+            )
+        if st.threshold > share.threshold:
+            raise ProtocolViolation(
+                f"key_share_threshold_check: share of node {d} has threshold {share.threshold} < t = {st.threshold}"
+            )
+        return share
 
     def _check_partition(self, request: UnmaskRequest, st: _RoundState) -> None:
         me, rnd = self._node, st.round
@@ -422,32 +613,32 @@ class SecureSumClient:
         )
         if both:
             raise ProtocolViolation(
-                f"unmask_request: refusing to reveal both the self-mask share and the mask-key share "
+                f"double_reveal_check: refusing to reveal both the self-mask share and the mask-key share "
                 f"(or seed) of node(s) {both} in round {rnd}"
             )
         counted, dropped = set(request.counted), set(request.dropped)
         if counted & dropped:
-            raise ProtocolViolation(f"unmask_request: nodes {sorted(counted & dropped)} are both counted and dropped")
+            raise ProtocolViolation(f"partition_check: nodes {sorted(counted & dropped)} are both counted and dropped")
         if counted | dropped != set(st.participants):
             raise ProtocolViolation(
-                f"unmask_request: counted + dropped must be the participants of round {rnd} "
+                f"partition_check: counted + dropped must be the participants of round {rnd} "
                 f"{list(st.participants)}, got {sorted(counted | dropped)}"
             )
         if me not in counted:
-            raise ProtocolViolation(f"unmask_request.counted: does not include this node ({me})")
+            raise ProtocolViolation(f"partition_check: counted does not include this node ({me})")
         if len(counted) < st.threshold:
             raise ProtocolViolation(
-                f"unmask_request.counted: {len(counted)} counted nodes, below the threshold {st.threshold}"
+                f"threshold_check: {len(counted)} counted nodes, below the threshold {st.threshold}"
             )
         if st.counted is not None and (set(st.counted), set(st.dropped or ())) != (counted, dropped):
-            raise ProtocolViolation(f"unmask_request: counted/dropped differ from an earlier request for round {rnd}")
+            raise ProtocolViolation(f"consistency_check: counted/dropped differ from an earlier request for round {rnd}")
         if not self_owners <= counted:
             raise ProtocolViolation(
-                f"unmask_request.self_share_owners: {sorted(self_owners - counted)} are not counted"
+                f"partition_check: self-share owners {sorted(self_owners - counted)} are not counted"
             )
         if not key_owners <= dropped:
             raise ProtocolViolation(
-                f"unmask_request: key shares / seeds asked for {sorted(key_owners - dropped)}, which are not dropped"
+                f"partition_check: key shares / seeds asked for {sorted(key_owners - dropped)}, which are not dropped"
             )
 
     # ------------------------------------------------------------------ persistence
@@ -461,8 +652,15 @@ class SecureSumClient:
             "version": _STATE_VERSION,
             "node_id": self._node,
             "run_id": self._run,
+            "organization": self._org,
+            "federation": self._federation,
+            "identity_fingerprint": self._identity.fingerprint,
+            "min_threshold": self._min_t,
+            "mode": self._mode,
             "c_sk": self._c_sk or b"",
             "next_s_sk": self._next_s_sk or b"",
+            "next_round": self._next_round,
+            "next_threshold": self._next_threshold,
             "last_round": -1 if self._last_round is None else self._last_round,
             "revealed_fingerprints": list(self._revealed),
             "has_round": st is not None,
@@ -472,6 +670,8 @@ class SecureSumClient:
             "round_c_pks": list(st.c_pks) if st else [],
             "round_s_pks": list(st.s_pks) if st else [],
             "round_s_sk": st.s_sk if st else b"",
+            "round_identity_pks": list(st.identity_pks) if st else [],
+            "round_signed": bool(st and st.signed),
             "round_fixed": bool(st and st.counted is not None),
             "round_counted": list(st.counted or ()) if st else [],
             "round_dropped": list(st.dropped or ()) if st else [],
@@ -480,20 +680,35 @@ class SecureSumClient:
         }
 
     @classmethod
-    def from_state_dict(cls, state: Mapping[str, Any]) -> SecureSumClient:
+    def from_state_dict(cls, state: Mapping[str, Any], *, identity: Identity) -> SecureSumClient:
         """Restore a client saved with :meth:`state_dict`.
+
+        Parameters
+        ----------
+        state : mapping
+            What :meth:`state_dict` returned.
+        identity : Identity
+            The hospital's identity (kept on its disk, not in the state); it must be the
+            one the state was made with.
 
         Raises
         ------
         ProtocolViolation
-            If the state is malformed (names the field).
+            If the state is malformed (names the field) or made with another identity.
         """
 
         def get(key: str) -> Any:
             return require(state, key, _STATE)
 
         check_int(get("version"), f"{_STATE}.version", lo=_STATE_VERSION, hi=_STATE_VERSION)
-        client = cls(node_id=get("node_id"), run_id=get("run_id"))
+        if get("identity_fingerprint") != identity.fingerprint:
+            raise ProtocolViolation(f"{_STATE}.identity_fingerprint: the state was made with another identity")
+        client = cls(
+            node_id=get("node_id"), run_id=get("run_id"), identity=identity, organization=get("organization"),
+            federation=get("federation"), min_threshold=get("min_threshold"), mode=get("mode"),
+        )  # fmt: skip
+        client._next_round = check_u64(get("next_round"), f"{_STATE}.next_round")
+        client._next_threshold = check_int(get("next_threshold"), f"{_STATE}.next_threshold", lo=0)
         for name in ("c_sk", "next_s_sk", "round_s_sk"):
             raw = check_bytes(get(name), f"{_STATE}.{name}")
             if raw and len(raw) != KEY_BYTES:
@@ -519,8 +734,10 @@ class SecureSumClient:
                 c_pks=check_bytes_tuple(get("round_c_pks"), f"{_STATE}.round_c_pks", length=KEY_BYTES),
                 s_pks=check_bytes_tuple(get("round_s_pks"), f"{_STATE}.round_s_pks", length=KEY_BYTES),
                 s_sk=check_bytes(get("round_s_sk"), f"{_STATE}.round_s_sk", length=KEY_BYTES),
+                identity_pks=check_bytes_tuple(get("round_identity_pks"), f"{_STATE}.round_identity_pks", length=32),
+                signed=get("round_signed") is True,
             )
-            if not len(st.c_pks) == len(st.s_pks) == len(participants):
+            if not len(st.c_pks) == len(st.s_pks) == len(st.identity_pks) == len(participants):
                 raise ProtocolViolation(f"{_STATE}.round_*: parallel lists differ in length")
             fixed = get("round_fixed")
             if not isinstance(fixed, bool):

@@ -23,6 +23,7 @@ __all__ = [
     "DOMAIN",
     "KEY_BYTES",
     "Purpose",
+    "check_public_key",
     "derive_key",
     "fingerprint",
     "generate_private_key",
@@ -85,13 +86,34 @@ def load_public_key(raw: bytes, *, field: str = "public key") -> X25519PublicKey
     return X25519PublicKey.from_public_bytes(raw)
 
 
+def check_public_key(raw: bytes, *, field: str = "public key") -> bytes:
+    """Validate a received X25519 public key: 32 bytes and not a low-order point.
+
+    A low-order point makes every shared secret with it all-zero; it is detected by an
+    exchange with a throw-away key (``cryptography`` refuses an all-zero result).
+
+    Raises
+    ------
+    ProtocolViolation
+        Named ``public_key_check`` with ``field``.
+    """
+    pub = load_public_key(raw, field=field)
+    try:
+        secret = X25519PrivateKey.generate().exchange(pub)
+    except ValueError:
+        raise ProtocolViolation(f"public_key_check: {field} is a low-order X25519 point") from None
+    if secret == bytes(KEY_BYTES):  # pragma: no cover - cryptography raises first
+        raise ProtocolViolation(f"public_key_check: {field} is a low-order X25519 point")
+    return raw
+
+
 def fingerprint(*public_keys: bytes) -> str:
     """SHA-256 hex fingerprint of one or more raw public keys (in the given order).
 
     Parameters
     ----------
     *public_keys : bytes
-        Raw 32-byte public keys. A node's pinned identity is ``fingerprint(c_pk)``.
+        Raw 32-byte public keys (pins name organizations' Ed25519 identities: see ``identity.py``).
 
     Returns
     -------

@@ -33,13 +33,16 @@ from ._fields import (
 )
 from .encoding import RingSpec, ring_dtype
 from .envelope import NONCE_BYTES, TAG_BYTES
-from .keys import KEY_BYTES
+from .identity import IDENTITY_BYTES, SIGNATURE_BYTES
+from .keys import KEY_BYTES, check_public_key
 from .sharing import SECRET_BYTES, SharePlaintext
 
 __all__ = [
     "KEY_ENVELOPE_BYTES",
     "SELF_ENVELOPE_BYTES",
     "AdvertiseKeys",
+    "ConsistencyRequest",
+    "ConsistencyResponse",
     "MaskedInput",
     "RoundSetup",
     "UnmaskRequest",
@@ -50,7 +53,7 @@ __all__ = [
 SELF_ENVELOPE_BYTES = NONCE_BYTES + SharePlaintext.SELF_BYTES + TAG_BYTES
 #: Size of an envelope holding a key share.
 KEY_ENVELOPE_BYTES = NONCE_BYTES + SharePlaintext.KEY_BYTES + TAG_BYTES
-_PREFIX = "secure_sum/v1/"
+_PREFIX = "secure_sum/v2/"
 
 
 def _set(obj: object, name: str, value: object) -> None:
@@ -76,6 +79,15 @@ def _check_bits(value: object, where: str) -> None:
         raise ProtocolViolation(f"{where}: expected 32 or 64, got {value!r}")
 
 
+def _check_names(values: object, where: str) -> tuple[str, ...]:
+    if not isinstance(values, (list, tuple)) or not all(isinstance(v, str) and v for v in values):
+        raise ProtocolViolation(f"{where}: expected a list of non-empty strings")
+    out = tuple(values)
+    if len(set(out)) != len(out):
+        raise ProtocolViolation(f"{where}: expected distinct organizations, got {list(out)}")
+    return out
+
+
 def _strictly_increasing(ids: tuple[int, ...], where: str) -> None:
     if any(a >= b for a, b in pairwise(ids)):
         raise ProtocolViolation(f"{where}: expected node ids sorted ascending, got {list(ids)}")
@@ -83,29 +95,52 @@ def _strictly_increasing(ids: tuple[int, ...], where: str) -> None:
 
 @dataclass(frozen=True, kw_only=True)
 class AdvertiseKeys:
-    """Stage K reply: the node's envelope key ``c_pk`` and next mask key ``s_pk``.
+    """Stage K reply: the node's signed envelope key ``c_pk`` and mask key ``s_pk``.
 
     Parameters
     ----------
     run_id, node_id : int
         Flower run and node ids (``[0, 2^64)``).
+    round : int
+        The single round in which ``s_pk`` may be used.
+    federation, organization : str
+        Who signs (names without white space).
+    identity_pk : bytes
+        Raw 32-byte Ed25519 identity key of the organization.
     c_pk, s_pk : bytes
-        Raw 32-byte X25519 public keys.
+        Raw 32-byte X25519 public keys (a low-order point is refused).
+    c_pk_signature, s_pk_signature : bytes
+        Ed25519 signatures of the key statements (``identity.key_statement``).
     """
 
     run_id: int
     node_id: int
+    round: int
+    federation: str
+    organization: str
+    identity_pk: bytes
     c_pk: bytes
+    c_pk_signature: bytes
     s_pk: bytes
+    s_pk_signature: bytes
 
     TAG: ClassVar[str] = _PREFIX + "advertise_keys"
-    _NAMES: ClassVar[tuple[str, ...]] = ("run_id", "node_id", "c_pk", "s_pk")
+    _NAMES: ClassVar[tuple[str, ...]] = (
+        "run_id", "node_id", "round", "federation", "organization", "identity_pk", "c_pk", "c_pk_signature",
+        "s_pk", "s_pk_signature",
+    )  # fmt: skip
 
     def __post_init__(self) -> None:
         check_u64(self.run_id, f"{self.TAG}.run_id")
         check_u64(self.node_id, f"{self.TAG}.node_id")
-        check_bytes(self.c_pk, f"{self.TAG}.c_pk", length=KEY_BYTES)
-        check_bytes(self.s_pk, f"{self.TAG}.s_pk", length=KEY_BYTES)
+        check_u64(self.round, f"{self.TAG}.round")
+        _check_names([self.federation], f"{self.TAG}.federation")
+        _check_names([self.organization], f"{self.TAG}.organization")
+        check_bytes(self.identity_pk, f"{self.TAG}.identity_pk", length=IDENTITY_BYTES)
+        check_public_key(check_bytes(self.c_pk, f"{self.TAG}.c_pk", length=KEY_BYTES), field=f"{self.TAG}.c_pk")
+        check_public_key(check_bytes(self.s_pk, f"{self.TAG}.s_pk", length=KEY_BYTES), field=f"{self.TAG}.s_pk")
+        check_bytes(self.c_pk_signature, f"{self.TAG}.c_pk_signature", length=SIGNATURE_BYTES)
+        check_bytes(self.s_pk_signature, f"{self.TAG}.s_pk_signature", length=SIGNATURE_BYTES)
         if self.c_pk == self.s_pk:
             raise ProtocolViolation(f"{self.TAG}.s_pk: must differ from c_pk")
 
@@ -141,6 +176,12 @@ class RoundSetup:
         Node ids, strictly increasing.
     c_pks, s_pks : tuple of bytes
         Envelope and round mask public keys, parallel to ``participants``.
+    organizations : tuple of str
+        Organization of each participant (distinct), parallel to ``participants``.
+    identity_pks : tuple of bytes
+        Ed25519 identity key of each participant.
+    c_pk_signatures, s_pk_signatures : tuple of bytes
+        Each participant's signatures of its ``c_pk`` (whole run) and ``s_pk`` (this round).
     """
 
     run_id: int
@@ -155,11 +196,16 @@ class RoundSetup:
     participants: tuple[int, ...]
     c_pks: tuple[bytes, ...]
     s_pks: tuple[bytes, ...]
+    organizations: tuple[str, ...]
+    identity_pks: tuple[bytes, ...]
+    c_pk_signatures: tuple[bytes, ...]
+    s_pk_signatures: tuple[bytes, ...]
 
     TAG: ClassVar[str] = _PREFIX + "round_setup"
     _NAMES: ClassVar[tuple[str, ...]] = (
         "run_id", "round", "threshold", "length", "bits", "frac_bits", "clip_bound",
-        "weight_bound", "max_participants", "participants", "c_pks", "s_pks",
+        "weight_bound", "max_participants", "participants", "c_pks", "s_pks", "organizations",
+        "identity_pks", "c_pk_signatures", "s_pk_signatures",
     )  # fmt: skip
 
     def __post_init__(self) -> None:
@@ -175,8 +221,18 @@ class RoundSetup:
         _set(self, "participants", check_u64_tuple(self.participants, f"{tag}.participants"))
         _set(self, "c_pks", check_bytes_tuple(self.c_pks, f"{tag}.c_pks", length=KEY_BYTES))
         _set(self, "s_pks", check_bytes_tuple(self.s_pks, f"{tag}.s_pks", length=KEY_BYTES))
+        _set(self, "organizations", _check_names(self.organizations, f"{tag}.organizations"))
+        _set(self, "identity_pks", check_bytes_tuple(self.identity_pks, f"{tag}.identity_pks", length=IDENTITY_BYTES))
+        for name in ("c_pk_signatures", "s_pk_signatures"):
+            _set(self, name, check_bytes_tuple(getattr(self, name), f"{tag}.{name}", length=SIGNATURE_BYTES))
         n = len(self.participants)
-        check_same_length(tag, participants=self.participants, c_pks=self.c_pks, s_pks=self.s_pks)
+        check_same_length(
+            tag, participants=self.participants, c_pks=self.c_pks, s_pks=self.s_pks, organizations=self.organizations,
+            identity_pks=self.identity_pks, c_pk_signatures=self.c_pk_signatures,
+            s_pk_signatures=self.s_pk_signatures,
+        )  # fmt: skip
+        if len(set(self.identity_pks)) != n:
+            raise ProtocolViolation(f"{tag}.identity_pks: two participants present the same identity")
         _strictly_increasing(self.participants, f"{tag}.participants")
         if n < 2 or n > self.max_participants:
             raise ProtocolViolation(f"{tag}.participants: expected 2 to {self.max_participants} nodes, got {n}")
@@ -218,7 +274,9 @@ class MaskedInput:
     bits, length : int
         Ring size and vector length (must match ``masked``).
     next_s_pk : bytes
-        Public mask key the node will use in the next round it takes part in.
+        Public mask key the node may use in round ``round + 1`` only.
+    next_s_pk_signature : bytes
+        The node identity's signature of ``next_s_pk`` for round ``round + 1``.
     share_recipients : tuple of int
         The round's participants (sorted); the share lists are parallel to it.
     self_share_ciphertexts : tuple of bytes
@@ -235,6 +293,7 @@ class MaskedInput:
     bits: int
     length: int
     next_s_pk: bytes
+    next_s_pk_signature: bytes
     share_recipients: tuple[int, ...]
     self_share_ciphertexts: tuple[bytes, ...]
     key_share_ciphertexts: tuple[bytes, ...]
@@ -242,7 +301,7 @@ class MaskedInput:
 
     TAG: ClassVar[str] = _PREFIX + "masked_input"
     _NAMES: ClassVar[tuple[str, ...]] = (
-        "run_id", "round", "node_id", "bits", "length", "next_s_pk", "share_recipients",
+        "run_id", "round", "node_id", "bits", "length", "next_s_pk", "next_s_pk_signature", "share_recipients",
         "self_share_ciphertexts", "key_share_ciphertexts",
     )  # fmt: skip
 
@@ -253,7 +312,8 @@ class MaskedInput:
         check_u64(self.node_id, f"{tag}.node_id")
         _check_bits(self.bits, f"{tag}.bits")
         check_int(self.length, f"{tag}.length", lo=1)
-        check_bytes(self.next_s_pk, f"{tag}.next_s_pk", length=KEY_BYTES)
+        check_public_key(check_bytes(self.next_s_pk, f"{tag}.next_s_pk", length=KEY_BYTES), field=f"{tag}.next_s_pk")
+        check_bytes(self.next_s_pk_signature, f"{tag}.next_s_pk_signature", length=SIGNATURE_BYTES)
         recipients = check_u64_tuple(self.share_recipients, f"{tag}.share_recipients")
         _strictly_increasing(recipients, f"{tag}.share_recipients")
         _set(self, "share_recipients", recipients)
@@ -313,6 +373,9 @@ class UnmaskRequest:
         ``D``, with the round in which each was made.
     seed_requests : tuple of int
         Dropped nodes ``d`` whose pairwise mask key with ``node_id`` must be revealed.
+    consistency_signers, consistency_signatures
+        Malicious mode: the survivors' signatures of ``(round, counted, dropped)``
+        (empty in semi-honest mode).
     """
 
     run_id: int
@@ -326,12 +389,14 @@ class UnmaskRequest:
     key_share_rounds: tuple[int, ...]
     key_share_ciphertexts: tuple[bytes, ...]
     seed_requests: tuple[int, ...]
+    consistency_signers: tuple[int, ...] = ()
+    consistency_signatures: tuple[bytes, ...] = ()
 
     TAG: ClassVar[str] = _PREFIX + "unmask_request"
     _NAMES: ClassVar[tuple[str, ...]] = (
         "run_id", "round", "node_id", "counted", "dropped", "self_share_owners",
         "self_share_ciphertexts", "key_share_owners", "key_share_rounds",
-        "key_share_ciphertexts", "seed_requests",
+        "key_share_ciphertexts", "seed_requests", "consistency_signers", "consistency_signatures",
     )  # fmt: skip
 
     def __post_init__(self) -> None:
@@ -339,8 +404,19 @@ class UnmaskRequest:
         check_u64(self.run_id, f"{tag}.run_id")
         check_u64(self.round, f"{tag}.round")
         check_u64(self.node_id, f"{tag}.node_id")
-        for name in ("counted", "dropped", "self_share_owners", "key_share_owners", "seed_requests"):
+        for name in ("counted", "dropped", "self_share_owners", "key_share_owners", "seed_requests",
+                     "consistency_signers"):  # fmt: skip
             _set(self, name, check_u64_tuple(getattr(self, name), f"{tag}.{name}"))
+        _set(
+            self,
+            "consistency_signatures",
+            check_bytes_tuple(self.consistency_signatures, f"{tag}.consistency_signatures", length=SIGNATURE_BYTES),
+        )
+        check_same_length(
+            f"{tag} (consistency)",
+            consistency_signers=self.consistency_signers,
+            consistency_signatures=self.consistency_signatures,
+        )
         _set(self, "key_share_rounds", check_int_tuple(self.key_share_rounds, f"{tag}.key_share_rounds", lo=0))
         _set(
             self,
@@ -441,5 +517,77 @@ class UnmaskResponse:
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any]) -> UnmaskResponse:
+        """Validate and parse a record made by :meth:`to_record`."""
+        return cls(**_read(cls, record, cls._NAMES))
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConsistencyRequest:
+    """Malicious mode, stage C: the survivor set each counted node is asked to sign.
+
+    Parameters
+    ----------
+    run_id, round, node_id : int
+        Run, round and recipient.
+    counted, dropped : tuple of int
+        ``C`` and ``D`` of the round.
+    """
+
+    run_id: int
+    round: int
+    node_id: int
+    counted: tuple[int, ...]
+    dropped: tuple[int, ...]
+
+    TAG: ClassVar[str] = _PREFIX + "consistency_request"
+    _NAMES: ClassVar[tuple[str, ...]] = ("run_id", "round", "node_id", "counted", "dropped")
+
+    def __post_init__(self) -> None:
+        for name in ("run_id", "round", "node_id"):
+            check_u64(getattr(self, name), f"{self.TAG}.{name}")
+        for name in ("counted", "dropped"):
+            _set(self, name, check_u64_tuple(getattr(self, name), f"{self.TAG}.{name}"))
+
+    def to_record(self) -> dict[str, Any]:
+        """Flat record for a Flower ConfigRecord."""
+        return _to_record(self)
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> ConsistencyRequest:
+        """Validate and parse a record made by :meth:`to_record`."""
+        return cls(**_read(cls, record, cls._NAMES))
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConsistencyResponse:
+    """Malicious mode, stage C reply: the node's signature of the survivor set.
+
+    Parameters
+    ----------
+    run_id, round, node_id : int
+        Run, round and signer.
+    signature : bytes
+        Ed25519 signature of ``identity.survivors_statement`` by the node's identity.
+    """
+
+    run_id: int
+    round: int
+    node_id: int
+    signature: bytes
+
+    TAG: ClassVar[str] = _PREFIX + "consistency_response"
+    _NAMES: ClassVar[tuple[str, ...]] = ("run_id", "round", "node_id", "signature")
+
+    def __post_init__(self) -> None:
+        for name in ("run_id", "round", "node_id"):
+            check_u64(getattr(self, name), f"{self.TAG}.{name}")
+        check_bytes(self.signature, f"{self.TAG}.signature", length=SIGNATURE_BYTES)
+
+    def to_record(self) -> dict[str, Any]:
+        """Flat record for a Flower ConfigRecord."""
+        return _to_record(self)
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> ConsistencyResponse:
         """Validate and parse a record made by :meth:`to_record`."""
         return cls(**_read(cls, record, cls._NAMES))

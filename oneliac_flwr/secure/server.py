@@ -23,9 +23,18 @@ from oneliac_flwr.errors import ConfigError, ProtocolViolation, RoundFailed
 
 from ._fields import check_u64, check_u64_tuple
 from .encoding import RingSpec, decode_sum, error_bound
+from .identity import ANY_ROUND, survivors_statement, verify_key_signature, verify_survivors_signature
 from .keys import load_private_key, pairwise_mask_key, public_bytes, self_mask_key
 from .masks import apply_masks, pairwise_sign
-from .messages import AdvertiseKeys, MaskedInput, RoundSetup, UnmaskRequest, UnmaskResponse
+from .messages import (
+    AdvertiseKeys,
+    ConsistencyRequest,
+    ConsistencyResponse,
+    MaskedInput,
+    RoundSetup,
+    UnmaskRequest,
+    UnmaskResponse,
+)
 from .sharing import combine_shares, reconstruct_many
 
 __all__ = ["AggregateResult", "SecureSumServer"]
@@ -67,8 +76,15 @@ class AggregateResult:
 
 @dataclass
 class _Registration:
+    organization: str
+    federation: str
+    identity_pk: bytes
     c_pk: bytes
+    c_sig: bytes
     s_pk: bytes | None  # None: consumed or invalidated, the node must re-advertise
+    s_sig: bytes = b""
+    s_round: int = 0  # the single round s_pk may be used in
+    s_threshold: int | None = None  # threshold of the sharing of s_sk (None: never shared)
 
 
 @dataclass
@@ -93,6 +109,8 @@ class _Round:
     key_plan: dict[int, _KeySharing] = field(default_factory=dict)
     seed_plan: tuple[int, ...] = ()
     responses: dict[int, UnmaskResponse] = field(default_factory=dict)
+    closed: bool = False  # stage M closed: counted and dropped are fixed
+    signatures: dict[int, bytes] = field(default_factory=dict)  # malicious mode: survivor-set signatures
 
     def index_of(self, node: int) -> int:
         return self.setup.participants.index(node) + 1
@@ -112,15 +130,21 @@ class SecureSumServer:
         Ring of the run (``plan_ring``).
     length : int
         Number of ring elements per masked vector (the flattened model size).
+    mode : {"semi-honest", "malicious"}
+        ``malicious`` adds stage C (consistency check) between stages M and U: unmask
+        requests go only to survivors that signed the survivor set, with the signatures.
     """
 
-    def __init__(self, *, run_id: int, spec: RingSpec, length: int) -> None:
+    def __init__(self, *, run_id: int, spec: RingSpec, length: int, mode: str = "semi-honest") -> None:
         if not isinstance(spec, RingSpec):
             raise ConfigError("spec", f"expected a RingSpec, got {type(spec).__name__}")
         if not isinstance(run_id, int) or isinstance(run_id, bool) or not 0 <= run_id < 2**64:
             raise ConfigError("run_id", f"expected an integer in [0, 2^64), got {run_id!r}")
         if not isinstance(length, int) or isinstance(length, bool) or length < 1:
             raise ConfigError("length", f"expected an integer >= 1, got {length!r}")
+        if mode not in ("semi-honest", "malicious"):
+            raise ConfigError("secure_sum.mode", f"expected 'semi-honest' or 'malicious', got {mode!r}")
+        self._mode = mode
         self._run = run_id
         self._length = length
         self._spec = spec
@@ -151,21 +175,49 @@ class SecureSumServer:
         return tuple(sorted(sharing.holders))
 
     # ------------------------------------------------------------------ stage K
-    def needs_keys(self, participants: Sequence[int]) -> list[int]:
-        """Participants without a valid mask key (they must run stage K), sorted."""
+    def needs_keys(
+        self, participants: Sequence[int], *, round: int | None = None, threshold: int | None = None
+    ) -> list[int]:
+        """Participants without a mask key usable in ``round`` with ``threshold`` (they run stage K).
+
+        Parameters
+        ----------
+        participants : sequence of int
+            Candidate participants.
+        round : int, optional
+            The round about to start: a key bound to any other round is not usable.
+        threshold : int, optional
+            The round's threshold: a key whose sharing has a lower threshold is not usable
+            (its owner and holders would refuse it).
+
+        Returns
+        -------
+        list of int
+            Sorted node ids.
+        """
         nodes = check_u64_tuple(list(participants), "participants")
-        return sorted(n for n in nodes if n not in self._registry or self._registry[n].s_pk is None)
+        return sorted(n for n in nodes if not self._usable(n, round=round, threshold=threshold))
+
+    def _usable(self, node: int, *, round: int | None, threshold: int | None) -> bool:
+        reg = self._registry.get(node)
+        if reg is None or reg.s_pk is None:
+            return False
+        if round is not None and reg.s_round != round:
+            return False
+        return threshold is None or reg.s_threshold is None or threshold <= reg.s_threshold
 
     def register_keys(self, node: int, message: AdvertiseKeys) -> None:
         """Record a node's advertised keys.
 
         Its stored sharing (of an older key) is discarded; if its envelope key changed,
-        so are the envelopes addressed to it.
+        so are the envelopes addressed to it. Both signatures are verified here, so that a
+        node with a bad announcement is left out (not the whole round refused by peers).
 
         Raises
         ------
         ProtocolViolation
-            If the message is not for this run or node.
+            If the message is not for this run or node, a signature does not verify, or
+            another node already speaks for the same organization with another identity.
         """
         check_u64(node, "node")
         if not isinstance(message, AdvertiseKeys):
@@ -174,12 +226,41 @@ class SecureSumServer:
             raise ProtocolViolation(f"{message.TAG}.run_id: expected {self._run}, got {message.run_id}")
         if message.node_id != node:
             raise ProtocolViolation(f"{message.TAG}.node_id: {message.node_id} sent by node {node}")
+        signer = {
+            "identity_pk": message.identity_pk, "federation": message.federation,
+            "organization": message.organization, "run_id": self._run,
+        }  # fmt: skip
+        verify_key_signature(message.c_pk_signature, kind="envelope", round=ANY_ROUND, public_key=message.c_pk, **signer)
+        verify_key_signature(message.s_pk_signature, kind="mask", round=message.round, public_key=message.s_pk, **signer)
+        for other, reg in list(self._registry.items()):
+            if other != node and reg.organization == message.organization:
+                if reg.identity_pk != message.identity_pk:
+                    raise ProtocolViolation(
+                        f"{message.TAG}.organization: {message.organization!r} is already node {other}'s"
+                    )
+                self.forget(other)  # the same hospital came back under a new node id
         old = self._registry.get(node)
         if old is not None and old.c_pk != message.c_pk:
             for sharing in self._sharings.values():
                 sharing.holders.pop(node, None)
         self._sharings.pop(node, None)
-        self._registry[node] = _Registration(c_pk=message.c_pk, s_pk=message.s_pk)
+        self._registry[node] = _Registration(
+            organization=message.organization,
+            federation=message.federation,
+            identity_pk=message.identity_pk,
+            c_pk=message.c_pk,
+            c_sig=message.c_pk_signature,
+            s_pk=message.s_pk,
+            s_sig=message.s_pk_signature,
+            s_round=message.round,
+        )
+
+    def forget(self, node: int) -> None:
+        """Drop every key of ``node`` and every share envelope addressed to it."""
+        self._registry.pop(node, None)
+        self._sharings.pop(node, None)
+        for sharing in self._sharings.values():
+            sharing.holders.pop(node, None)
 
     def invalidate_keys(self, node: int) -> None:
         """Force ``node`` to re-advertise keys before its next round."""
@@ -208,7 +289,8 @@ class SecureSumServer:
         ConfigError
             If ``threshold < 2`` or there are more participants than ``max_participants``.
         ProtocolViolation
-            If the round is not new or a participant has no valid keys.
+            If the round is not new or a participant has no key usable in this round with
+            this threshold.
         RoundFailed
             If fewer than ``threshold`` participants remain.
         """
@@ -225,9 +307,12 @@ class SecureSumServer:
             )
         if self._last_round is not None and round <= self._last_round:
             raise ProtocolViolation(f"round: {round} is not after the last round {self._last_round}")
-        missing = self.needs_keys(nodes)
+        missing = self.needs_keys(nodes, round=round, threshold=threshold)
         if missing:
-            raise ProtocolViolation(f"participants: nodes {missing} have no valid keys; run stage K first")
+            raise ProtocolViolation(
+                f"participants: nodes {missing} have no key usable in round {round} with threshold {threshold}; "
+                "run stage K first"
+            )
         if len(nodes) < threshold:
             raise RoundFailed(f"round {round}: {len(nodes)} participants, below the threshold {threshold}")
         spec = self._spec
@@ -244,6 +329,10 @@ class SecureSumServer:
             participants=nodes,
             c_pks=tuple(self._registry[n].c_pk for n in nodes),
             s_pks=tuple(self._registry[n].s_pk or b"" for n in nodes),
+            organizations=tuple(self._registry[n].organization for n in nodes),
+            identity_pks=tuple(self._registry[n].identity_pk for n in nodes),
+            c_pk_signatures=tuple(self._registry[n].c_sig for n in nodes),
+            s_pk_signatures=tuple(self._registry[n].s_sig for n in nodes),
         )
         for n in nodes:
             self._registry[n].s_pk = None  # consumed: single-use mask keys
@@ -265,8 +354,8 @@ class SecureSumServer:
         setup, tag = rnd.setup, MaskedInput.TAG
         if not isinstance(message, MaskedInput):
             raise ProtocolViolation(f"message: expected MaskedInput, got {type(message).__name__}")
-        if rnd.requests is not None:
-            raise ProtocolViolation(f"{tag}: node {node}'s input arrived after stage U started; rejected")
+        if rnd.closed:
+            raise ProtocolViolation(f"{tag}: node {node}'s input arrived after stage M closed; rejected")
         if node not in setup.participants:
             raise ProtocolViolation(f"{tag}: node {node} is not a participant of round {setup.round}")
         if node in rnd.accepted:
@@ -285,10 +374,16 @@ class SecureSumServer:
         reg = self._registry[node]
         if message.next_s_pk in (rnd.s_pk_of(node), reg.c_pk):
             raise ProtocolViolation(f"{tag}.next_s_pk: must be a fresh key")
+        verify_key_signature(
+            message.next_s_pk_signature, identity_pk=reg.identity_pk, federation=reg.federation,
+            organization=reg.organization, run_id=self._run, kind="mask", round=setup.round + 1,
+            public_key=message.next_s_pk,
+        )  # fmt: skip
         np.add(rnd.total, masked, out=rnd.total)
         rnd.accepted.add(node)
         rnd.self_envelopes[node] = message.self_share_ciphertexts
-        reg.s_pk = message.next_s_pk
+        reg.s_pk, reg.s_sig = message.next_s_pk, message.next_s_pk_signature
+        reg.s_round, reg.s_threshold = setup.round + 1, setup.threshold
         self._sharings[node] = _KeySharing(
             s_pk=message.next_s_pk,
             round=setup.round,
@@ -316,15 +411,17 @@ class SecureSumServer:
         rnd = self._open("unmask requests")
         if rnd.requests is not None:
             return dict(rnd.requests)
-        setup = rnd.setup
-        counted = tuple(sorted(rnd.accepted))
-        dropped = tuple(n for n in setup.participants if n not in rnd.accepted)
-        if len(counted) < setup.threshold:
-            self._close()
-            raise RoundFailed(
-                f"round {setup.round}: {len(counted)} of {len(setup.participants)} masked inputs accepted, "
-                f"below the threshold {setup.threshold} (accepted {list(counted)}, missing {list(dropped)})"
-            )
+        self._close_masking(rnd)
+        setup, counted, dropped = rnd.setup, rnd.counted, rnd.dropped
+        recipients = counted
+        if self._mode == "malicious":
+            recipients = tuple(sorted(rnd.signatures))
+            if len(recipients) < setup.threshold:
+                self._close()
+                raise RoundFailed(
+                    f"round {setup.round}: consistency check: {len(recipients)} survivors signed the survivor "
+                    f"set, below the threshold {setup.threshold}"
+                )
         alive = set(counted)
         seeds: list[int] = []
         for d in dropped:
@@ -332,14 +429,17 @@ class SecureSumServer:
             if (
                 sharing is not None
                 and sharing.s_pk == rnd.s_pk_of(d)
+                and sharing.round + 1 == setup.round
+                and sharing.threshold >= setup.threshold
                 and len(alive.intersection(sharing.holders)) >= sharing.threshold
             ):
                 rnd.key_plan[d] = sharing
             else:
                 seeds.append(d)
-        rnd.counted, rnd.dropped, rnd.seed_plan = counted, dropped, tuple(seeds)
+        rnd.seed_plan = tuple(seeds)
+        signers = tuple(sorted(rnd.signatures))
         requests: dict[int, UnmaskRequest] = {}
-        for v in counted:
+        for v in recipients:
             pos = rnd.index_of(v) - 1
             key_owners = [d for d, sh in rnd.key_plan.items() if v in sh.holders]
             requests[v] = UnmaskRequest(
@@ -354,9 +454,69 @@ class SecureSumServer:
                 key_share_rounds=tuple(rnd.key_plan[d].round for d in key_owners),
                 key_share_ciphertexts=tuple(rnd.key_plan[d].holders[v][1] for d in key_owners),
                 seed_requests=rnd.seed_plan,
+                consistency_signers=signers,
+                consistency_signatures=tuple(rnd.signatures[n] for n in signers),
             )
         rnd.requests = requests
         return dict(requests)
+
+    def _close_masking(self, rnd: _Round) -> None:
+        if rnd.closed:
+            return
+        setup = rnd.setup
+        counted = tuple(sorted(rnd.accepted))
+        dropped = tuple(n for n in setup.participants if n not in rnd.accepted)
+        if len(counted) < setup.threshold:
+            self._close()
+            raise RoundFailed(
+                f"round {setup.round}: {len(counted)} of {len(setup.participants)} masked inputs accepted, "
+                f"below the threshold {setup.threshold} (accepted {list(counted)}, missing {list(dropped)})"
+            )
+        rnd.counted, rnd.dropped, rnd.closed = counted, dropped, True
+
+    def consistency_requests(self) -> dict[int, ConsistencyRequest]:
+        """Malicious mode, stage C: close stage M and ask every counted node to sign ``(C, D)``.
+
+        Raises
+        ------
+        RoundFailed
+            If fewer than ``threshold`` masked inputs were accepted (the round is closed).
+        """
+        rnd = self._open("consistency requests")
+        self._close_masking(rnd)
+        return {
+            v: ConsistencyRequest(
+                run_id=self._run, round=rnd.setup.round, node_id=v, counted=rnd.counted, dropped=rnd.dropped
+            )
+            for v in rnd.counted
+        }
+
+    def receive_consistency(self, node: int, message: ConsistencyResponse) -> None:
+        """Accept a survivor-set signature (stage C).
+
+        Raises
+        ------
+        ProtocolViolation
+            If it comes before stage C, after stage U started, from a node not counted,
+            for another run or round, or its signature does not verify.
+        """
+        rnd = self._open("consistency response")
+        tag = ConsistencyResponse.TAG
+        if not isinstance(message, ConsistencyResponse):
+            raise ProtocolViolation(f"message: expected ConsistencyResponse, got {type(message).__name__}")
+        if not rnd.closed or rnd.requests is not None or node not in rnd.counted:
+            raise ProtocolViolation(f"{tag}: no consistency request is open for node {node}")
+        if (message.run_id, message.round, message.node_id) != (self._run, rnd.setup.round, node):
+            raise ProtocolViolation(f"{tag}: run, round or node do not match")
+        reg = self._registry[node]
+        statement = survivors_statement(
+            federation=reg.federation, run_id=self._run, round=rnd.setup.round, counted=rnd.counted,
+            dropped=rnd.dropped,
+        )  # fmt: skip
+        identity = rnd.setup.identity_pks[rnd.setup.participants.index(node)]
+        if not verify_survivors_signature(message.signature, identity_pk=identity, statement=statement):
+            raise ProtocolViolation(f"{tag}.signature: does not verify for node {node}")
+        rnd.signatures[node] = message.signature
 
     def receive_unmask(self, node: int, message: UnmaskResponse) -> None:
         """Accept an unmask response (stage U).

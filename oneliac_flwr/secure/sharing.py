@@ -44,6 +44,7 @@ FIELD_PRIME = 2**256 - 189
 """The prime ``P`` of the field: the largest prime below ``2^256``."""
 _CACHE = 64  # index sets / (n, t) pairs remembered: one round uses one or a few
 _INDEX = struct.Struct(">I")
+_BINDING = struct.Struct(">IIQ")  # threshold, participants, use round
 
 
 def share_index(node: int, participants: Sequence[int]) -> int:
@@ -251,26 +252,46 @@ class SharePlaintext:
     s_pk : bytes or None
         For key shares (kind ``pairwise``): the public key whose private key is shared.
         ``None`` for self-mask shares (kind ``self``).
+    threshold, participants : int
+        For key shares: the sharing's threshold ``t`` and number of shares ``n``.
+    use_round : int
+        For key shares: the single round in which the shared key may be used.
     """
 
     index: int
     share: bytes
     s_pk: bytes | None = None
+    threshold: int = 0
+    participants: int = 0
+    use_round: int = 0
 
     SELF_BYTES = _INDEX.size + SECRET_BYTES
-    KEY_BYTES = _INDEX.size + SECRET_BYTES + 32
+    KEY_BYTES = _INDEX.size + SECRET_BYTES + 32 + _BINDING.size
 
     def __post_init__(self) -> None:
         if not isinstance(self.index, int) or not 1 <= self.index < 2**32:
             raise ProtocolViolation(f"share index: expected an integer in [1, 2^32), got {self.index!r}")
         if not isinstance(self.share, bytes) or len(self.share) != SECRET_BYTES:
             raise ProtocolViolation(f"share: expected {SECRET_BYTES} bytes")
-        if self.s_pk is not None and (not isinstance(self.s_pk, bytes) or len(self.s_pk) != 32):
-            raise ProtocolViolation("share s_pk: expected 32 bytes")
+        if self.s_pk is not None:
+            if not isinstance(self.s_pk, bytes) or len(self.s_pk) != 32:
+                raise ProtocolViolation("share s_pk: expected 32 bytes")
+            if not 2 <= self.threshold <= self.participants < 2**32 or self.index > self.participants:
+                raise ProtocolViolation(
+                    f"share binding: expected 2 <= threshold <= participants and index <= participants, got "
+                    f"t={self.threshold}, n={self.participants}, index={self.index}"
+                )
+            if not isinstance(self.use_round, int) or not 0 <= self.use_round < 2**64:
+                raise ProtocolViolation("share use_round: expected an integer in [0, 2^64)")
 
     def to_bytes(self) -> bytes:
-        """Serialize as ``I32(index) || share || [s_pk]``."""
-        return _INDEX.pack(self.index) + self.share + (self.s_pk or b"")
+        """Serialize as ``I32(index) || share || [s_pk || I32(t) || I32(n) || I64(use_round)]``."""
+        if self.s_pk is None:
+            return _INDEX.pack(self.index) + self.share
+        return (
+            _INDEX.pack(self.index) + self.share + self.s_pk
+            + _BINDING.pack(self.threshold, self.participants, self.use_round)
+        )  # fmt: skip
 
     @classmethod
     def from_bytes(cls, data: bytes, *, with_key: bool) -> SharePlaintext:
@@ -280,5 +301,8 @@ class SharePlaintext:
             raise ProtocolViolation(f"share plaintext: expected {expected} bytes, got {len(data)}")
         (index,) = _INDEX.unpack_from(data)
         share = data[_INDEX.size : _INDEX.size + SECRET_BYTES]
-        s_pk = data[_INDEX.size + SECRET_BYTES :] if with_key else None
-        return cls(index=index, share=share, s_pk=s_pk)
+        if not with_key:
+            return cls(index=index, share=share)
+        start = _INDEX.size + SECRET_BYTES
+        t, n, use_round = _BINDING.unpack_from(data, start + 32)
+        return cls(index=index, share=share, s_pk=data[start : start + 32], threshold=t, participants=n, use_round=use_round)

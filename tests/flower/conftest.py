@@ -17,6 +17,20 @@ Behaviour = Callable[[int, Message], RecordDict | Error | None]
 
 
 @pytest.fixture(autouse=True, scope="session")
+def secure_home(tmp_path_factory: pytest.TempPathFactory) -> Iterable[None]:
+    """Hospital identities and trust stores of the test session live in a temp folder."""
+    import os
+
+    saved = os.environ.get("ONELIAC_SECURE_HOME")
+    os.environ["ONELIAC_SECURE_HOME"] = str(tmp_path_factory.mktemp("secure-home"))
+    yield
+    if saved is None:
+        os.environ.pop("ONELIAC_SECURE_HOME", None)
+    else:
+        os.environ["ONELIAC_SECURE_HOME"] = saved
+
+
+@pytest.fixture(autouse=True, scope="session")
 def task_identity() -> Iterable[None]:
     """Messages need a run identity outside a real run."""
     saved = (TaskIdentity._run_id, TaskIdentity._task_id, TaskIdentity._node_id)
@@ -87,25 +101,40 @@ Tamper = Callable[[int, Message], None]
 class AppGrid:
     """Delivers messages to the real ClientApp (one Context per node); drops or tampers as scripted."""
 
-    def __init__(self, config: ExperimentConfig, *, drop: DropRule | None = None, tamper: Tamper | None = None) -> None:
+    def __init__(
+        self,
+        config: ExperimentConfig,
+        *,
+        drop: DropRule | None = None,
+        tamper: Tamper | None = None,
+        outgoing: Tamper | None = None,
+        on_reply: Callable[[int, str, Message], None] | None = None,
+        nodes: list[int] | None = None,
+        node_config: dict[int, dict] | None = None,
+        run_id: int = RUN_ID,
+    ) -> None:
         self.app = build_client_app(config)
+        self.nodes = list(nodes or NODES)
+        extra = node_config or {}
         self.contexts = {
             node: Context(
-                run_id=RUN_ID,
+                run_id=run_id,
                 node_id=node,
-                node_config={"partition-id": i, "num-partitions": len(NODES)},
+                node_config={"partition-id": i, "num-partitions": len(self.nodes), **extra.get(node, {})},
                 state=RecordDict(),
                 run_config={},
             )
-            for i, node in enumerate(NODES)
+            for i, node in enumerate(self.nodes)
         }
+        self.outgoing = outgoing
+        self.on_reply = on_reply
         self.drop = drop or (lambda node, kind, rnd: False)
         self.tamper = tamper
         self.round = 0
         self.exchanges: list[str] = []
 
     def get_node_ids(self) -> list[int]:
-        return list(NODES)
+        return list(self.nodes)
 
     def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> list[Message]:
         messages = list(messages)
@@ -120,12 +149,16 @@ class AppGrid:
             node = message.metadata.dst_node_id
             if self.drop(node, kind, self.round):
                 continue
+            if self.outgoing is not None:
+                self.outgoing(node, message)
             try:
                 reply = self.app(message, self.contexts[node])
             except Exception as exc:  # noqa: BLE001 - the engine turns client exceptions into error replies
                 reply = Message(error=Error(code=1, reason=str(exc)), reply_to=message)
             if self.tamper is not None and kind == "train":
                 self.tamper(node, reply)
+            if self.on_reply is not None:
+                self.on_reply(node, kind, reply)
             replies.append(reply)
         return replies
 

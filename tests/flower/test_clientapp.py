@@ -6,7 +6,8 @@ import pytest
 
 from oneliac_flwr.config import ExperimentConfig
 from oneliac_flwr.errors import ConfigError
-from oneliac_flwr.flower.clientapp import _check_federation_size, parse_pins, resolve_organization
+from oneliac_flwr.flower.clientapp import _check_federation_size, resolve_organization, secure_settings
+from oneliac_flwr.secure import PinnedTrust, TofuTrust
 
 
 def test_simulation_and_deployment_identities() -> None:
@@ -21,12 +22,24 @@ def test_missing_node_config_names_what_is_expected() -> None:
         resolve_organization({"foo": 1})
 
 
-def test_pins_parse_and_bad_pins_are_refused() -> None:
+def test_pins_parse_and_bad_pins_are_refused(tmp_path) -> None:
     fp = "a" * 64
-    assert parse_pins(f"12={fp}, 34={fp.upper()}") == {12: fp, 34: fp}
-    for bad in ("12", "x=" + fp, "12=abc"):
-        with pytest.raises(ConfigError, match="pinned-fingerprints"):
-            parse_pins(bad)
+    pins = tmp_path / "pins.txt"
+    pins.write_text(f"# organization-id fingerprint\nh1 {fp}\nh2 {fp.upper()}  # second\n\n")
+    node = {"organization-id": "h1", "data-path": "/d.csv", "secure-pins": str(pins),
+            "secure-identity": str(tmp_path / "id"), "secure-min-threshold": 3}  # fmt: skip
+    settings = secure_settings(node)
+    assert (settings.organization, settings.min_threshold) == ("h1", 3)
+    trust = settings.trust()
+    assert isinstance(trust, PinnedTrust)
+    trust.check(federation="default", organization="h2", fingerprint=fp)
+    for bad in ("h1", "h1 abc", f"h1 {fp}\nh1 {fp}", f"h1 {'g' * 64}"):
+        pins.write_text(bad)
+        with pytest.raises(ConfigError, match="secure-pins"):
+            secure_settings(node).trust()
+    with pytest.raises(ConfigError, match="secure-min-threshold"):
+        secure_settings({**node, "secure-min-threshold": 1})
+    assert isinstance(secure_settings({"partition-id": 0}).trust(), TofuTrust)  # no pins: trust on first use
 
 
 def test_federation_size_mismatch_is_a_clear_error() -> None:

@@ -171,3 +171,36 @@ def test_nan_update_under_secure_sum_never_enters_the_ring() -> None:
     assert record.status == "ok"
     assert "org-1" not in record.secure_sum["counted"]
     assert any(r.organization in ("org-1", "node-202") for r in record.rejected)
+
+
+def test_malicious_mode_adds_the_consistency_exchange_and_gives_the_same_mean(plain_result) -> None:
+    _, plain = plain_result
+    config = _config("secure_sum", secure_sum={"mode": "malicious"})
+    grid = AppGrid(config)
+    strategy, secure = _run(config, grid, rounds=2)
+    assert np.max(np.abs(_flat(secure) - _flat(plain))) < 1e-5
+    assert grid.exchanges == [
+        "train.secure_keys", "train", "train.secure_confirm", "train.secure_unmask",
+        "train", "train.secure_confirm", "train.secure_unmask",
+    ]
+    assert [strategy.records[r].secure_sum["exchanges"] for r in (1, 2)] == [4, 3]
+
+
+def test_a_shifted_masked_input_fails_the_aggregate_check_and_leaves_the_model(plain_result) -> None:
+    """A client shifts its masked vector (undetectable before unmasking): the unmasked sum is
+    out of bounds, the round fails loudly and the model is left unchanged."""
+
+    def shift(node: int, reply: Message) -> None:
+        if node == 202 and not reply.has_error():
+            masked = reply.content[MASKED].to_numpy_ndarrays()[0].copy()
+            masked[:] += np.uint32(2**29)
+            reply.content[MASKED] = ArrayRecord(numpy_ndarrays=[masked])
+
+    config = _config("secure_sum")
+    strategy, result = _run(config, AppGrid(config, tamper=shift), rounds=1)
+    record = strategy.records[1]
+    assert record.status == "failed"
+    assert "aggregate_bounds_check" in record.failure_reason
+    assert record.secure_sum["aggregate_check"]["passed"] is False
+    initial = np.concatenate([a.ravel() for a in get_weights(new_model(config))])
+    assert np.array_equal(_flat(result), initial)

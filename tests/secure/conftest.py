@@ -17,6 +17,7 @@ import pytest
 from oneliac_flwr.secure import (
     AdvertiseKeys,
     AggregateResult,
+    Identity,
     MaskedInput,
     RingSpec,
     RoundSetup,
@@ -91,12 +92,21 @@ class Transcript:
 class Federation:
     """A coordinator and its clients, exchanging messages in memory."""
 
-    def __init__(self, ids: Sequence[int], *, spec: RingSpec, length: int, run_id: int = 11) -> None:
+    def __init__(
+        self, ids: Sequence[int], *, spec: RingSpec, length: int, run_id: int = 11, mode: str = "semi-honest"
+    ) -> None:
         self.run_id = run_id
         self.spec = spec
         self.length = length
-        self.server = SecureSumServer(run_id=run_id, spec=spec, length=length)
-        self.clients = {i: SecureSumClient(node_id=i, run_id=run_id) for i in ids}
+        self.mode = mode
+        self.server = SecureSumServer(run_id=run_id, spec=spec, length=length, mode=mode)
+        self.identities = {i: Identity.generate() for i in ids}
+        self.clients = {
+            i: SecureSumClient(
+                node_id=i, run_id=run_id, identity=self.identities[i], organization=f"org-{i}", mode=mode  # type: ignore[arg-type]
+            )
+            for i in ids
+        }
         self.transcripts: dict[int, Transcript] = {}
         self.persist = True
 
@@ -104,15 +114,23 @@ class Federation:
         """Save and restore a client's state, as the adapter does between messages."""
         state = self.clients[node].state_dict()
         check_config_record(state)
-        self.clients[node] = SecureSumClient.from_state_dict(state)
+        self.clients[node] = SecureSumClient.from_state_dict(state, identity=self.identities[node])
 
-    def stage_k(self, participants: Sequence[int], transcript: Transcript, *, absent: Iterable[int] = ()) -> list[int]:
+    def stage_k(
+        self,
+        participants: Sequence[int],
+        transcript: Transcript,
+        *,
+        round: int,
+        threshold: int | None = None,
+        absent: Iterable[int] = (),
+    ) -> list[int]:
         absent = set(absent)
-        needed = self.server.needs_keys(participants)
+        needed = self.server.needs_keys(participants, round=round, threshold=threshold)
         for node in needed:
             if node in absent:
                 continue
-            msg = roundtrip(self.clients[node].advertise_keys())
+            msg = roundtrip(self.clients[node].advertise_keys(round=round))
             transcript.keys[node] = msg
             self.server.register_keys(node, msg)
         return [p for p in participants if p not in absent or p not in needed]
@@ -135,7 +153,7 @@ class Federation:
         tr = Transcript()
         self.transcripts[round] = tr
         participants = sorted(inputs)
-        participants = self.stage_k(participants, tr, absent=drop_k)
+        participants = self.stage_k(participants, tr, round=round, threshold=threshold, absent=drop_k)
         setup = roundtrip(self.server.round_setup(round=round, participants=participants, threshold=threshold))
         tr.setup = setup
         lost = set(drop_m)
@@ -148,8 +166,15 @@ class Federation:
                 continue
             tr.masked[node] = msg
             self.server.receive_masked(node, msg)
-        requests = self.server.unmask_requests()
         silent = set(drop_u)
+        if self.mode == "malicious":
+            for node, creq in self.server.consistency_requests().items():
+                if node in silent:
+                    continue
+                self.server.receive_consistency(node, roundtrip(self.clients[node].confirm_survivors(roundtrip(creq))))
+                if self.persist:
+                    self.reload(node)
+        requests = self.server.unmask_requests()
         for node, request in requests.items():
             request = roundtrip(request)
             tr.requests[node] = request

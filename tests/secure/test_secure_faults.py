@@ -13,8 +13,9 @@ from oneliac_flwr.secure import (
     AdvertiseKeys,
     MaskedInput,
     RoundSetup,
+    PinnedTrust,
     UnmaskResponse,
-    fingerprint,
+    identity_fingerprint,
     plan_ring,
 )
 
@@ -99,7 +100,7 @@ def test_server_rejects_wrong_length_ring_and_round(staged: Any) -> None:
     for n in (9, 13):
         srv.receive_masked(n, masked[n])
     srv.unmask_requests()
-    with pytest.raises(ProtocolViolation, match="after stage U started"):
+    with pytest.raises(ProtocolViolation, match="after stage M closed"):
         srv.receive_masked(21, masked[21])  # late arrival: node 21 stays dropped
     srv.abort_round()
     assert srv.needs_keys(IDS) == [21]
@@ -113,15 +114,17 @@ def test_client_refuses_other_round_and_tampered_envelope(staged: Any) -> None:
     client, req = fed.clients[9], requests[9]
     with pytest.raises(ProtocolViolation, match="did not mask in round 1"):
         client.unmask(dataclasses.replace(req, round=1))
+    # A tampered envelope drops that peer only (not the holder's whole reply).
     envs = list(req.self_share_ciphertexts)
     envs[2] = envs[2][:20] + bytes([envs[2][20] ^ 0x40]) + envs[2][21:]
-    with pytest.raises(ProtocolViolation, match=r"self share from node 13 to node 9\): authentication failed"):
-        client.unmask(dataclasses.replace(req, self_share_ciphertexts=tuple(envs)))
-    # Envelope addressed to another node, relabelled.
+    saved = client.state_dict()
+    partial = client.unmask(dataclasses.replace(req, self_share_ciphertexts=tuple(envs)))
+    assert partial.self_share_owners == (5, 9, 21) and len(partial.self_shares) == 3
+    # Envelopes addressed to another node, relabelled: none opens, nothing is revealed.
+    client = fed.clients[9] = type(client).from_state_dict(saved, identity=fed.identities[9])
     swapped = dataclasses.replace(req, self_share_ciphertexts=requests[13].self_share_ciphertexts)
-    with pytest.raises(ProtocolViolation, match="authentication failed"):
-        client.unmask(swapped)
-    # The failed attempts revealed nothing, and the honest request still works.
+    assert client.unmask(swapped).self_share_owners == ()
+    client = fed.clients[9] = type(client).from_state_dict(saved, identity=fed.identities[9])
     assert client.state_dict()["round_revealed_self"] == []
     resp = client.unmask(req)
     fed.server.receive_unmask(9, resp)
@@ -133,24 +136,23 @@ def test_client_refuses_other_round_and_tampered_envelope(staged: Any) -> None:
     fed.server.abort_round()
 
 
-def test_pinned_fingerprint_mismatch_sends_nothing(federation_cls: Any) -> None:
+def test_pinned_identity_mismatch_sends_nothing(federation_cls: Any) -> None:
     spec = plan_ring(clip_bound=1.0, weight_bound=10.0, max_participants=8)
     fed = federation_cls(IDS, spec=spec, length=LENGTH)
     for n in IDS:
-        fed.server.register_keys(n, fed.clients[n].advertise_keys())
-    pins = {n: fed.clients[n].identity_fingerprint for n in IDS}
+        fed.server.register_keys(n, fed.clients[n].advertise_keys(round=1))
+    pins = {fed.clients[n].organization: fed.clients[n].identity_fingerprint for n in IDS}
     setup = fed.server.round_setup(round=1, participants=IDS, threshold=3)
     client = fed.clients[5]
     before = client.state_dict()
-    bad = dict(pins)
-    bad[13] = fingerprint(b"\x01" * 32)
-    with pytest.raises(ProtocolViolation, match=r"node 13 presents key fingerprint [0-9a-f]{64}, pinned"):
-        client.mask(np.zeros(LENGTH), weight=1.0, setup=setup, expected_fingerprints=bad)
-    missing = {k: v for k, v in pins.items() if k != 21}
-    with pytest.raises(ProtocolViolation, match="no pinned fingerprint for participant 21"):
-        client.mask(np.zeros(LENGTH), weight=1.0, setup=setup, expected_fingerprints=missing)
+    bad = dict(pins, **{"org-13": identity_fingerprint(b"\x01" * 32)})
+    with pytest.raises(ProtocolViolation, match=r"pin_check: organization 'org-13' presents identity [0-9a-f]{64}, pinned"):
+        client.mask(np.zeros(LENGTH), weight=1.0, setup=setup, trust=PinnedTrust(bad))
+    missing = {k: v for k, v in pins.items() if k != "org-21"}
+    with pytest.raises(ProtocolViolation, match="pin_check: organization 'org-21' has no pin"):
+        client.mask(np.zeros(LENGTH), weight=1.0, setup=setup, trust=PinnedTrust(missing))
     assert client.state_dict() == before  # nothing consumed, nothing to send
-    msg = client.mask(np.zeros(LENGTH), weight=1.0, setup=setup, expected_fingerprints=pins)
+    msg = client.mask(np.zeros(LENGTH), weight=1.0, setup=setup, trust=PinnedTrust(pins))
     assert msg.round == 1
 
 
@@ -210,8 +212,9 @@ def test_client_refuses_key_share_of_another_key(staged: Any) -> None:
     pos = IDS.index(5)
     next_env = masked[21].key_share_ciphertexts[pos]
     evil = dataclasses.replace(req, key_share_rounds=(2,), key_share_ciphertexts=(next_env,))
-    with pytest.raises(ProtocolViolation, match="only shares made before round 2"):
-        fed.clients[5].unmask(evil)
+    resp = fed.clients[5].unmask(evil)
+    assert resp.key_share_owners == () and resp.key_shares == ()  # that peer dropped, nothing revealed
+    assert resp.self_share_owners == (5, 9, 13)
     fed.server.abort_round()
 
 
@@ -220,11 +223,11 @@ def test_client_refuses_setup_problems(federation_cls: Any) -> None:
     fed = federation_cls(IDS, spec=spec, length=LENGTH)
     client = fed.clients[5]
     for n in IDS:
-        fed.server.register_keys(n, fed.clients[n].advertise_keys())
+        fed.server.register_keys(n, fed.clients[n].advertise_keys(round=1))
     setup = fed.server.round_setup(round=1, participants=IDS, threshold=3)
     with pytest.raises(ProtocolViolation, match=r"update: expected shape \(16,\), got \(15,\)"):
         client.mask(np.zeros(LENGTH - 1), weight=1.0, setup=setup)
-    with pytest.raises(ProtocolViolation, match="run_id: expected 11"):
+    with pytest.raises(ProtocolViolation, match="run_check: round_setup.run_id is 12, expected 11"):
         client.mask(np.zeros(LENGTH), weight=1.0, setup=dataclasses.replace(setup, run_id=12))
     with pytest.raises(ProtocolViolation, match="not listed"):
         fed.clients[5].mask(
@@ -234,5 +237,5 @@ def test_client_refuses_setup_problems(federation_cls: Any) -> None:
     client.mask(np.zeros(LENGTH), weight=1.0, setup=setup)
     with pytest.raises(ProtocolViolation, match="not after the last round this node masked"):
         client.mask(np.zeros(LENGTH), weight=1.0, setup=setup)
-    with pytest.raises(ProtocolViolation, match="no valid keys"):
+    with pytest.raises(ProtocolViolation, match="no key usable in round 2"):
         fed.server.round_setup(round=2, participants=IDS, threshold=3)

@@ -34,7 +34,7 @@ def test_masked_vector_is_not_the_encoding_and_looks_uniform(bits: int, federati
     length = 1 << 15
     fed = federation_cls([1, 2, 3], spec=spec, length=length)
     for n in (1, 2, 3):
-        fed.server.register_keys(n, fed.clients[n].advertise_keys())
+        fed.server.register_keys(n, fed.clients[n].advertise_keys(round=1))
     setup = fed.server.round_setup(round=1, participants=[1, 2, 3], threshold=2)
     rng = np.random.default_rng(1234)  # fixed plaintext: small, highly structured values
     x = np.round(rng.normal(0.0, 0.01, size=length), 3)

@@ -20,7 +20,7 @@ U64 = st.integers(min_value=0, max_value=2**64 - 1)
 def scenarios(draw: Any) -> dict[str, Any]:
     n = draw(st.integers(2, 8))
     ids = draw(st.lists(U64, min_size=n, max_size=n, unique=True))
-    threshold = draw(st.integers(2, n))
+    threshold = draw(st.integers(max(2, n // 2 + 1), n))
     clip = draw(st.sampled_from([1e-3, 0.5, 1.0, 3.0, 100.0]))
     weight_bound = draw(st.sampled_from([1.0, 7.5, 1000.0, 1e5]))
     max_participants = draw(st.integers(n, 50))

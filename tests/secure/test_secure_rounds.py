@@ -75,14 +75,24 @@ def test_peers_refuse_a_revealed_key(fed: Any, inputs_factory: Any) -> None:
     assert all(revealed in fed.clients[v].revealed_fingerprints for v in ids if v != 7)
 
     # A coordinator that skipped the invalidation would list node 7's revealed key again.
-    fed.stage_k(ids, fed.transcripts[2])
+    fed.stage_k(ids, fed.transcripts[2], round=3)
     setup = fed.server.round_setup(round=3, participants=ids, threshold=3)
+    pos = ids.index(7)
     s_pks = list(setup.s_pks)
-    s_pks[ids.index(7)] = old_s_pk
-    bad = dataclasses.replace(setup, s_pks=tuple(s_pks))
+    s_pks[pos] = old_s_pk
+    sigs = list(setup.s_pk_signatures)
+    sigs[pos] = fed.transcripts[2].setup.s_pk_signatures[pos]
+    bad = dataclasses.replace(setup, s_pks=tuple(s_pks), s_pk_signatures=tuple(sigs))
     x = np.zeros(LENGTH)
-    with pytest.raises(ProtocolViolation, match="was revealed"):
+    # Its signature names round 2 only: refused.
+    with pytest.raises(ProtocolViolation, match="signature_check: the mask key of organization 'org-7'"):
         fed.clients[101].mask(x, weight=1.0, setup=bad)
+    # Even if node 7 had signed it again for round 3, peers remember what they revealed.
+    sigs[pos] = fed.identities[7].sign_key(
+        federation="default", organization="org-7", run_id=fed.run_id, kind="mask", round=3, public_key=old_s_pk
+    )
+    with pytest.raises(ProtocolViolation, match="revealed_key_check: node 7's mask key"):
+        fed.clients[101].mask(x, weight=1.0, setup=dataclasses.replace(bad, s_pk_signatures=tuple(sigs)))
     fed.server.abort_round()
 
 
@@ -98,11 +108,11 @@ def test_stage_u_dropout_still_counted_and_participant_changes(fed: Any, inputs_
     # key shares were made in round 2 for all five (threshold 3); three holders remain.
     subset = [7, 42, 3000, 2**63 + 5]
     in3 = inputs_factory(subset, length=LENGTH, spec=spec, seed=3)
-    res3 = fed.run_round(3, inputs=in3, threshold=2, drop_m=[7])
+    res3 = fed.run_round(3, inputs=in3, threshold=3, drop_m=[7])
     assert res3.dropped == (7,) and res3.recovered_from_seeds == ()
     check_sum(res3, in3, exact)
-    # Node 101 kept its announced key while not selected: no stage K for it in round 4.
-    assert fed.server.needs_keys(ids) == [7]
+    # Node 101's key was bound to round 3, in which it was not selected: it is re-keyed.
+    assert fed.server.needs_keys(ids, round=4, threshold=3) == [7, 101]
 
 
 def test_first_round_dropout_needs_seeds_from_every_counted_node(fed: Any, inputs_factory: Any, exact: Any) -> None:
@@ -138,12 +148,12 @@ def test_client_state_dict_round_trip(fed: Any, inputs_factory: Any) -> None:
     fed.run_round(1, inputs=inputs_factory(ids, length=LENGTH, spec=fed.spec, seed=1), threshold=3)
     client = fed.clients[42]
     state = client.state_dict()
-    again = SecureSumClient.from_state_dict(state)
+    again = SecureSumClient.from_state_dict(state, identity=fed.identities[42])
     assert again.state_dict() == state
     assert again.identity_fingerprint == client.identity_fingerprint
     broken = dict(state, round_s_sk=b"short")
     with pytest.raises(ProtocolViolation, match=r"client_state\.round_s_sk"):
-        SecureSumClient.from_state_dict(broken)
+        SecureSumClient.from_state_dict(broken, identity=fed.identities[42])
     missing = {k: v for k, v in state.items() if k != "c_sk"}
     with pytest.raises(ProtocolViolation, match=r"client_state\.c_sk: missing"):
-        SecureSumClient.from_state_dict(missing)
+        SecureSumClient.from_state_dict(missing, identity=fed.identities[42])
