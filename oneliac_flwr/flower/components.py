@@ -14,6 +14,7 @@ from oneliac_flwr.flower.checks import ServerValidator
 from oneliac_flwr.flower.inner import build_inner_strategy
 from oneliac_flwr.flower.plain import PlainAggregator
 from oneliac_flwr.flower.privacy import (
+    SHARE_FAILURE_PROBABILITY,
     LedgerGuard,
     build_privacy_guard,
     distributed_noise_multiplier,
@@ -61,7 +62,13 @@ def secure_ring(config: ExperimentConfig, *, dimension: int) -> RingSpec:
     std = distributed_share_std(
         config, noise_multiplier=distributed_noise_multiplier(config, dimension=dimension, frac_bits=frac_bits)
     )
-    bound = share_bound(clip_norm=budget.clip_norm, noise_std=std, dimension=dimension, fractional_bits=frac_bits)
+    bound = share_bound(
+        clip_norm=budget.clip_norm,
+        noise_std=std,
+        dimension=dimension,
+        fractional_bits=frac_bits,
+        failure_probability=SHARE_FAILURE_PROBABILITY,
+    )
     return plan_ring(
         clip_bound=bound,
         weight_bound=1,

@@ -23,6 +23,7 @@ for themselves too (:mod:`oneliac_flwr.flower.client_privacy`).
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -71,6 +72,8 @@ logger = logging.getLogger("oneliac_flwr")
 
 LEDGER_FILE = "privacy_ledger.json"
 LEDGER_KEY_FILE = "ledger.key"
+SHARE_FAILURE_PROBABILITY = 1e-12
+"""Per-client probability that a distributed noise share exceeds the ring's bound (sizes the ring)."""
 
 
 def federation_state_dir(config: ExperimentConfig) -> Path:
@@ -112,9 +115,20 @@ def distributed_noise_multiplier(config: ExperimentConfig, *, dimension: int, fr
     as it is (and the run stops when the budget is spent).
     """
     budget = config.privacy_budget
-    z = noise_multiplier_for(config)
     if budget.noise_multiplier is not None:
-        return z
+        return budget.noise_multiplier
+    # Every round also records the share-failure delta (shares beyond the ring's bound,
+    # probability <= SHARE_FAILURE_PROBABILITY per client): calibrate for what is left.
+    rounds = config.aggregation_config.max_rounds
+    extra = min(1.0, config.secure_sum_participants() * SHARE_FAILURE_PROBABILITY) * (1.0 + math.exp(min(budget.epsilon, 700.0)))
+    remaining = budget.delta - rounds * extra
+    if remaining <= budget.delta / 2:
+        raise ConfigError(
+            "privacy_budget.delta",
+            f"distributed noise: {rounds} rounds of share-failure delta ({extra:.3g} each) leave too little of "
+            f"delta={budget.delta}; use a smaller epsilon or fewer participants",
+        )
+    z = calibrate_noise_multiplier(epsilon=budget.epsilon, delta=remaining, rounds=rounds)
     sensitivity = effective_sensitivity(
         clip_norm=budget.clip_norm,
         dimension=dimension,
@@ -203,7 +217,11 @@ class LedgerGuard:
                 )
             ]
             bound = ring_bound if ring_bound is not None else share_bound(
-                clip_norm=self.clip_norm, noise_std=self.client_std, dimension=dimension, fractional_bits=frac_bits
+                clip_norm=self.clip_norm,
+                noise_std=self.client_std,
+                dimension=dimension,
+                fractional_bits=frac_bits,
+                failure_probability=SHARE_FAILURE_PROBABILITY,
             )
             failure = share_bound_failure_probability(
                 bound=bound, clip_norm=self.clip_norm, noise_std=self.client_std, dimension=dimension, fractional_bits=frac_bits

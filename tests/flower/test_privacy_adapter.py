@@ -270,3 +270,21 @@ def test_results_say_running_until_the_run_ends(tmp_path: Path) -> None:
     run_federation(Watching(config), config, output_dir=tmp_path, run_id=RUN_ID)
     assert seen and set(seen) == {"running"}
     assert json.loads((tmp_path / "results.json").read_text())["stopped_reason"] == "max_rounds_reached"
+
+
+def test_calibrated_distributed_noise_lasts_exactly_max_rounds_with_the_share_failure_delta() -> None:
+    """Each round also records the share-failure delta; the calibration leaves room for it."""
+    config = ExperimentConfig.from_dict(
+        {
+            "federation": {"num_organizations": 3},
+            "aggregation_config": {"max_rounds": 5, "min_participants": 2, "aggregation_method": "secure_sum"},
+            "privacy_budget": {"mode": "organization", "noise_placement": "distributed", "epsilon": 8.0, "delta": DELTA},
+        }
+    )
+    guard = LedgerGuard(config, dimension=62, frac_bits=16)
+    assert len(guard.events) == 2  # the Gaussian release and the share-failure delta
+    for server_round in range(1, 6):
+        assert guard.check_round(server_round) is None, server_round
+        guard.on_reveal(server_round, 3)
+    assert guard.check_round(6) is not None
+    assert 7.9 < guard.ledger.get_current_epsilon() <= 8.0
