@@ -172,8 +172,11 @@ def secure_settings(node_config: dict) -> SecureSettings:
     """
     organization = resolve_organization(node_config).organization_id
     federation = str(node_config.get("federation", "default"))
-    home = Path(os.environ.get(SECURE_HOME_ENV) or Path(tempfile.gettempdir()) / f"oneliac-secure-{os.getuid()}")
-    default_dir = home / federation / organization
+    if "state-dir" in node_config:  # the hospital's own state folder holds its identity too
+        default_dir = Path(str(node_config["state-dir"])) / "secure" / federation
+    else:
+        home = Path(os.environ.get(SECURE_HOME_ENV) or Path(tempfile.gettempdir()) / f"oneliac-secure-{os.getuid()}")
+        default_dir = home / federation / organization
     raw_min = node_config.get("secure-min-threshold", 2)
     if not isinstance(raw_min, int) or isinstance(raw_min, bool) or raw_min < 2:
         raise ConfigError("secure-min-threshold", f"expected an integer >= 2, got {raw_min!r}")
