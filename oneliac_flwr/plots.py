@@ -8,6 +8,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from oneliac_flwr.results import RunResults  # noqa: E402
 
@@ -28,6 +29,7 @@ def plot_run(results: RunResults, output_dir: Path) -> list[Path]:
             if points:
                 ax.plot(*zip(*points, strict=True), marker="o", label=f"{source} ({'test set' if source == 'centralized' else 'local validation'})")
         ax.set_xlabel("round")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # rounds are whole numbers
         ax.set_ylabel(metric)
         ax.set_title(title)
         ax.grid(alpha=0.3)
@@ -47,6 +49,7 @@ def plot_run(results: RunResults, output_dir: Path) -> list[Path]:
         if budget is not None:
             ax.axhline(budget, color="red", linestyle="--", label="budget")
         ax.set_xlabel("round")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # rounds are whole numbers
         ax.set_ylabel("epsilon")
         ax.set_title("Privacy spent")
         ax.grid(alpha=0.3)

@@ -14,6 +14,7 @@ from pathlib import Path
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue
 
 from oneliac_flwr.config import ExperimentConfig
 from oneliac_flwr.errors import OneliacError
@@ -24,15 +25,23 @@ logger = logging.getLogger("oneliac_flwr")
 @hydra.main(version_base=None, config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
     """Build the typed config, simulate, and return the final accuracy (for sweepers)."""
-    from oneliac_flwr.flower.simulation import simulate
+    from oneliac_flwr.flower.simulation import preflight, simulate
 
     try:
-        config = ExperimentConfig.from_dict(OmegaConf.to_container(cfg, resolve=True))  # type: ignore[arg-type]
+        config = ExperimentConfig.from_dict(OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True))  # type: ignore[arg-type]
+    except MissingMandatoryValue as exc:
+        logger.error("invalid configuration: %s: is required (the config leaves it as ???)", exc.full_key)
+        raise SystemExit(2) from exc
     except OneliacError as exc:
         logger.error("invalid configuration: %s", exc)
         raise SystemExit(2) from exc
     output_dir = Path(config.output_dir or HydraConfig.get().runtime.output_dir)
-    results = simulate(config, output_dir=output_dir)
+    try:
+        preflight(config, output_dir=output_dir)  # before Ray starts: one line, no traceback
+        results = simulate(config, output_dir=output_dir)
+    except OneliacError as exc:
+        logger.error("cannot run: %s", exc)
+        raise SystemExit(2) from exc
     final = results["final"]
     logger.info(
         "final accuracy %s after %d round(s) (%s); results in %s",
