@@ -113,6 +113,12 @@ def deployment_organization(config: ExperimentConfig, data_path: str, *, seed_sa
         feature_columns=dataset.feature_columns,
         id_column=dataset.record_id_column,
     )
+    if len(table) and int(table.labels.max()) >= dataset.num_classes:
+        # the offending value is not shown: the message may travel beyond the hospital
+        raise DataError(
+            f"{data_path}: label column {dataset.label_column!r} has class indices >= dataset.num_classes "
+            f"({dataset.num_classes})"
+        )
     return _prepare(config, table, salt=seed_salt)
 
 

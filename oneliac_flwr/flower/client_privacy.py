@@ -21,6 +21,7 @@ under ``<state_dir>/<federation>/organizations/<organization>``.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,7 @@ from oneliac_flwr.config import ExperimentConfig
 from oneliac_flwr.errors import ConfigError
 from oneliac_flwr.privacy import DifferentialPrivacy, GaussianRelease, client_noise_std, clip_l2, distributed_noise_share, distributed_release
 from oneliac_flwr.privacy.entropy import os_generator
-from oneliac_flwr.privacy.hospital import HospitalPolicy, HospitalPrivacyState
+from oneliac_flwr.privacy.hospital import HospitalPolicy, HospitalPrivacyState, locked_state
 from oneliac_flwr.validation import DeclaredPrivacy
 
 __all__ = ["UpdateRelease", "hospital_policy", "hospital_state", "instruction_refusal", "privatize_update"]
@@ -65,8 +66,9 @@ def hospital_policy(config: ExperimentConfig, node_config: Mapping[str, Any]) ->
 
 def hospital_state(
     config: ExperimentConfig, node_config: Mapping[str, Any], *, organization: str, policy: HospitalPolicy
-) -> HospitalPrivacyState:
-    """The hospital's privacy state on its own disk (``state-dir``, or the simulation's folder).
+) -> AbstractContextManager[HospitalPrivacyState]:
+    """The hospital's privacy state on its own disk (``state-dir``, or the simulation's
+    folder), held under an exclusive lock for the duration of the ``with`` block.
 
     Raises
     ------
@@ -86,7 +88,7 @@ def hospital_state(
             "a hospital with a privacy policy needs its own state directory in its node config "
             "(--node-config 'state-dir=\"/var/lib/oneliac/h1\"'): its privacy history must survive restarts",
         )
-    return HospitalPrivacyState(directory, organization=organization, policy=policy)
+    return locked_state(directory, organization=organization, policy=policy)
 
 
 def instruction_refusal(policy: HospitalPolicy, instruction: ConfigRecord | None) -> str | None:

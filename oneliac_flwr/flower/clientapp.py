@@ -12,6 +12,7 @@ import logging
 import os
 import tempfile
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from functools import lru_cache, wraps
 from pathlib import Path
@@ -42,7 +43,8 @@ from oneliac_flwr.secure import (
 )
 from oneliac_flwr.flower.checks import check_update, declared_privacy_record, submission_policy, update_of
 from oneliac_flwr.flower.components import new_model
-from oneliac_flwr.validation import DeclaredPrivacy, ValidationReport
+from oneliac_flwr.privacy.hospital import HospitalPrivacyState
+from oneliac_flwr.validation import DeclaredPrivacy, ValidationPolicy, ValidationReport
 from oneliac_flwr.masked_statistics import MaskedStatistics, pack_statistics
 from oneliac_flwr.privacy.entropy import os_torch_generator
 from oneliac_flwr.training import evaluate, get_weights, make_loader, make_optimizer, set_weights, train_local
@@ -323,18 +325,20 @@ _CHECK_FOR_ERROR: tuple[tuple[type[OneliacError], str], ...] = (
 
 
 def _fail_closed(handler: Callable[[Message, Context], Message]) -> Callable[[Message, Context], Message]:
-    """Turn our own errors into a refusal that names a check only.
+    """Turn every error into a refusal that names a check only.
 
-    An error reply would carry the exception's text to the coordinator, and ours can name
-    counts or norms of the hospital's data; the detail goes to the hospital's log instead.
+    An error reply would carry the exception's text to the coordinator (Flower sends it),
+    and that text can name counts, norms or label values of the hospital's data; the
+    detail goes to the hospital's log instead. Errors of ours map to their check
+    (``privacy_check``, ``data_check``, ...), anything else to ``client_error``.
     """
 
     @wraps(handler)
     def wrapped(msg: Message, context: Context) -> Message:
         try:
             return handler(msg, context)
-        except OneliacError as exc:
-            check = next((name for kind, name in _CHECK_FOR_ERROR if isinstance(exc, kind)), "client_check")
+        except Exception as exc:  # noqa: BLE001 - any text of a client error can depend on the data
+            check = next((name for kind, name in _CHECK_FOR_ERROR if isinstance(exc, kind)), "client_error")
             try:
                 organization = resolve_organization(dict(context.node_config)).organization_id
             except OneliacError:
@@ -373,22 +377,40 @@ def build_client_app(config: ExperimentConfig | None = None) -> ClientApp:
         instruction = msg.content.get(PRIVACY)
         instruction = instruction if isinstance(instruction, ConfigRecord) else None
         unit = str(instruction["mode"]) if instruction is not None else "none"
+        policy = hospital_policy(cfg, node_config)
+        refusal = instruction_refusal(policy, instruction)
+        if refusal is not None:
+            return _refuse(msg, org_id, check="privacy_check", detail=refusal)
+        # The hospital's privacy state stays locked from the budget check to the recorded release.
+        held = hospital_state(cfg, node_config, organization=org_id, policy=policy) if unit != "none" else nullcontext(None)
+        with held as state:
+            return _train_round(msg, context, cfg, organization, instruction, state, fault)
+
+    def _train_round(
+        msg: Message,
+        context: Context,
+        cfg: ExperimentConfig,
+        organization: Organization,
+        instruction: ConfigRecord | None,
+        state: HospitalPrivacyState | None,
+        fault: str | None,
+    ) -> Message:
+        org_id = organization.organization_id
+        server_round = _server_round(msg)
+        unit = str(instruction["mode"]) if instruction is not None else "none"
         secure = SECURE_SUM in msg.content
-        try:
-            policy = hospital_policy(cfg, node_config)
-            refusal = instruction_refusal(policy, instruction)
-            if refusal is not None:
-                return _refuse(msg, org_id, check="privacy_check", detail=refusal)
-            state = hospital_state(cfg, node_config, organization=org_id, policy=policy) if unit != "none" else None
-        except OneliacError as exc:  # a bad policy or tampered state: fail closed
-            return _refuse(msg, org_id, check="privacy_check", detail=str(exc))
+        private = unit != "none" or secure
         data = _organization_data(cfg, organization)
         global_weights = [np.asarray(a) for a in msg.content[ARRAYS].to_numpy_ndarrays()]
         received_eval = _evaluate_received(cfg, data, global_weights) if secure and unit == "none" else (None, None)
         model = new_model(cfg)
         set_weights(model, global_weights)
-        # Under DP, batches (Opacus' Poisson sample) and noise come from OS entropy.
-        generator = os_torch_generator() if unit != "none" else _seeded_generator(cfg, organization, server_round)
+        # Under DP, batches (Opacus' Poisson sample) and noise come from OS entropy. A real
+        # hospital under secure sum shuffles from OS entropy too: a seeded shuffle would let a
+        # coordinator replay a round, get bit-identical updates and difference the sums. A
+        # simulated hospital (public table) keeps the seeded shuffle, so runs reproduce.
+        fresh = unit != "none" or (secure and organization.partition_id is None)
+        generator = os_torch_generator() if fresh else _seeded_generator(cfg, organization, server_round)
         loader = make_loader(data.train, batch_size=cfg.training.batch_size, generator=generator)
         optimizer = make_optimizer(
             model, name=cfg.training.optimizer, learning_rate=cfg.training.learning_rate, momentum=cfg.training.momentum
@@ -408,10 +430,12 @@ def build_client_app(config: ExperimentConfig | None = None) -> ClientApp:
         bypass = cfg.faults.bypass_client_checks
         if fault is not None and not bypass:
             update = _inject_fault(fault, update, cfg)
+        # Under DP or secure sum the checks see no sample count and no coordinator-set bound:
+        # a refusal must not answer a question about the data (norm, value, row count).
         report = check_update(
             update,
-            num_examples=result.num_examples,
-            policy=submission_policy(cfg, global_weights),
+            num_examples=1 if private else result.num_examples,
+            policy=ValidationPolicy.for_arrays(global_weights) if private else submission_policy(cfg, global_weights),
             checks=cfg.validation.checks,
             server_round=server_round,
         )

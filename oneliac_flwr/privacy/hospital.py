@@ -16,9 +16,11 @@ hospital's operator resets explicitly by deleting both the state file and its ke
 
 from __future__ import annotations
 
+import fcntl
 import math
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -29,7 +31,7 @@ from oneliac_flwr.privacy.events import PrivacyEvent
 from oneliac_flwr.privacy.integrity import KEY_FILE, StateIntegrityError, load_or_create_key, read_tagged, write_tagged
 from oneliac_flwr.privacy.ledger import PrivacyLedger
 
-__all__ = ["STATE_FILE", "HospitalPolicy", "HospitalPrivacyState", "PrivacyUnit"]
+__all__ = ["STATE_FILE", "HospitalPolicy", "HospitalPrivacyState", "PrivacyUnit", "locked_state"]
 
 PrivacyUnit = Literal["none", "sample", "organization", "release"]
 STATE_FILE = "privacy_state.json"
@@ -192,3 +194,30 @@ class HospitalPrivacyState:
             "ledger": self.ledger.to_dict(),
         }
         write_tagged(self.path, payload, key=self._key)
+
+
+LOCK_FILE = ".lock"
+
+
+@contextmanager
+def locked_state(
+    directory: str | os.PathLike[str], *, organization: str, policy: HospitalPolicy
+) -> Iterator[HospitalPrivacyState]:
+    """The hospital's state, read and held under an exclusive lock until the block ends.
+
+    Two requests of one hospital (two runs, two ClientApp processes) never check the
+    budget against a stale copy: the second waits, then reads what the first recorded.
+
+    Raises
+    ------
+    StateIntegrityError
+        As :class:`HospitalPrivacyState`.
+    """
+    folder = Path(directory)
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with open(folder / LOCK_FILE, "a+") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield HospitalPrivacyState(folder, organization=organization, policy=policy)
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)

@@ -224,3 +224,51 @@ def test_instruction_refusal_names_what_breaks_the_policy() -> None:
     assert instruction_refusal(policy, ConfigRecord(ORGANIZATION)) is None
     simulated = hospital_policy(_config(mode="sample", epsilon=2.0), {"partition-id": 0})
     assert (simulated.unit, simulated.epsilon) == ("sample", 2.0)
+
+
+def test_finding_coordinator_set_bounds_are_no_oracle_under_dp(tmp_path: Path, hospital_csv: Path) -> None:
+    """Review: binary search on refusals against coordinator-set bounds gave the row count.
+
+    Under DP the hospital's own checks are structural only: absurd bounds change nothing.
+    """
+    strict = ExperimentConfig.from_dict(
+        {
+            **{k: v for k, v in _csv_config(mode="release").to_dict().items() if k in ("dataset",)},
+            "aggregation_config": {"min_participants": 1},
+            "privacy_budget": {"mode": "release", "delta": DELTA},
+            "validation": {"max_num_examples": 1, "max_update_norm": 1e-9, "value_range": 1e-9},
+        }
+    )
+    node = _deployment_node(tmp_path, hospital_csv, **{"privacy-unit": "release", "privacy-epsilon": 50.0, "privacy-delta": DELTA})
+    instruction = {"mode": "release", "clip-norm": 1.0, "release-epsilon": 1.0, "delta": DELTA, "mechanism": "gaussian"}
+    reply = build_client_app(strict)(_train_message(strict, instruction), _context(node))
+    assert _status(reply) == ("ok", "")
+
+
+def test_finding_concurrent_requests_never_spend_past_the_cap(tmp_path: Path, hospital_csv: Path) -> None:
+    """Review: four concurrent requests each checked a stale copy; 4 releases were sent, 1 recorded."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    config = _csv_config(mode="release")
+    cap = _cap_between_two_and_three_releases()
+    node = _deployment_node(tmp_path, hospital_csv, **{"privacy-unit": "release", "privacy-epsilon": cap, "privacy-delta": DELTA})
+    instruction = {"mode": "release", "clip-norm": 1.0, "release-epsilon": 1.0, "delta": DELTA, "mechanism": "gaussian"}
+    app = build_client_app(config)
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        replies = list(pool.map(lambda r: app(_train_message(config, instruction, r), _context(node)), range(1, 5)))
+    sent = sum(_status(r)[0] == "ok" for r in replies)
+    state = HospitalPrivacyState(Path(node["state-dir"]), organization="h1", policy=HospitalPolicy(unit="release", epsilon=cap, delta=DELTA))
+    assert sent == 2 and len(state.ledger.events) == 2
+
+
+def test_finding_no_exception_text_reaches_the_coordinator(tmp_path: Path, hospital_csv: Path) -> None:
+    """Review: an out-of-range label made torch raise 'Target 4 is out of bounds', sent as error text."""
+    text = hospital_csv.read_text().splitlines()
+    text[1] = ",".join([*text[1].split(",")[:-1], "4"])  # one patient with diagnosis code 4
+    hospital_csv.write_text("\n".join(text) + "\n")
+    config = _csv_config(mode="release")
+    node = _deployment_node(tmp_path, hospital_csv, **{"privacy-unit": "release", "privacy-epsilon": 50.0, "privacy-delta": DELTA})
+    instruction = {"mode": "release", "clip-norm": 1.0, "release-epsilon": 1.0, "delta": DELTA, "mechanism": "gaussian"}
+    reply = build_client_app(config)(_train_message(config, instruction), _context(node))
+    assert not reply.has_error()
+    assert _status(reply) == ("rejected", "data_check") and reply.content[INFO]["reason"] == ""
