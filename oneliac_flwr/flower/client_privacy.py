@@ -3,15 +3,12 @@
 A hospital's privacy policy and state directory come from its own SuperNode's node
 config, never from the run config the coordinator controls:
 
-==============================  ===================================================
-node config key                 meaning
-==============================  ===================================================
-``privacy-unit``                ``none``, ``sample``, ``organization`` or ``release``
-``privacy-epsilon``             total epsilon the hospital allows on its data
-``privacy-delta``               largest delta it accepts
-``privacy-min-noise-multiplier``  smallest noise multiplier it accepts (default 0)
-``state-dir``                   its own directory for privacy state (and keys)
-==============================  ===================================================
+- ``privacy-unit``: ``none``, ``sample``, ``organization`` or ``release``;
+- ``privacy-epsilon``: total epsilon the hospital allows on its data;
+- ``privacy-delta``: largest delta it accepts;
+- ``privacy-min-noise-multiplier``: smallest noise multiplier it accepts (default 0);
+- ``privacy-require-distributed-noise``: refuse central noise, accept only its own shares;
+- ``state-dir``: its own directory for privacy state (and keys).
 
 In simulation (node config with ``partition-id`` and no ``privacy-unit``), the simulated
 hospitals adopt the experiment's ``privacy_budget`` as their policy, and keep their state
@@ -59,6 +56,7 @@ def hospital_policy(config: ExperimentConfig, node_config: Mapping[str, Any]) ->
             epsilon=float(node_config.get("privacy-epsilon", "nan")),
             delta=float(node_config.get("privacy-delta", "nan")),
             min_noise_multiplier=float(node_config.get("privacy-min-noise-multiplier", 0.0)),
+            require_distributed_noise=_flag(node_config.get("privacy-require-distributed-noise", False)),
         )
     except (TypeError, ValueError) as exc:
         raise ConfigError("node_config", f"privacy policy: {exc}") from exc
@@ -94,17 +92,29 @@ def hospital_state(
 def instruction_refusal(policy: HospitalPolicy, instruction: ConfigRecord | None) -> str | None:
     """Why the coordinator's privacy instruction breaks the hospital's policy, if it does."""
     if instruction is None:
-        unit, delta, noise = "none", None, None
+        unit, delta, noise, distributed = "none", None, None, False
     else:
         unit = str(instruction.get("mode", "none"))
         delta = _number(instruction.get("delta"))
         noise = _number(instruction.get("noise-multiplier")) if unit == "organization" else None
+        distributed = "frac-bits" in instruction
     if policy.unit == "none" and unit != "none":
         return (
             f"the coordinator asks for privacy unit {unit!r} but this hospital has no privacy policy "
             "(node config privacy-unit, privacy-epsilon, privacy-delta, state-dir)"
         )
-    return policy.refusal(unit=unit, delta=delta, noise_multiplier=noise)
+    return policy.refusal(unit=unit, delta=delta, noise_multiplier=noise, distributed=distributed)
+
+
+def _flag(value: object) -> bool:
+    """A node-config boolean (Flower passes ``true``/``false`` as bool, or as a string)."""
+    if isinstance(value, bool):
+        return value
+    if str(value).strip().lower() in ("true", "1", "yes"):
+        return True
+    if str(value).strip().lower() in ("false", "0", "no", ""):
+        return False
+    raise ConfigError("privacy-require-distributed-noise", f"expected true or false, got {value!r}")
 
 
 def _number(value: object) -> float | None:

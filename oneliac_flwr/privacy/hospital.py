@@ -54,12 +54,16 @@ class HospitalPolicy:
         The delta it accepts (a coordinator asking for a larger one is refused).
     min_noise_multiplier : float
         Smallest noise multiplier it accepts for an update-level mechanism (0: none).
+    require_distributed_noise : bool
+        ``organization`` unit only: refuse central noise (added by the coordinator, which
+        the hospital cannot verify) and accept only noise shares it adds itself.
     """
 
     unit: PrivacyUnit
     epsilon: float
     delta: float
     min_noise_multiplier: float = 0.0
+    require_distributed_noise: bool = False
 
     def __post_init__(self) -> None:
         if self.unit not in _UNITS:
@@ -73,7 +77,9 @@ class HospitalPolicy:
                 "privacy-min-noise-multiplier", f"must be a number >= 0, got {self.min_noise_multiplier!r}"
             )
 
-    def refusal(self, *, unit: str, delta: float | None, noise_multiplier: float | None) -> str | None:
+    def refusal(
+        self, *, unit: str, delta: float | None, noise_multiplier: float | None, distributed: bool = False
+    ) -> str | None:
         """Why the coordinator's instruction breaks this policy (``None``: it does not).
 
         Parameters
@@ -84,6 +90,8 @@ class HospitalPolicy:
             The delta it asks for.
         noise_multiplier : float or None
             The noise multiplier it announces for an update-level mechanism.
+        distributed : bool
+            Whether the hospital adds the noise itself (distributed noise shares).
         """
         if unit != self.unit:
             return f"the coordinator asks for privacy unit {unit!r}; this hospital's policy requires {self.unit!r}"
@@ -91,6 +99,8 @@ class HospitalPolicy:
             return None
         if delta is None or not delta <= self.delta:
             return f"the coordinator asks for delta={delta}; this hospital allows at most {self.delta}"
+        if unit == "organization" and self.require_distributed_noise and not distributed:
+            return "the coordinator asks for central noise; this hospital accepts only noise shares it adds itself"
         if noise_multiplier is not None and noise_multiplier < self.min_noise_multiplier:
             return (
                 f"the coordinator announces noise multiplier {noise_multiplier:.4g}; this hospital requires "
@@ -147,11 +157,15 @@ class HospitalPrivacyState:
             self.save()
             return
         data = read_tagged(self.path, key=self._key)
-        expected = {"schema": _SCHEMA, "organization": organization, "policy": asdict(policy)}
+        # the budget itself (unit, cap, delta) binds the history; noise preferences may change
+        budget = {k: asdict(policy)[k] for k in ("unit", "epsilon", "delta")}
+        saved = data.get("policy") if isinstance(data.get("policy"), dict) else {}
+        expected = {"schema": _SCHEMA, "organization": organization, "policy": budget}
+        found = {**data, "policy": {k: saved.get(k) for k in budget}}
         for name, value in expected.items():
-            if data.get(name) != value:
+            if found.get(name) != value:
                 raise StateIntegrityError(
-                    f"{self.path}: {name} is {data.get(name)!r}, expected {value!r}; a changed policy does not "
+                    f"{self.path}: {name} is {found.get(name)!r}, expected {value!r}; a changed budget does not "
                     f"reset the history. To reset it explicitly, delete {self.path} and {self.directory / KEY_FILE}"
                 )
         try:

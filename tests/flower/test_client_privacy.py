@@ -272,3 +272,12 @@ def test_finding_no_exception_text_reaches_the_coordinator(tmp_path: Path, hospi
     reply = build_client_app(config)(_train_message(config, instruction), _context(node))
     assert not reply.has_error()
     assert _status(reply) == ("rejected", "data_check") and reply.content[INFO]["reason"] == ""
+
+
+def test_finding_a_hospital_can_refuse_central_noise_it_cannot_verify() -> None:
+    policy = HospitalPolicy(unit="organization", epsilon=8.0, delta=DELTA, require_distributed_noise=True)
+    assert "central noise" in instruction_refusal(policy, ConfigRecord(ORGANIZATION))
+    assert instruction_refusal(policy, ConfigRecord({**ORGANIZATION, "frac-bits": 16})) is None
+    node = {"organization-id": "h1", "data-path": "x.csv", "privacy-unit": "organization", "privacy-epsilon": 8.0,
+            "privacy-delta": DELTA, "privacy-require-distributed-noise": "true"}  # fmt: skip
+    assert hospital_policy(_config(), node).require_distributed_noise is True
