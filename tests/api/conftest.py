@@ -66,13 +66,43 @@ class Service:
                 self.process.wait(timeout=20)
 
 
+PG_ENV = "ONELIAC_TEST_DATABASE_URL"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh coordinator database: a SQLite file, or a new database on the PostgreSQL
+    server named by ``ONELIAC_TEST_DATABASE_URL`` (``.ci/run`` starts one; skipped without it)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'coordinator.db'}"
+        return
+    server = os.environ.get(PG_ENV)
+    if not server:
+        pytest.skip(f"{PG_ENV} is not set (.ci/run starts a throwaway PostgreSQL)")
+    import secrets
+
+    from sqlalchemy import create_engine
+    from sqlalchemy.engine import make_url
+
+    name = "oneliac_" + secrets.token_hex(6)
+    admin = create_engine(server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.exec_driver_sql(f"CREATE DATABASE {name}")
+    try:
+        yield make_url(server).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as connection:
+            connection.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        admin.dispose()
+
+
 @pytest.fixture
-def start_service(tmp_path: Path) -> Iterator:
-    """Factory of services; every one is stopped by its PID at the end of the test."""
+def start_service(tmp_path: Path, database_url: str) -> Iterator:
+    """Factory of services on one database; every one is stopped by its PID at the end."""
     started: list[Service] = []
 
-    def start(*, database_url: str | None = None, ready: bool = True, verify: bool | str = True, **kwargs) -> Service:
-        url = database_url or f"sqlite:///{tmp_path / 'coordinator.db'}"
+    def start(*, ready: bool = True, verify: bool | str = True, **kwargs) -> Service:
+        url = database_url
         service = Service(tmp_path, database_url=url, **kwargs)
         started.append(service)
         if ready:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import signal
-import sqlite3
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -14,6 +13,7 @@ import httpx
 import numpy as np
 import pytest
 from safetensors.numpy import load as safetensors_load
+from sqlalchemy import create_engine, text
 
 from conftest import ADMIN, PREFIX, ROOT, hospital
 
@@ -29,7 +29,7 @@ def problem(response: httpx.Response, status: int) -> dict:
     return body
 
 
-def test_registration_returns_id_key_once_and_stores_only_its_hash(service, tmp_path: Path) -> None:
+def test_registration_returns_id_key_once_and_stores_only_its_hash(service, database_url: str, tmp_path: Path) -> None:
     with service.client() as admin:
         created = admin.post(f"{PREFIX}/organizations", json=hospital("Hospital A"))
         assert created.status_code == 201, created.text
@@ -41,9 +41,15 @@ def test_registration_returns_id_key_once_and_stores_only_its_hash(service, tmp_
         listed = admin.get(f"{PREFIX}/organizations").json()
         assert [o["organization_id"] for o in listed] == [body["organization_id"]]
         assert "api_key" not in listed[0]
-    stored = sqlite3.connect(tmp_path / "coordinator.db").execute("select api_key_hash from organizations").fetchall()
-    assert stored == [(hashlib.sha256(body["api_key"].encode()).hexdigest(),)]
-    assert body["api_key"].encode() not in (tmp_path / "coordinator.db").read_bytes()
+    engine = create_engine(database_url)
+    with engine.connect() as connection:
+        stored = connection.execute(text("select api_key_hash from organizations")).fetchall()
+        dumped = repr(connection.execute(text("select * from organizations")).fetchall())
+    engine.dispose()
+    assert [tuple(r) for r in stored] == [(hashlib.sha256(body["api_key"].encode()).hexdigest(),)]
+    assert body["api_key"] not in dumped
+    if database_url.startswith("sqlite"):
+        assert body["api_key"].encode() not in (tmp_path / "coordinator.db").read_bytes()
 
 
 def test_bad_registrations_are_problems_naming_the_field(service) -> None:

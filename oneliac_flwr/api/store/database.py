@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 __all__ = ["Database"]
 
 MIGRATIONS = Path(__file__).with_name("migrations")
+MIGRATION_LOCK = 0x0E11AC  # PostgreSQL advisory-lock key held while migrating
 
 
 class Database:
@@ -41,10 +42,14 @@ class Database:
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     def migrate(self) -> None:
-        """Bring the schema to the newest Alembic revision (safe to call at every start)."""
+        """Bring the schema to the newest Alembic revision (safe at every start, and from
+        several processes at once: SQLite's immediate transaction or a PostgreSQL advisory
+        lock serialises them)."""
         config = Config()
         config.set_main_option("script_location", str(MIGRATIONS))
         with self.engine.begin() as connection:
+            if not self.is_sqlite:  # processes starting together migrate one at a time
+                connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})")
             config.attributes["connection"] = connection
             command.upgrade(config, "head")
 
