@@ -62,6 +62,11 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+def _aware(moment: datetime) -> datetime:
+    """Stored times are UTC; SQLite hands them back without a zone."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
 def _initial_weights(experiment: ExperimentConfig) -> bytes:
     from oneliac_flwr.models import new_model  # torch is needed only here, at start-up
 
@@ -77,7 +82,7 @@ def _organization_out(org: Organization) -> OrganizationOut:
         active=org.active,
         encryption_key_fingerprint=fingerprint(org.encryption_key),
         identity_key_fingerprint=identity_fingerprint(org.identity_key) if org.identity_key else None,
-        created_at=org.created_at,
+        created_at=_aware(org.created_at),
     )
 
 
@@ -252,7 +257,7 @@ def create_app(*, coordinator: CoordinatorConfig, experiment: ExperimentConfig, 
         with database.transaction() as session:
             rows = session.scalars(select(AuditEvent).order_by(AuditEvent.id.desc()).limit(limit))
             return [
-                AuditEventOut(at=r.at, actor=r.actor, action=r.action, organization_id=r.organization_id, detail=r.detail)
+                AuditEventOut(at=_aware(r.at), actor=r.actor, action=r.action, organization_id=r.organization_id, detail=r.detail)
                 for r in rows
             ]
 
