@@ -7,7 +7,7 @@ Per model size (an MLP on the breast-cancer table, hidden sizes chosen for the s
 service start-up to the first answer, registration latency of ``--orgs`` organizations
 (p50/p99), ``GET /api/v1/federated/model`` latency (p50/p99) and throughput in MB/s for the
 JSON form (0x hex) and the raw safetensors form, and SQLite growth per registration.
-REST training rounds are not implemented yet, so nothing here measures a round.
+Rounds are not measured here yet (plain REST rounds exist; secure-sum REST rounds do not).
 stdout carries the JSON only.
 """
 
@@ -117,7 +117,7 @@ def main() -> None:
     args = parser.parse_args()
     results = [measure(label, hidden, orgs=args.orgs, downloads=args.downloads) for label, hidden in SIZES.items()]
     print(json.dumps({"machine": {"cpus": os.cpu_count()}, "orgs": args.orgs, "results": results,
-                      "not_measured": "REST secure-sum and plain rounds (not implemented yet)"}, indent=2))  # fmt: skip
+                      "not_measured": "REST rounds (plain rounds are not benchmarked yet; secure-sum REST rounds are not built)"}, indent=2))  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -13,7 +13,11 @@ from oneliac_flwr.errors import SecureAggregationError
 from oneliac_flwr.secure.keys import check_public_key
 
 __all__ = [
+    "CoordinatorKeyOut",
+    "GradientsIn",
     "ModelOut",
+    "Receipt",
+    "RoundOut",
     "OrganizationCreated",
     "OrganizationIn",
     "OrganizationOut",
@@ -113,6 +117,56 @@ class ModelOut(BaseModel):
     organizations_contributed: int
     training_round: int
     epsilon_spent: float | None
+
+
+class GradientsIn(BaseModel):
+    """``POST /api/v1/federated/gradients`` (the documented body).
+
+    In ``fedavg`` mode ``gradients_encrypted`` is ``0x`` + the hex of the update sealed to
+    the coordinator's key (``GET /coordinator-key``); the sealed plaintext is a safetensors
+    file of the organization's local model (the model's tensor names). ``sample_count`` is
+    its weight: the coordinator sees the update anyway in this mode, and the body travels
+    over TLS.
+    """
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    organization_id: str = Field(max_length=40, examples=["org_0123456789abcdef"])
+    round: int = Field(ge=1, le=10**6)
+    gradients_encrypted: str = Field(pattern=r"^0x([0-9a-fA-F]{2})+$", examples=["0x00"])
+    model_version: str = Field(max_length=40, examples=["1.0.0"])
+    sample_count: int = Field(ge=1, le=10**9)
+
+
+class Receipt(BaseModel):
+    """An accepted submission; the same body again gets the same receipt."""
+
+    receipt: str
+    round: int
+    organization_id: str
+    replayed: bool
+
+
+class RoundOut(BaseModel):
+    """A round's state and what the calling organization must do next."""
+
+    round: int | None
+    status: str = Field(description="waiting | open | ok | skipped | failed | unavailable")
+    model_version: str | None = None
+    deadline: datetime | None = None
+    roster_size: int | None = None
+    in_roster: bool | None = None
+    next_action: str = Field(description="submit | wait | finished | none")
+    reason: str | None = None
+    dropouts: list[str] | None = None
+    contributors: int | None = None
+
+
+class CoordinatorKeyOut(BaseModel):
+    """The coordinator's published X25519 sealing key."""
+
+    public_key: str
+    fingerprint: str
 
 
 class AuditEventOut(BaseModel):

@@ -11,7 +11,7 @@ It works on numpy arrays and small dataclasses and imports neither Flower nor HT
 """
 
 from oneliac_flwr.coordinator.aggregate import Aggregate, SecureSumOutcome, plain_aggregate, secure_sum_aggregate
-from oneliac_flwr.coordinator.round import PrivacyGuard, RoundCore, RoundOutcome, ServerUpdate
+from oneliac_flwr.coordinator.round import PrivacyGuard, RoundCore, RoundOutcome, ServerUpdate, mean_server_update
 
 __all__ = [
     "Aggregate",
@@ -20,6 +20,7 @@ __all__ = [
     "RoundOutcome",
     "SecureSumOutcome",
     "ServerUpdate",
+    "mean_server_update",
     "plain_aggregate",
     "secure_sum_aggregate",
 ]

@@ -10,7 +10,7 @@ import numpy as np
 from oneliac_flwr.coordinator.aggregate import Aggregate
 from oneliac_flwr.results import RoundRecord
 
-__all__ = ["PrivacyGuard", "RoundCore", "RoundOutcome", "ServerUpdate"]
+__all__ = ["PrivacyGuard", "RoundCore", "RoundOutcome", "ServerUpdate", "mean_server_update"]
 
 
 class PrivacyGuard(Protocol):
@@ -62,6 +62,21 @@ class ServerUpdate(Protocol):
         metrics: dict[str, float],
         total_weight: float,
     ) -> tuple[list[np.ndarray] | None, dict[str, float] | None]: ...
+
+
+def mean_server_update(
+    server_round: int,
+    global_arrays: list[np.ndarray],
+    averaged: list[np.ndarray],
+    metrics: dict[str, float],
+    total_weight: float,
+) -> tuple[list[np.ndarray] | None, dict[str, float] | None]:
+    """The server rule of FedAvg and FedProx: the new model is the weighted mean itself.
+
+    Stateless, so a coordinator that keeps no state in memory (the REST service) can apply
+    it in any process; ``tests/api`` checks it against Flower's ``FedAvg``.
+    """
+    return averaged, metrics
 
 
 @dataclass(kw_only=True)

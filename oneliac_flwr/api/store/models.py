@@ -7,7 +7,7 @@ from datetime import datetime
 from sqlalchemy import Boolean, DateTime, ForeignKey, Integer, LargeBinary, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-__all__ = ["AuditEvent", "Base", "ModelVersion", "Organization"]
+__all__ = ["AuditEvent", "Base", "CoordinatorKey", "ModelVersion", "Organization", "Round", "Submission"]
 
 
 class Base(DeclarativeBase):
@@ -55,3 +55,45 @@ class AuditEvent(Base):
     action: Mapped[str] = mapped_column(String(60))
     organization_id: Mapped[str | None] = mapped_column(ForeignKey("organizations.id"), nullable=True)
     detail: Mapped[str] = mapped_column(Text, default="")
+
+
+class CoordinatorKey(Base):
+    """The coordinator's X25519 key pair that fedavg submissions are sealed to (one row)."""
+
+    __tablename__ = "coordinator_keys"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    private_key: Mapped[bytes] = mapped_column(LargeBinary(32))
+    public_key: Mapped[bytes] = mapped_column(LargeBinary(32))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class Round(Base):
+    """A training round: its roster is fixed when it opens; it closes at its deadline or
+    when every organization on the roster has submitted."""
+
+    __tablename__ = "rounds"
+
+    number: Mapped[int] = mapped_column(Integer, primary_key=True)
+    status: Mapped[str] = mapped_column(String(20))
+    base_version: Mapped[str] = mapped_column(String(40))
+    roster: Mapped[str] = mapped_column(Text)
+    opened_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    deadline: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    closed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    report: Mapped[str] = mapped_column(Text, default="{}")
+
+
+class Submission(Base):
+    """One organization's sealed update for one round (kept sealed at rest)."""
+
+    __tablename__ = "submissions"
+
+    round: Mapped[int] = mapped_column(ForeignKey("rounds.number"), primary_key=True)
+    organization_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"), primary_key=True)
+    body_sha256: Mapped[str] = mapped_column(String(64))
+    receipt: Mapped[str] = mapped_column(String(64))
+    payload: Mapped[bytes] = mapped_column(LargeBinary)
+    sample_count: Mapped[int] = mapped_column(Integer)
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
