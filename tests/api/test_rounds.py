@@ -235,3 +235,27 @@ def test_twenty_concurrent_submissions_through_two_processes(start_service) -> N
         assert [r["round"] for r in rounds] == [1] and rounds[0]["contributors"] == 20
         opened = [e for e in admin.get(f"{PREFIX}/audit", params={"limit": 1000}).json() if e["action"].startswith("round.")]
         assert sorted(e["action"] for e in opened) == ["round.ok", "round.opened"]  # each transition exactly once
+
+
+def test_configurations_without_rest_rounds_say_so(start_service) -> None:
+    service = start_service(extra=["aggregation_config.aggregation_method=secure_sum"])
+    (org,) = register(service, 1)
+    with service.client(token=org["api_key"]) as client:
+        state = status(client)
+        assert state["status"] == "unavailable" and "secure_sum" in state["reason"]
+        payload = {"organization_id": org["organization_id"], "round": 1, "gradients_encrypted": "0x00",
+                   "model_version": "1.0.0", "sample_count": 1}  # fmt: skip
+        refused = client.post(f"{PREFIX}/gradients", json=payload)
+        assert refused.status_code == 501 and refused.json()["type"].endswith("rounds_unavailable")
+        assert model(client)[2]["model_version"] == "1.0.0"  # the registry still serves
+
+
+def test_rounds_unavailable_names_each_missing_piece() -> None:
+    from oneliac_flwr.api.rounds import rounds_unavailable
+    from oneliac_flwr.config import ExperimentConfig
+
+    assert rounds_unavailable(ExperimentConfig()) is None
+    fedadam = ExperimentConfig.from_dict({"strategy": {"name": "fedadam"}})
+    assert "fedadam" in rounds_unavailable(fedadam)
+    secure = ExperimentConfig.from_dict({"aggregation_config": {"aggregation_method": "secure_sum"}})
+    assert "secure_sum" in rounds_unavailable(secure)
