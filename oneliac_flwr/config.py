@@ -25,6 +25,7 @@ from oneliac_flwr.errors import ConfigError
 __all__ = [
     "BREAST_CANCER_FEATURE_BOUNDS",
     "AggregationConfig",
+    "CoordinatorConfig",
     "DatasetConfig",
     "ExperimentConfig",
     "FaultsConfig",
@@ -408,6 +409,60 @@ class FaultsConfig:
             if partition_id in getattr(self, kind):
                 return kind
         return None
+
+
+@dataclass(frozen=True, kw_only=True)
+class CoordinatorConfig:
+    """The REST coordinator service (``coordinator.*``, Hydra group ``conf/coordinator``).
+
+    Parameters
+    ----------
+    host : str
+        Address uvicorn listens on (``127.0.0.1``; ``0.0.0.0`` for a real site, behind TLS).
+    port : int
+        TCP port (0 to 65535).
+    database_url : str
+        SQLAlchemy URL: ``sqlite:///fl.db`` (default kind) or
+        ``postgresql+psycopg://user@host/db``.
+    ssl_certfile, ssl_keyfile : str or None
+        PEM certificate chain and private key; both or neither (then plain HTTP: loopback
+        or behind a TLS-terminating proxy only).
+    max_body_bytes : int
+        Largest request body accepted (413 above it).
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    database_url: str = "sqlite:///oneliac-coordinator.db"
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    max_body_bytes: int = 64 * 1024 * 1024
+
+    def _check(self, path: str) -> None:
+        _require(0 <= self.port <= 65535, f"{path}.port", f"must be in 0..65535, got {self.port}")
+        _require(bool(self.host), f"{path}.host", "must not be empty")
+        _require(
+            self.database_url.startswith(("sqlite://", "postgresql")),
+            f"{path}.database_url",
+            f"expected sqlite:///FILE or postgresql+psycopg://..., got {self.database_url!r}",
+        )
+        _require(
+            (self.ssl_certfile is None) == (self.ssl_keyfile is None),
+            f"{path}.ssl_keyfile" if self.ssl_keyfile is None else f"{path}.ssl_certfile",
+            "ssl_certfile and ssl_keyfile go together",
+        )
+        _require(self.max_body_bytes >= 1024, f"{path}.max_body_bytes", f"must be >= 1024, got {self.max_body_bytes}")
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> CoordinatorConfig:
+        """Build and validate from the ``coordinator`` group (fields named ``coordinator.*``).
+
+        Raises
+        ------
+        ConfigError
+            On an unknown key, a wrong type or an out-of-range value.
+        """
+        return _build(cls, data, "coordinator")
 
 
 @dataclass(frozen=True, kw_only=True)

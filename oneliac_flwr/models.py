@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from oneliac_flwr.errors import ConfigError
 
-__all__ = ["MODEL_NAMES", "build_model"]
+if TYPE_CHECKING:
+    from oneliac_flwr.config import ExperimentConfig
+
+__all__ = ["MODEL_NAMES", "build_model", "new_model"]
 
 MODEL_NAMES = ("logistic", "mlp")
 
@@ -62,3 +66,16 @@ def _initialise(model: nn.Module, generator: torch.Generator) -> None:
                 bound = 1.0 / module.in_features**0.5
                 module.weight.uniform_(-bound, bound, generator=generator)
                 module.bias.uniform_(-bound, bound, generator=generator)
+
+
+def new_model(config: ExperimentConfig) -> torch.nn.Module:
+    """The run's model with its seeded initial weights (the same on every party)."""
+    from oneliac_flwr.data import num_features
+
+    return build_model(
+        config.model.name,
+        num_features=num_features(config),
+        num_classes=config.dataset.num_classes,
+        hidden_sizes=config.model.hidden_sizes,
+        generator=torch.Generator().manual_seed(config.seed),
+    )

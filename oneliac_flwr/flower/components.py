@@ -6,10 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import torch
-
 from oneliac_flwr.config import ExperimentConfig
-from oneliac_flwr.data import num_features
 from oneliac_flwr.flower.checks import ServerValidator
 from oneliac_flwr.flower.inner import build_inner_strategy
 from oneliac_flwr.flower.plain import PlainAggregator
@@ -26,21 +23,10 @@ from oneliac_flwr.privacy import share_bound
 from oneliac_flwr.secure import RingSpec, plan_ring
 from oneliac_flwr.flower.strategy import OneliacStrategy
 from oneliac_flwr.masked_statistics import slots as statistics_slots
-from oneliac_flwr.models import build_model
+from oneliac_flwr.models import new_model
 from oneliac_flwr.results import RoundRecord
 
 __all__ = ["build_strategy", "new_model"]
-
-
-def new_model(config: ExperimentConfig) -> torch.nn.Module:
-    """The run's model with its seeded initial weights (the same on every party)."""
-    return build_model(
-        config.model.name,
-        num_features=num_features(config),
-        num_classes=config.dataset.num_classes,
-        hidden_sizes=config.model.hidden_sizes,
-        generator=torch.Generator().manual_seed(config.seed),
-    )
 
 
 # Checks the coordinator can still run when it only sees metadata (secure sum).

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import numpy as np
+from flwr.app import ArrayRecord, Message, MessageType, MetricRecord, RecordDict
+from flwr.serverapp.strategy.fedopt import FedOpt
 from flwr.serverapp.strategy import FedAdagrad, FedAdam, FedAvg, FedAvgM, FedProx, FedYogi, Strategy
 
 from oneliac_flwr.config import ExperimentConfig
 from oneliac_flwr.errors import ConfigError
+from oneliac_flwr.flower.records import METRICS, NUM_EXAMPLES
 
-__all__ = ["WEIGHTED_MEAN_STRATEGIES", "build_inner_strategy"]
+__all__ = ["WEIGHTED_MEAN_STRATEGIES", "InnerStrategyUpdate", "build_inner_strategy"]
 
 WEIGHTED_MEAN_STRATEGIES: dict[str, type[FedAvg]] = {
     "fedavg": FedAvg,
@@ -44,3 +48,53 @@ def build_inner_strategy(config: ExperimentConfig) -> Strategy:
     if cls in (FedAdam, FedYogi, FedAdagrad):
         return cls(**common, eta=settings.eta, eta_l=settings.eta_l, tau=settings.tau)
     return FedAvg(**common)
+
+
+class InnerStrategyUpdate:
+    """A Flower weighted-mean strategy's server-side update, as the core's ``ServerUpdate``.
+
+    The strategy sees the aggregate as one synthetic reply holding ``global + mean_update``
+    with the round's total weight, so its own rule (FedAvg's mean, FedAvgM's momentum,
+    FedAdam's moments, ...) is what updates the model.
+
+    Parameters
+    ----------
+    inner : flwr.serverapp.strategy.Strategy
+        The weighted-mean strategy (its optimizer state lives in this object).
+    """
+
+    def __init__(self, inner: Strategy) -> None:
+        self.inner = inner
+
+    def _start_from(self, global_arrays: list[np.ndarray]) -> None:
+        """Give a server optimizer the round's starting model, as its ``configure_train``
+        does (idempotent after it: FedOpt takes the model each round, FedAvgM only the first)."""
+        if isinstance(self.inner, FedOpt):
+            record = ArrayRecord(numpy_ndarrays=global_arrays)
+            self.inner.current_arrays = {k: a.numpy() for k, a in record.items()}
+        elif isinstance(self.inner, FedAvgM) and self.inner.current_arrays is None:
+            self.inner.current_arrays = ArrayRecord(numpy_ndarrays=global_arrays)
+
+    def __call__(
+        self,
+        server_round: int,
+        global_arrays: list[np.ndarray],
+        averaged: list[np.ndarray],
+        metrics: dict[str, float],
+        total_weight: float,
+    ) -> tuple[list[np.ndarray] | None, dict[str, float] | None]:
+        """Run the inner strategy's ``aggregate_train`` on the synthetic reply."""
+        self._start_from(global_arrays)
+        array_key = str(getattr(self.inner, "arrayrecord_key", "arrays"))
+        weight_key = str(getattr(self.inner, "weighted_by_key", NUM_EXAMPLES))
+        content = RecordDict(
+            {
+                array_key: ArrayRecord(numpy_ndarrays=averaged),
+                METRICS: MetricRecord({**metrics, weight_key: float(total_weight)}),
+            }
+        )
+        reply = Message(content=content, dst_node_id=0, message_type=MessageType.TRAIN)
+        arrays, new_metrics = self.inner.aggregate_train(server_round, [reply])
+        if arrays is None:
+            return None, None
+        return arrays.to_numpy_ndarrays(), (dict(new_metrics) if new_metrics is not None else None)

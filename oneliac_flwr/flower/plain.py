@@ -7,17 +7,10 @@ from flwr.app import ConfigRecord
 from flwr.serverapp import Grid
 
 from oneliac_flwr.flower.records import TrainReply
-from oneliac_flwr.flower.strategy import Aggregate
+from oneliac_flwr.coordinator import Aggregate, plain_aggregate
 from oneliac_flwr.results import RoundRecord
 
-__all__ = ["PlainAggregator", "weighted_mean_metrics"]
-
-
-def weighted_mean_metrics(replies: list[TrainReply], weights: np.ndarray) -> dict[str, float]:
-    """Weighted mean of the metrics every reply carries."""
-    keys = set.intersection(*(set(r.metrics) for r in replies)) if replies else set()
-    keys.discard("num-examples")
-    return {k: float(np.average([r.metrics[k] for r in replies], weights=weights)) for k in sorted(keys)}
+__all__ = ["PlainAggregator"]
 
 
 class PlainAggregator:
@@ -49,14 +42,10 @@ class PlainAggregator:
         record: RoundRecord,
     ) -> Aggregate:
         """Weighted mean of the updates of ``replies``."""
-        weights = np.array([1.0 if self.uniform_weights else r.num_examples for r in replies], dtype=np.float64)
-        mean_update = []
-        for index, current in enumerate(global_arrays):
-            stacked = np.stack([r.arrays[index].astype(np.float64) - current for r in replies])
-            mean_update.append(np.tensordot(weights / weights.sum(), stacked, axes=1))
-        return Aggregate(
-            mean_update=mean_update,
-            total_weight=float(weights.sum()),
-            counted=[r.node_id for r in replies],
-            metrics=weighted_mean_metrics(replies, weights),
+        return plain_aggregate(
+            participants=[r.node_id for r in replies],
+            arrays=[r.arrays for r in replies],
+            weights=[1.0 if self.uniform_weights else float(r.num_examples) for r in replies],
+            metrics=[r.metrics for r in replies],
+            global_arrays=global_arrays,
         )

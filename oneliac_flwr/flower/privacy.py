@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 from oneliac_flwr.config import ExperimentConfig
 from oneliac_flwr.errors import ConfigError
-from oneliac_flwr.flower.strategy import Aggregate
+from oneliac_flwr.coordinator import Aggregate
 from oneliac_flwr.privacy import (
     DifferentialPrivacy,
     GaussianRelease,

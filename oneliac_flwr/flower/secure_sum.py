@@ -23,8 +23,7 @@ from flwr.serverapp import Grid
 from oneliac_flwr.config import ExperimentConfig
 from oneliac_flwr.errors import ConfigError, ProtocolViolation, RoundFailed, SecureAggregationError
 from oneliac_flwr.flower.records import MASKED, SECURE_SUM, TrainReply
-from oneliac_flwr.flower.strategy import Aggregate
-from oneliac_flwr.masked_statistics import unpack_statistics
+from oneliac_flwr.coordinator import Aggregate, secure_sum_aggregate
 from oneliac_flwr.results import Rejection, RoundRecord
 from oneliac_flwr.secure import (
     AdvertiseKeys,
@@ -35,7 +34,6 @@ from oneliac_flwr.secure import (
     UnmaskResponse,
     plan_ring,
 )
-from oneliac_flwr.validation import check_aggregate
 
 __all__ = ["CONFIRM_ACTION", "KEYS_ACTION", "UNMASK_ACTION", "SecureSumAggregator", "ring_for", "threshold_for"]
 
@@ -262,26 +260,16 @@ class SecureSumAggregator:
         counted = [n for n in result.counted if n in accepted]
         if self.on_reveal is not None:
             self.on_reveal(server_round, len(counted))  # the sum is revealed: account before any check
-        update_sum = result.weighted_sum[: self.num_parameters]
-        metrics: dict[str, float] = {}
-        if self.statistics_slots:
-            stats = unpack_statistics(result.weighted_sum[self.num_parameters :], bound=self.spec.clip_bound)
-            total_weight = stats.total_weight
-            metrics = {"train_loss": stats.train_loss, "train_accuracy": stats.train_accuracy}
-            if stats.eval_accuracy is not None and stats.eval_loss is not None:
-                metrics |= {"received_eval_loss": stats.eval_loss, "received_eval_accuracy": stats.eval_accuracy}
-            label_distribution = [round(f, 6) for f in stats.label_fractions]
-        else:  # under DP every update weighs 1 and no statistic is sent
-            total_weight = float(len(counted))
-            label_distribution = None
-        check = check_aggregate(
-            update_sum,
-            total_weight=total_weight,
-            n_participants=len(counted),
-            clip_norm=self.spec.clip_bound,
+        outcome = secure_sum_aggregate(
+            result.weighted_sum,
+            counted=counted,
+            global_arrays=global_arrays,
+            statistics_slots=self.statistics_slots,
+            clip_bound=self.spec.clip_bound,
+            frac_bits=self.spec.frac_bits,
             noise_std=self.noise_std,
-            quantization_step=2.0 ** (-self.spec.frac_bits),
         )
+        total_weight = outcome.aggregate.total_weight
         record.secure_sum = {
             "counted": [accepted[n].organization for n in counted],
             "dropped": [int(n) for n in result.dropped],
@@ -294,23 +282,10 @@ class SecureSumAggregator:
             "ring_bits": self.spec.bits,
             "frac_bits": self.spec.frac_bits,
             "error_bound_sum": float(result.error_bound),
-            "aggregate_check": check.to_dict(),
+            "aggregate_check": outcome.check.to_dict(),
             "total_weight": round(total_weight, 6),
-            "label_distribution": label_distribution,
+            "label_distribution": outcome.label_distribution,
         }
-        if not check.passed:
-            raise RoundFailed(f"aggregate_bounds_check: {check.reason}")
-        if total_weight <= 0:
-            raise RoundFailed("the unmasked total weight is not positive")
-        flat_mean = update_sum / total_weight
-        mean_update, offset = [], 0
-        for array in global_arrays:
-            mean_update.append(flat_mean[offset : offset + array.size].reshape(array.shape))
-            offset += array.size
-        return Aggregate(
-            mean_update=mean_update,
-            total_weight=total_weight,
-            counted=counted,
-            metrics=metrics,
-        )
-
+        if outcome.failure is not None:
+            raise RoundFailed(outcome.failure)
+        return outcome.aggregate

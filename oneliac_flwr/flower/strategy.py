@@ -22,17 +22,17 @@ from __future__ import annotations
 import logging
 import time
 import traceback
-from dataclasses import dataclass
 from collections.abc import Callable, Iterable
 from typing import Protocol
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Result, Strategy
 
+from oneliac_flwr.coordinator import Aggregate, PrivacyGuard, RoundCore
+from oneliac_flwr.flower.inner import InnerStrategyUpdate
 from oneliac_flwr.flower.records import (
-    METRICS,
     NUM_EXAMPLES,
     PRIVACY,
     EvalReply,
@@ -45,28 +45,6 @@ from oneliac_flwr.results import Rejection, RoundRecord
 __all__ = ["Aggregate", "Aggregator", "OneliacStrategy", "PrivacyGuard", "SubmissionValidator"]
 
 logger = logging.getLogger("oneliac_flwr")
-
-
-@dataclass(frozen=True, kw_only=True)
-class Aggregate:
-    """A round's aggregate as the aggregator hands it back.
-
-    Parameters
-    ----------
-    mean_update : list of numpy.ndarray
-        The (weighted) mean model update of the counted organizations.
-    total_weight : float
-        Sum of their weights.
-    counted : list of int
-        Node ids whose updates are in the aggregate.
-    metrics : dict
-        Weighted-mean training metrics.
-    """
-
-    mean_update: list[np.ndarray]
-    total_weight: float
-    counted: list[int]
-    metrics: dict[str, float]
 
 
 class SubmissionValidator(Protocol):
@@ -94,38 +72,6 @@ class Aggregator(Protocol):
         record: RoundRecord,
     ) -> Aggregate:
         """Aggregate the accepted replies (raise to fail the round; the model stays)."""
-        ...
-
-
-class PrivacyGuard(Protocol):
-    """Differential-privacy hooks: budget check, noise, accounting."""
-
-    def check_round(self, server_round: int) -> str | None:
-        """Return a reason to stop before this round, or ``None`` to go on."""
-        ...
-
-    def client_config(self) -> dict[str, int | float | str | bool]:
-        """Settings the clients need (mode, clip, noise) for this round."""
-        ...
-
-    def on_receipt(self, server_round: int, releases: int) -> None:
-        """Replies carrying an update arrived (called before any validation)."""
-        ...
-
-    def on_reveal(self, server_round: int, contributors: int) -> None:
-        """A secure sum was unmasked (called before its checks)."""
-        ...
-
-    def privatize(self, server_round: int, aggregate: Aggregate, rng: np.random.Generator) -> Aggregate:
-        """Apply coordinator-side noise (if any) to the aggregate."""
-        ...
-
-    def end_round(self, server_round: int, record: RoundRecord) -> None:
-        """See how the round ended (also when it was skipped); fill ``record.privacy``."""
-        ...
-
-    def report(self) -> dict:
-        """The full privacy report."""
         ...
 
 
@@ -169,6 +115,12 @@ class OneliacStrategy(Strategy):
         self.privacy = privacy
         self.rng = rng
         self.on_round_end = on_round_end
+        self.core = RoundCore(
+            min_participants=min_participants,
+            server_update=InnerStrategyUpdate(inner),
+            rng=rng,
+            privacy=privacy,
+        )
         self.records: dict[int, RoundRecord] = {}
         self.stopped_reason: str = "max_rounds_reached"
         self.stop_detail: str | None = None
@@ -183,10 +135,6 @@ class OneliacStrategy(Strategy):
     def _array_key(self) -> str:
         return str(getattr(self.inner, "arrayrecord_key", "arrays"))
 
-    @property
-    def _weight_key(self) -> str:
-        return str(getattr(self.inner, "weighted_by_key", NUM_EXAMPLES))
-
     def record(self, server_round: int) -> RoundRecord:
         """The record of ``server_round`` (created on first use)."""
         if server_round not in self.records:
@@ -198,11 +146,6 @@ class OneliacStrategy(Strategy):
         record.failure_reason = reason
         logger.warning("round %d %s: %s", record.round, status, reason)
         return None, None
-
-    def _synthetic_reply(self, node_id: int, arrays: ArrayRecord, metrics: dict[str, float], weight: float) -> Message:
-        metric_record = MetricRecord({**metrics, self._weight_key: float(weight)})
-        content = RecordDict({self._array_key: arrays, METRICS: metric_record})
-        return Message(content=content, dst_node_id=node_id, message_type=MessageType.TRAIN)
 
     # ------------------------------------------------------------------ Strategy hooks
     def summary(self) -> None:
@@ -289,45 +232,22 @@ class OneliacStrategy(Strategy):
             if node not in answered:
                 org = self._organizations.get(node, f"node-{node}")
                 record.rejected.append(Rejection(node, org, "timeout", f"no reply within {self._timeout:.0f} s"))
-        if len(accepted) < self.min_participants:
-            return self._fail(
-                record,
-                "skipped",
-                f"{len(accepted)} accepted submission(s) < min_participants={self.min_participants}",
-            )
+        short = self.core.enough(len(accepted), "accepted submission(s)")
+        if short is not None:
+            return self._fail(record, "skipped", short)
         aggregate = self.aggregator.aggregate(server_round, accepted, global_arrays, self._grid, self._timeout, record)  # type: ignore[arg-type]
-        if len(aggregate.counted) < self.min_participants:
-            return self._fail(
-                record,
-                "skipped",
-                f"{len(aggregate.counted)} counted submission(s) < min_participants={self.min_participants}",
-            )
-        if self.privacy is not None:
-            aggregate = self.privacy.privatize(server_round, aggregate, self.rng)
-        received_eval = {k: aggregate.metrics.pop(k) for k in list(aggregate.metrics) if k.startswith("received_")}
-        self._attribute_received_evaluation(server_round, received_eval)
+        outcome = self.core.complete(server_round, aggregate, global_arrays)
+        self._attribute_received_evaluation(server_round, outcome.received_evaluation)
+        if outcome.status != "ok" or outcome.arrays is None:
+            return self._fail(record, outcome.status, outcome.reason or "round not completed")
         by_node = {r.node_id: r for r in accepted}
         record.participants = [by_node[n].organization for n in aggregate.counted if n in by_node]
-        new_arrays = [g + u.astype(g.dtype) for g, u in zip(global_arrays, aggregate.mean_update, strict=True)]
-        synthetic = self._synthetic_reply(
-            aggregate.counted[0],
-            ArrayRecord(numpy_ndarrays=new_arrays),
-            aggregate.metrics,
-            aggregate.total_weight,
-        )
-        arrays, metrics = self.inner.aggregate_train(server_round, [synthetic])
-        if arrays is None:
-            return self._fail(record, "failed", "the inner strategy returned no arrays")
-        # Server optimizers (FedAdam, ...) compute in float64: keep the model's own dtypes.
-        updated = [a.astype(g.dtype, copy=False) for a, g in zip(arrays.to_numpy_ndarrays(), global_arrays, strict=True)]
-        if not all(np.isfinite(a).all() for a in updated):
-            return self._fail(record, "failed", "the aggregate is not finite; model left unchanged")
-        arrays = ArrayRecord(numpy_ndarrays=updated)
-        if metrics is not None:
-            record.train_loss = _maybe(metrics.get("train_loss"))
-            record.train_accuracy = _maybe(metrics.get("train_accuracy"))
+        metrics = MetricRecord(outcome.metrics) if outcome.metrics is not None else None
+        if outcome.metrics is not None:
+            record.train_loss = _maybe(outcome.metrics.get("train_loss"))
+            record.train_accuracy = _maybe(outcome.metrics.get("train_accuracy"))
         record.status = "ok"
-        return arrays, metrics
+        return ArrayRecord(numpy_ndarrays=outcome.arrays), metrics
 
     def _attribute_received_evaluation(self, server_round: int, values: dict[str, float]) -> None:
         """Secure sum evaluates the model each organization *received* inside the training

@@ -20,7 +20,7 @@ from oneliac_flwr.flower.components import build_strategy, new_model
 from oneliac_flwr.flower.privacy import LEDGER_FILE, LedgerGuard, federation_state_dir
 from oneliac_flwr.flower.records import ARRAYS
 from oneliac_flwr.flower.serverapp import run_federation
-from oneliac_flwr.flower.strategy import Aggregate
+from oneliac_flwr.coordinator import Aggregate
 from oneliac_flwr.privacy import GaussianRelease, PldAccountant, rounds_affordable
 from oneliac_flwr.privacy.integrity import StateIntegrityError
 from oneliac_flwr.training import get_weights
@@ -194,7 +194,7 @@ def test_finding_release_mode_records_a_release_that_validation_rejects() -> Non
 
 
 def test_finding_distributed_mode_records_a_sum_whose_check_fails(monkeypatch: pytest.MonkeyPatch) -> None:
-    import oneliac_flwr.flower.secure_sum as secure_sum
+    import oneliac_flwr.coordinator.aggregate as secure_sum  # the core runs the aggregate check
     from oneliac_flwr.validation import CheckResult
 
     monkeypatch.setattr(

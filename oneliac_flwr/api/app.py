@@ -1,0 +1,413 @@
+"""The REST coordinator's FastAPI application: organizations, model registry, audit log.
+
+Every piece of state lives in the database (:class:`~oneliac_flwr.api.store.Database`);
+each state change is one transaction, so any number of processes can serve one
+federation and a killed process loses nothing it acknowledged.
+"""
+
+
+import asyncio
+import hashlib
+import hmac
+import json
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Annotated
+
+import numpy as np
+from fastapi import Depends, FastAPI, Header, Query, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from safetensors.numpy import save as safetensors_save
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from oneliac_flwr.api.problems import ApiProblem, BodySizeLimit, Problem, install_problem_handlers
+from oneliac_flwr.api.schemas import (
+    AuditEventOut,
+    CoordinatorKeyOut,
+    GradientsIn,
+    ModelOut,
+    OrganizationCreated,
+    OrganizationIn,
+    OrganizationOut,
+    Receipt,
+    RoundOut,
+    decode_key,
+)
+from oneliac_flwr.api.rounds import RoundEngine, aware, model_version_name
+from oneliac_flwr.api.store import AuditEvent, Database, ModelVersion, Organization, Round, Submission
+from oneliac_flwr.config import CoordinatorConfig, ExperimentConfig
+from oneliac_flwr.errors import ProtocolViolation, ValidationFailed
+from oneliac_flwr.secure import fingerprint, identity_fingerprint
+
+__all__ = ["API_PREFIX", "create_app", "hash_api_key"]
+
+API_PREFIX = "/api/v1/federated"
+API_KEY_PREFIX = "sk_live_"
+TICK_SECONDS = 1.0
+MAX_WAIT_SECONDS = 30.0
+logger = logging.getLogger("oneliac_flwr.api")
+_bearer = HTTPBearer(auto_error=False)
+_ERRORS = {
+    code: {"model": Problem, "content": {"application/problem+json": {}}} for code in (401, 403, 404, 409, 413, 422)
+}
+
+
+def hash_api_key(api_key: str) -> str:
+    """SHA-256 hex of an API key (keys are 256-bit random: a plain hash suffices)."""
+    return hashlib.sha256(api_key.encode()).hexdigest()
+
+
+def _new_api_key() -> str:
+    return API_KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _initial_weights(experiment: ExperimentConfig) -> bytes:
+    from oneliac_flwr.models import new_model  # torch is needed only here, at start-up
+
+    state = new_model(experiment).state_dict()
+    return safetensors_save({name: np.ascontiguousarray(t.detach().cpu().numpy()) for name, t in state.items()})
+
+
+def _organization_out(org: Organization) -> OrganizationOut:
+    return OrganizationOut(
+        organization_id=org.id,
+        organization_name=org.name,
+        endpoint=org.endpoint,
+        active=org.active,
+        encryption_key_fingerprint=fingerprint(org.encryption_key),
+        identity_key_fingerprint=identity_fingerprint(org.identity_key) if org.identity_key else None,
+        created_at=aware(org.created_at),
+    )
+
+
+def create_app(*, coordinator: CoordinatorConfig, experiment: ExperimentConfig, admin_token: str) -> FastAPI:
+    """Build the service.
+
+    Parameters
+    ----------
+    coordinator : CoordinatorConfig
+        ``coordinator.*``: database URL and body limit.
+    experiment : ExperimentConfig
+        The federation's model (the initial global model is built from it).
+    admin_token : str
+        The operator's bearer token (``ONELIAC_ADMIN_TOKEN``).
+    """
+    database = Database(coordinator.database_url)
+    engine = RoundEngine(database, experiment)
+
+    async def ticker() -> None:
+        """Deadlines pass even when no request arrives."""
+        while True:
+            try:
+                await run_in_threadpool(engine.advance)
+            except Exception:  # noqa: BLE001 - the next tick retries; the transaction rolled back
+                logger.exception("round ticker")
+            await asyncio.sleep(TICK_SECONDS)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        database.migrate()
+        _ensure_initial_model(database, experiment)
+        engine.ensure_key()
+        task = asyncio.create_task(ticker()) if engine.unavailable is None else None
+        try:
+            yield
+        finally:
+            if task is not None:
+                task.cancel()
+            database.dispose()
+
+    app = FastAPI(
+        title="oneliac-flwr REST coordinator",
+        version="1.0.0",
+        description="Federated learning for hospitals: organizations, model registry and audit log. "
+        "Errors are problem documents {type, title, status, detail, field}.",
+        lifespan=lifespan,
+    )
+    app.add_middleware(BodySizeLimit, limit=coordinator.max_body_bytes)
+    install_problem_handlers(app)
+    app.state.database = database
+
+    def credentials(value: HTTPAuthorizationCredentials | None) -> str:
+        if value is None or value.scheme.lower() != "bearer" or not value.credentials:
+            raise ApiProblem(401, "unauthorized", "Authentication required", "send 'Authorization: Bearer <token>'",
+                             headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
+        return value.credentials
+
+    def caller(value: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> str:
+        """``admin`` or the id of the active organization whose API key was sent."""
+        token = credentials(value)
+        if hmac.compare_digest(token.encode(), admin_token.encode()):
+            return "admin"
+        with database.transaction() as session:
+            org = session.scalar(select(Organization).where(Organization.api_key_hash == hash_api_key(token)))
+            if org is None:
+                raise ApiProblem(401, "unknown_api_key", "Authentication failed", "unknown or revoked API key",
+                                 headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
+            if not org.active:
+                raise ApiProblem(403, "organization_inactive", "Forbidden", f"organization {org.id} is deactivated")
+            return org.id
+
+    def require_admin(who: Annotated[str, Depends(caller)]) -> str:
+        if who != "admin":
+            raise ApiProblem(403, "forbidden", "Forbidden", "this operation needs the operator's admin token")
+        return who
+
+    def get_org(session, organization_id: str) -> Organization:  # noqa: ANN001 - Session
+        org = session.get(Organization, organization_id)
+        if org is None:
+            raise ApiProblem(404, "unknown_organization", "Not found", f"no organization {organization_id!r}",
+                             field="organization_id")  # fmt: skip
+        return org
+
+    @app.post(f"{API_PREFIX}/organizations", status_code=201, response_model=OrganizationCreated, responses=_ERRORS)
+    def register_organization(body: OrganizationIn, actor: Annotated[str, Depends(require_admin)]) -> OrganizationCreated:
+        """Register a hospital (admin token). The API key is in this answer only."""
+        api_key = _new_api_key()
+        org = Organization(
+            id="org_" + secrets.token_hex(8),
+            name=body.organization_name,
+            endpoint=body.endpoint,
+            encryption_key=decode_key(body.encryption_key),
+            identity_key=decode_key(body.identity_key) if body.identity_key else None,
+            api_key_hash=hash_api_key(api_key),
+            active=True,
+            created_at=_now(),
+        )
+        try:
+            with database.transaction() as session:
+                if session.scalar(select(Organization.id).where(Organization.name == org.name)) is not None:
+                    raise ApiProblem(409, "duplicate_organization", "Conflict",
+                                     f"an organization named {org.name!r} is already registered",
+                                     field="organization_name")  # fmt: skip
+                session.add(org)
+                session.flush()
+                session.add(AuditEvent(at=_now(), actor=actor, action="organization.registered",
+                                       organization_id=org.id, detail=org.name))  # fmt: skip
+        except IntegrityError:  # a concurrent registration of the same name won the race
+            raise ApiProblem(409, "duplicate_organization", "Conflict",
+                             f"an organization named {org.name!r} is already registered",
+                             field="organization_name") from None  # fmt: skip
+        out = _organization_out(org)
+        return OrganizationCreated(**out.model_dump(), api_key=api_key, api_key_fingerprint=hash_api_key(api_key)[:16])
+
+    @app.get(f"{API_PREFIX}/organizations", response_model=list[OrganizationOut], responses=_ERRORS)
+    def list_organizations(_: Annotated[str, Depends(require_admin)]) -> list[OrganizationOut]:
+        """Every registered organization (admin token)."""
+        with database.transaction() as session:
+            return [_organization_out(o) for o in session.scalars(select(Organization).order_by(Organization.created_at))]
+
+    @app.post(f"{API_PREFIX}/organizations/{{organization_id}}/deactivate", response_model=OrganizationOut,
+              responses=_ERRORS)  # fmt: skip
+    def deactivate_organization(organization_id: str, actor: Annotated[str, Depends(require_admin)]) -> OrganizationOut:
+        """Deactivate an organization: its API key stops working (admin token)."""
+        with database.transaction() as session:
+            org = get_org(session, organization_id)
+            org.active = False
+            session.add(AuditEvent(at=_now(), actor=actor, action="organization.deactivated",
+                                   organization_id=org.id, detail=""))  # fmt: skip
+            return _organization_out(org)
+
+    @app.post(f"{API_PREFIX}/organizations/{{organization_id}}/api-key", response_model=OrganizationCreated,
+              responses=_ERRORS)  # fmt: skip
+    def rotate_api_key(organization_id: str, actor: Annotated[str, Depends(require_admin)]) -> OrganizationCreated:
+        """Issue a new API key; the old one stops working at once (admin token)."""
+        api_key = _new_api_key()
+        with database.transaction() as session:
+            org = get_org(session, organization_id)
+            org.api_key_hash = hash_api_key(api_key)
+            session.add(AuditEvent(at=_now(), actor=actor, action="organization.api_key_rotated",
+                                   organization_id=org.id, detail=hash_api_key(api_key)[:16]))  # fmt: skip
+            out = _organization_out(org)
+        return OrganizationCreated(**out.model_dump(), api_key=api_key, api_key_fingerprint=hash_api_key(api_key)[:16])
+
+    @app.get(
+        f"{API_PREFIX}/model",
+        response_model=ModelOut,
+        responses={**_ERRORS, 200: {"content": {"application/octet-stream": {}}}},
+    )
+    def get_model(
+        _: Annotated[str, Depends(caller)],
+        version: Annotated[str | None, Query(max_length=40)] = None,
+        accept: Annotated[str | None, Header()] = None,
+    ) -> ModelOut | Response:
+        """The current global model, or a kept ``version``; raw safetensors with
+        ``Accept: application/octet-stream``."""
+        with database.transaction() as session:
+            if version is None:
+                row = session.scalar(select(ModelVersion).order_by(ModelVersion.training_round.desc()).limit(1))
+            else:
+                row = session.get(ModelVersion, version)
+            if row is None:
+                raise ApiProblem(404, "unknown_model_version", "Not found", f"no kept model version {version!r}",
+                                 field="version")  # fmt: skip
+        if accept is not None and "application/octet-stream" in accept:
+            return Response(
+                content=row.weights,
+                media_type="application/octet-stream",
+                headers={"X-Model-Version": row.version, "X-Checksum-SHA256": row.sha256},
+            )
+        return ModelOut(
+            model_version=row.version,
+            weights="0x" + row.weights.hex(),
+            checksum_sha256=row.sha256,
+            accuracy=row.accuracy,
+            organizations_contributed=row.contributors,
+            training_round=row.training_round,
+            epsilon_spent=row.epsilon_spent,
+        )
+
+    @app.get(f"{API_PREFIX}/audit", response_model=list[AuditEventOut], responses=_ERRORS)
+    def audit_log(
+        _: Annotated[str, Depends(require_admin)], limit: Annotated[int, Query(ge=1, le=1000)] = 100
+    ) -> list[AuditEventOut]:
+        """The newest audit events first (admin token)."""
+        with database.transaction() as session:
+            rows = session.scalars(select(AuditEvent).order_by(AuditEvent.id.desc()).limit(limit))
+            return [
+                AuditEventOut(at=aware(r.at), actor=r.actor, action=r.action, organization_id=r.organization_id, detail=r.detail)
+                for r in rows
+            ]
+
+    def current_round(session) -> Round | None:  # noqa: ANN001 - Session
+        return session.scalar(select(Round).order_by(Round.number.desc()).limit(1))
+
+    def round_out(session, rnd: Round | None, who: str) -> RoundOut:  # noqa: ANN001 - Session
+        if engine.unavailable is not None:
+            return RoundOut(round=None, status="unavailable", next_action="none", reason=engine.unavailable)
+        if rnd is None:
+            return RoundOut(round=None, status="waiting", next_action="wait",
+                            reason=f"waiting for {experiment.aggregation_config.min_participants} active organizations")  # fmt: skip
+        roster = json.loads(rnd.roster)
+        submitted = session.scalar(select(Submission.organization_id).where(
+            Submission.round == rnd.number, Submission.organization_id == who))  # fmt: skip
+        if rnd.status == "open":
+            action = "submit" if who in roster and submitted is None else "wait"
+        else:
+            action = "finished" if rnd.number >= experiment.aggregation_config.max_rounds else "wait"
+        report = json.loads(rnd.report or "{}")
+        return RoundOut(
+            round=rnd.number, status=rnd.status, model_version=rnd.base_version, deadline=aware(rnd.deadline),
+            roster_size=len(roster), in_roster=who in roster, next_action=action, reason=rnd.reason,
+            dropouts=report.get("dropouts"), contributors=report.get("contributors"),
+        )  # fmt: skip
+
+    @app.get(f"{API_PREFIX}/coordinator-key", response_model=CoordinatorKeyOut, responses=_ERRORS)
+    def coordinator_key(_: Annotated[str, Depends(caller)]) -> CoordinatorKeyOut:
+        """The X25519 key fedavg updates are sealed to (ephemeral X25519, HKDF-SHA256, AES-GCM)."""
+        with database.transaction() as session:
+            public = engine.public_key(session)
+        return CoordinatorKeyOut(public_key="0x" + public.hex(), fingerprint=fingerprint(public))
+
+    @app.get(f"{API_PREFIX}/rounds/current", response_model=RoundOut, responses=_ERRORS)
+    def round_status(
+        who: Annotated[str, Depends(caller)],
+        wait_seconds: Annotated[float, Query(ge=0, le=MAX_WAIT_SECONDS)] = 0.0,
+        after_round: Annotated[int | None, Query(ge=0, le=10**6)] = None,
+        after_status: Annotated[str | None, Query(max_length=20)] = None,
+    ) -> RoundOut:
+        """What the current round is and what this organization must do next. Long poll:
+        with ``wait_seconds``, answer as soon as the round differs from ``after_round`` /
+        ``after_status`` (or when the wait is over)."""
+        deadline = time.monotonic() + wait_seconds
+        while True:
+            engine.advance()
+            with database.transaction() as session:
+                out = round_out(session, current_round(session), who)
+            changed = (after_round is None and after_status is None) or (out.round, out.status) != (after_round, after_status)
+            if changed or time.monotonic() >= deadline:
+                return out
+            time.sleep(0.2)
+
+    @app.get(f"{API_PREFIX}/rounds", response_model=list[RoundOut], responses=_ERRORS)
+    def list_rounds(who: Annotated[str, Depends(caller)]) -> list[RoundOut]:
+        """Every round with its outcome, contributors and dropouts (never an update)."""
+        with database.transaction() as session:
+            return [round_out(session, r, who) for r in session.scalars(select(Round).order_by(Round.number))]
+
+    @app.post(f"{API_PREFIX}/gradients", response_model=Receipt, responses={**_ERRORS, 501: _ERRORS[409]})
+    def submit_gradients(body: GradientsIn, who: Annotated[str, Depends(caller)]) -> Receipt:
+        """Submit this organization's sealed update for the open round (idempotent per round)."""
+        if who == "admin":
+            raise ApiProblem(403, "forbidden", "Forbidden", "submissions need an organization's API key")
+        if body.organization_id != who:
+            raise ApiProblem(403, "organization_mismatch", "Forbidden",
+                             "organization_id is not the organization of this API key", field="organization_id")  # fmt: skip
+        if engine.unavailable is not None:
+            raise ApiProblem(501, "rounds_unavailable", "Not implemented", engine.unavailable)
+        body_hash = hashlib.sha256(body.model_dump_json().encode()).hexdigest()
+        receipt = "rcpt_" + hashlib.sha256(f"{body.round}|{who}|{body_hash}".encode()).hexdigest()[:32]
+        engine.advance()
+        with database.transaction() as session:
+            engine.lock(session)
+            existing = session.get(Submission, (body.round, who))
+            if existing is not None:
+                if existing.body_sha256 == body_hash:
+                    return Receipt(receipt=existing.receipt, round=body.round, organization_id=who, replayed=True)
+                raise ApiProblem(409, "conflicting_resubmission", "Conflict",
+                                 f"a different submission for round {body.round} was already accepted", field="round")  # fmt: skip
+            rnd = session.get(Round, body.round)
+            if rnd is None or rnd.status != "open":
+                now_open = current_round(session)
+                current = now_open.number if now_open is not None and now_open.status == "open" else None
+                raise ApiProblem(409, "round_not_open", "Conflict",
+                                 f"round {body.round} is not open (open round: {current})", field="round")  # fmt: skip
+            if who not in json.loads(rnd.roster):
+                raise ApiProblem(403, "not_in_roster", "Forbidden", f"{who} is not on round {rnd.number}'s roster")
+            if body.model_version != rnd.base_version:
+                raise ApiProblem(409, "stale_model_version", "Conflict",
+                                 f"round {rnd.number} trains model {rnd.base_version}, not {body.model_version}",
+                                 field="model_version")  # fmt: skip
+            blob = bytes.fromhex(body.gradients_encrypted[2:])
+            try:
+                engine.check_submission(session, organization_id=who, current=rnd, blob=blob, sample_count=body.sample_count)
+            except ProtocolViolation as exc:
+                raise ApiProblem(422, "sealed_update_invalid", "Invalid request", str(exc), field="gradients_encrypted") from None
+            except ValidationFailed as exc:
+                check = str(exc).split(":", 1)[0]
+                raise ApiProblem(422, f"validation_{check}", "Validation failed", str(exc), field="gradients_encrypted") from None
+            session.add(Submission(round=rnd.number, organization_id=who, body_sha256=body_hash, receipt=receipt,
+                                   payload=blob, sample_count=body.sample_count, received_at=_now()))  # fmt: skip
+            session.add(AuditEvent(at=_now(), actor=who, action="submission.accepted", organization_id=who,
+                                   detail=f"round {rnd.number}, {len(blob)} sealed bytes"))  # fmt: skip
+        engine.advance()
+        return Receipt(receipt=receipt, round=body.round, organization_id=who, replayed=False)
+
+    @app.get("/healthz", include_in_schema=False)
+    def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    return app
+
+
+def _ensure_initial_model(database: Database, experiment: ExperimentConfig) -> None:
+    """Keep the federation's initial model as version ``1.0.0`` (once, whichever process is first)."""
+    weights = _initial_weights(experiment)
+    try:
+        with database.transaction() as session:
+            if session.scalar(select(ModelVersion.version).where(ModelVersion.training_round == 0)) is not None:
+                return
+            session.add(
+                ModelVersion(
+                    version=model_version_name(0),
+                    training_round=0,
+                    weights=weights,
+                    sha256=hashlib.sha256(weights).hexdigest(),
+                    contributors=0,
+                    accuracy=None,
+                    epsilon_spent=0.0,
+                    created_at=_now(),
+                )
+            )
+    except IntegrityError:  # another process stored it first
+        return

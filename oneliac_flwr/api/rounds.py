@@ -1,0 +1,254 @@
+"""Training rounds over REST in ``aggregation_method: fedavg`` (sealed updates).
+
+All round state is in the database. :meth:`RoundEngine.advance` is the one place a round
+changes stage; every process calls it (a ticker each second, and before and after each
+submission), under a database lock (SQLite: an immediate transaction; PostgreSQL: a
+transaction-scoped advisory lock), so a transition happens exactly once whichever
+process gets there first. A round opens when no round is open, fewer than
+``max_rounds`` have run and at least ``min_participants`` organizations are active; its
+roster is the active organizations at that moment. It closes when every organization on
+the roster has submitted or at its deadline (``timeout_minutes`` after opening, also when
+no request arrives); the missing ones are dropouts. The accepted updates go through the
+coordinator core (:func:`~oneliac_flwr.coordinator.plain_aggregate`,
+:class:`~oneliac_flwr.coordinator.RoundCore`); fewer than ``min_participants`` skips the
+round with the model unchanged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import secrets
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from safetensors import SafetensorError
+from safetensors.numpy import load as safetensors_load
+from safetensors.numpy import save as safetensors_save
+from sqlalchemy import func, select, text
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from oneliac_flwr.api.store import AuditEvent, CoordinatorKey, Database, ModelVersion, Organization, Round, Submission
+from oneliac_flwr.config import ExperimentConfig
+from oneliac_flwr.coordinator import RoundCore, mean_server_update, plain_aggregate
+from oneliac_flwr.coordinator.checks import check_update, submission_policy, update_of
+from oneliac_flwr.errors import ProtocolViolation, ValidationFailed
+from oneliac_flwr.secure.sealed import open_sealed, sealing_context
+
+__all__ = ["ROUND_LOCK", "RoundEngine", "decode_arrays", "encode_arrays", "model_version_name", "rounds_unavailable"]
+
+logger = logging.getLogger("oneliac_flwr.api")
+
+ROUND_LOCK = 0x0E11AD  # PostgreSQL advisory-lock key held while a round changes stage
+STATELESS_STRATEGIES = ("fedavg", "fedprox")
+
+
+def model_version_name(training_round: int) -> str:
+    """Version label of the model after ``training_round`` (``1.0.0`` is the initial one)."""
+    return f"1.0.{training_round}"
+
+
+def aware(moment: datetime) -> datetime:
+    """Stored times are UTC; SQLite hands them back without a zone."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def encode_arrays(names: list[str], arrays: list[np.ndarray]) -> bytes:
+    """A safetensors file of named arrays (never pickle)."""
+    return safetensors_save({n: np.ascontiguousarray(a) for n, a in zip(names, arrays, strict=True)})
+
+
+def decode_arrays(blob: bytes, names: list[str]) -> list[np.ndarray]:
+    """The arrays of a safetensors file in ``names`` order.
+
+    Raises
+    ------
+    ValidationFailed
+        ``bounds_check``: not a safetensors file, or not the model's tensor names.
+    """
+    try:
+        tensors = safetensors_load(blob)
+    except (SafetensorError, ValueError, TypeError) as exc:
+        raise ValidationFailed(f"bounds_check: not a safetensors file: {exc}") from None
+    if sorted(tensors) != sorted(names):
+        raise ValidationFailed(f"bounds_check: expected tensors {sorted(names)}, got {sorted(tensors)[:10]}")
+    return [tensors[n] for n in names]
+
+
+def rounds_unavailable(config: ExperimentConfig) -> str | None:
+    """Why this configuration cannot run rounds over REST yet, or ``None`` when it can."""
+    if config.aggregation_config.aggregation_method != "fedavg":
+        return "secure_sum rounds over REST are not built yet; set aggregation_config.aggregation_method=fedavg"
+    if config.privacy_budget.mode != "none":
+        return "differential-privacy accounting of REST rounds is not built yet; privacy_budget.mode must be none"
+    if config.strategy.name not in STATELESS_STRATEGIES:
+        return (f"the server optimizer state of {config.strategy.name!r} is not persisted yet; "
+                f"REST rounds support {list(STATELESS_STRATEGIES)}")  # fmt: skip
+    return None
+
+
+class RoundEngine:
+    """Round transitions and submission checks, with every piece of state in ``database``.
+
+    Parameters
+    ----------
+    database : Database
+        The coordinator's database.
+    config : ExperimentConfig
+        ``aggregation_config`` (min_participants, timeout_minutes, max_rounds),
+        ``validation`` (checks and bounds), ``strategy`` (the server rule).
+    """
+
+    def __init__(self, database: Database, config: ExperimentConfig) -> None:
+        self.database = database
+        self.config = config
+        self.unavailable = rounds_unavailable(config)
+        settings = config.aggregation_config
+        self.timeout = timedelta(minutes=settings.timeout_minutes)
+        self.max_rounds = settings.max_rounds
+        self.core = RoundCore(
+            min_participants=settings.min_participants,
+            server_update=mean_server_update,
+            rng=np.random.default_rng(secrets.randbits(128)),
+        )
+
+    # ------------------------------------------------------------------ keys and models
+    def ensure_key(self) -> None:
+        """Create the coordinator's sealing key once (whichever process is first)."""
+        try:
+            with self.database.transaction() as session:
+                if session.get(CoordinatorKey, 1) is not None:
+                    return
+                private = X25519PrivateKey.generate()
+                session.add(CoordinatorKey(id=1, private_key=private.private_bytes_raw(),
+                                           public_key=private.public_key().public_bytes_raw(),
+                                           created_at=datetime.now(UTC)))  # fmt: skip
+        except IntegrityError:
+            return
+
+    def public_key(self, session: Session) -> bytes:
+        """The published X25519 key that fedavg updates are sealed to."""
+        row = session.get(CoordinatorKey, 1)
+        if row is None:
+            raise ProtocolViolation("the coordinator has no sealing key yet")
+        return row.public_key
+
+    def _private_key(self, session: Session) -> X25519PrivateKey:
+        row = session.get(CoordinatorKey, 1)
+        if row is None:
+            raise ProtocolViolation("the coordinator has no sealing key yet")
+        return X25519PrivateKey.from_private_bytes(row.private_key)
+
+    @staticmethod
+    def model_arrays(session: Session, version: str) -> tuple[list[str], list[np.ndarray]]:
+        """Names and arrays of a kept model version."""
+        row = session.get(ModelVersion, version)
+        if row is None:
+            raise ProtocolViolation(f"no kept model version {version!r}")
+        tensors = safetensors_load(row.weights)
+        names = sorted(tensors)
+        return names, [tensors[n] for n in names]
+
+    # ------------------------------------------------------------------ locking
+    def lock(self, session: Session) -> None:
+        """Serialise round transitions across processes (SQLite already holds its write lock)."""
+        if not self.database.is_sqlite:
+            session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": ROUND_LOCK})
+
+    # ------------------------------------------------------------------ transitions
+    def advance(self, now: datetime | None = None) -> None:
+        """Close the open round if it is complete or past its deadline; open the next one."""
+        if self.unavailable is not None:
+            return
+        now = now or datetime.now(UTC)
+        with self.database.transaction() as session:
+            self.lock(session)
+            current = session.scalar(select(Round).order_by(Round.number.desc()).limit(1))
+            if current is not None and current.status == "open":
+                roster = json.loads(current.roster)
+                submitted = session.scalar(select(func.count()).select_from(Submission).where(Submission.round == current.number))
+                if (submitted or 0) < len(roster) and now < aware(current.deadline):
+                    return
+                self._close(session, current, now)
+            number = (current.number if current is not None else 0) + 1
+            if number > self.max_rounds:
+                return
+            active = sorted(session.scalars(select(Organization.id).where(Organization.active.is_(True))))
+            if self.core.enough(len(active), "active organization(s)") is not None:
+                return
+            base = session.scalar(select(ModelVersion.version).order_by(ModelVersion.training_round.desc()).limit(1))
+            if base is None:
+                return
+            session.add(Round(number=number, status="open", base_version=base, roster=json.dumps(active),
+                              opened_at=now, deadline=now + self.timeout, report="{}"))  # fmt: skip
+            session.add(AuditEvent(at=now, actor="coordinator", action="round.opened", organization_id=None,
+                                   detail=f"round {number}: roster of {len(active)}, base {base}"))  # fmt: skip
+
+    def _close(self, session: Session, current: Round, now: datetime) -> None:
+        roster: list[str] = json.loads(current.roster)
+        submissions = list(session.scalars(select(Submission).where(Submission.round == current.number)))
+        names, global_arrays = self.model_arrays(session, current.base_version)
+        key = self._private_key(session)
+        participants, arrays, weights, rejected = [], [], [], {}
+        for index, sub in enumerate(sorted(submissions, key=lambda s: s.organization_id)):
+            try:
+                context = sealing_context(organization_id=sub.organization_id, round=current.number,
+                                          model_version=current.base_version)  # fmt: skip
+                arrays.append(decode_arrays(open_sealed(sub.payload, key, context=context), names))
+            except (ProtocolViolation, ValidationFailed) as exc:  # checked on receipt: only a corrupted row lands here
+                rejected[sub.organization_id] = str(exc)
+                continue
+            participants.append(index)
+            weights.append(float(sub.sample_count))
+        submitted = sorted(s.organization_id for s in submissions)
+        report = {"roster": roster, "submitted": submitted, "dropouts": sorted(set(roster) - set(submitted)),
+                  "rejected": rejected, "contributors": len(arrays)}  # fmt: skip
+        short = self.core.enough(len(arrays), "accepted submission(s)")
+        if short is not None:
+            current.status, current.reason = "skipped", short
+        else:
+            aggregate = plain_aggregate(participants=participants, arrays=arrays, weights=weights,
+                                        metrics=[{} for _ in arrays], global_arrays=global_arrays)  # fmt: skip
+            outcome = self.core.complete(current.number, aggregate, global_arrays)
+            current.status, current.reason = outcome.status, outcome.reason
+            if outcome.status == "ok" and outcome.arrays is not None:
+                weights_file = encode_arrays(names, outcome.arrays)
+                session.add(ModelVersion(version=model_version_name(current.number), training_round=current.number,
+                                         weights=weights_file, sha256=hashlib.sha256(weights_file).hexdigest(),
+                                         contributors=len(arrays), accuracy=None, epsilon_spent=None,
+                                         created_at=now))  # fmt: skip
+        current.report = json.dumps(report)
+        current.closed_at = now
+        session.add(AuditEvent(at=now, actor="coordinator", action=f"round.{current.status}", organization_id=None,
+                               detail=f"round {current.number}: {len(arrays)} contributor(s), "
+                                      f"{len(report['dropouts'])} dropout(s)" + (f"; {current.reason}" if current.reason else "")))  # fmt: skip
+        logger.info("round %d %s (%d contributors)", current.number, current.status, len(arrays))
+
+    # ------------------------------------------------------------------ submissions
+    def check_submission(self, session: Session, *, organization_id: str, current: Round, blob: bytes,
+                         sample_count: int) -> None:  # fmt: skip
+        """Open and validate one sealed update (raises on any failure; nothing is stored).
+
+        Raises
+        ------
+        ProtocolViolation
+            It does not open under this organization, round and base version.
+        ValidationFailed
+            A named check failed (the message starts with the check's name).
+        """
+        context = sealing_context(organization_id=organization_id, round=current.number, model_version=current.base_version)
+        plaintext = open_sealed(blob, self._private_key(session), context=context)
+        names, global_arrays = self.model_arrays(session, current.base_version)
+        arrays = decode_arrays(plaintext, names)
+        report = check_update(
+            update_of(arrays, global_arrays),
+            num_examples=sample_count,
+            policy=submission_policy(self.config, global_arrays),
+            checks=self.config.validation.checks,
+            server_round=current.number,
+        )
+        if not report.passed:
+            raise ValidationFailed("; ".join(report.reasons()))

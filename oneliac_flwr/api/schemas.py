@@ -1,0 +1,179 @@
+"""Request and response bodies of the REST coordinator (pydantic, strict: unknown fields refused)."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from urllib.parse import urlsplit
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from oneliac_flwr.errors import SecureAggregationError
+from oneliac_flwr.secure.keys import check_public_key
+
+__all__ = [
+    "CoordinatorKeyOut",
+    "GradientsIn",
+    "ModelOut",
+    "Receipt",
+    "RoundOut",
+    "OrganizationCreated",
+    "OrganizationIn",
+    "OrganizationOut",
+    "AuditEventOut",
+    "decode_key",
+]
+
+_KEY = re.compile(r"^0x[0-9a-fA-F]{64}$")
+
+
+def decode_key(value: str) -> bytes:
+    """``0x`` + 64 hex digits to 32 raw bytes (``ValueError`` otherwise)."""
+    if not _KEY.fullmatch(value):
+        raise ValueError("expected 0x followed by 64 hex digits (a raw 32-byte public key)")
+    return bytes.fromhex(value[2:])
+
+
+class OrganizationIn(BaseModel):
+    """``POST /api/v1/federated/organizations`` (the documented body, plus ``identity_key``)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    organization_name: str = Field(min_length=1, max_length=200, examples=["Hospital A"])
+    endpoint: str = Field(max_length=2048, examples=["https://hospital-a.com/federated"])
+    encryption_key: str = Field(
+        description="The hospital's X25519 public key: 0x + 64 hex digits.", examples=["0x" + "9" * 64]
+    )
+    identity_key: str | None = Field(default=None, description="Optional Ed25519 identity key: 0x + 64 hex digits.")
+
+    @field_validator("organization_name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        value = value.strip()
+        if not value or any(ord(c) < 32 for c in value):
+            raise ValueError("must be non-empty printable text")
+        return value
+
+    @field_validator("endpoint")
+    @classmethod
+    def _https(cls, value: str) -> str:
+        try:
+            parts = urlsplit(value)
+        except ValueError as exc:
+            raise ValueError(f"not a URL: {exc}") from None
+        if parts.scheme != "https" or not parts.hostname:
+            raise ValueError("must be an https:// URL with a host")
+        return value
+
+    @field_validator("encryption_key")
+    @classmethod
+    def _x25519(cls, value: str) -> str:
+        try:
+            check_public_key(decode_key(value), field="encryption_key")
+        except SecureAggregationError as exc:
+            raise ValueError(str(exc)) from None
+        return value.lower()
+
+    @field_validator("identity_key")
+    @classmethod
+    def _ed25519(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            Ed25519PublicKey.from_public_bytes(decode_key(value))
+        except ValueError as exc:
+            raise ValueError(f"not an Ed25519 public key: {exc}") from None
+        return value.lower()
+
+
+class OrganizationOut(BaseModel):
+    """An organization as the operator sees it (never its API key)."""
+
+    organization_id: str
+    organization_name: str
+    endpoint: str
+    active: bool
+    encryption_key_fingerprint: str
+    identity_key_fingerprint: str | None
+    created_at: datetime
+
+
+class OrganizationCreated(OrganizationOut):
+    """Registration answer: the API key is shown this once and stored only as a hash."""
+
+    api_key: str = Field(description="sk_live_...: send as 'Authorization: Bearer <api_key>'. Shown once.")
+    api_key_fingerprint: str = Field(description="First 16 hex digits of the key's SHA-256, to recognise it later.")
+
+
+class ModelOut(BaseModel):
+    """``GET /api/v1/federated/model``: the documented fields plus checksum and provenance."""
+
+    model_version: str
+    weights: str = Field(description="0x + hex of a safetensors file (never pickle).")
+    weights_format: str = "safetensors"
+    checksum_sha256: str
+    accuracy: float | None
+    organizations_contributed: int
+    training_round: int
+    epsilon_spent: float | None
+
+
+class GradientsIn(BaseModel):
+    """``POST /api/v1/federated/gradients`` (the documented body).
+
+    In ``fedavg`` mode ``gradients_encrypted`` is ``0x`` + the hex of the update sealed to
+    the coordinator's key (``GET /coordinator-key``); the sealed plaintext is a safetensors
+    file of the organization's local model (the model's tensor names). ``sample_count`` is
+    its weight: the coordinator sees the update anyway in this mode, and the body travels
+    over TLS.
+    """
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    organization_id: str = Field(max_length=40, examples=["org_0123456789abcdef"])
+    round: int = Field(ge=1, le=10**6)
+    gradients_encrypted: str = Field(pattern=r"^0x([0-9a-fA-F]{2})+$", examples=["0x00"])
+    model_version: str = Field(max_length=40, examples=["1.0.0"])
+    sample_count: int = Field(ge=1, le=10**9)
+
+
+class Receipt(BaseModel):
+    """An accepted submission; the same body again gets the same receipt."""
+
+    receipt: str
+    round: int
+    organization_id: str
+    replayed: bool
+
+
+class RoundOut(BaseModel):
+    """A round's state and what the calling organization must do next."""
+
+    round: int | None
+    status: str = Field(description="waiting | open | ok | skipped | failed | unavailable")
+    model_version: str | None = None
+    deadline: datetime | None = None
+    roster_size: int | None = None
+    in_roster: bool | None = None
+    next_action: str = Field(description="submit | wait | finished | none")
+    reason: str | None = None
+    dropouts: list[str] | None = None
+    contributors: int | None = None
+
+
+class CoordinatorKeyOut(BaseModel):
+    """The coordinator's published X25519 sealing key."""
+
+    public_key: str
+    fingerprint: str
+
+
+class AuditEventOut(BaseModel):
+    """One audit-log entry (it never holds a secret or an update)."""
+
+    at: datetime
+    actor: str
+    action: str
+    organization_id: str | None
+    detail: str

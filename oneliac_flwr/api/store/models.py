@@ -1,0 +1,99 @@
+"""SQLAlchemy 2 tables of the coordinator (the schema itself is made by Alembic)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import Boolean, DateTime, ForeignKey, Integer, LargeBinary, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+__all__ = ["AuditEvent", "Base", "CoordinatorKey", "ModelVersion", "Organization", "Round", "Submission"]
+
+
+class Base(DeclarativeBase):
+    """Declarative base of the coordinator's tables."""
+
+
+class Organization(Base):
+    """A registered hospital; its API key is kept only as a SHA-256 hash."""
+
+    __tablename__ = "organizations"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    endpoint: Mapped[str] = mapped_column(String(2048))
+    encryption_key: Mapped[bytes] = mapped_column(LargeBinary(32))
+    identity_key: Mapped[bytes | None] = mapped_column(LargeBinary(32), nullable=True)
+    api_key_hash: Mapped[str] = mapped_column(String(64), unique=True, index=True)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class ModelVersion(Base):
+    """A kept global model: safetensors bytes, checksum, round and provenance."""
+
+    __tablename__ = "model_versions"
+
+    version: Mapped[str] = mapped_column(String(40), primary_key=True)
+    training_round: Mapped[int] = mapped_column(Integer, unique=True)
+    weights: Mapped[bytes] = mapped_column(LargeBinary)
+    sha256: Mapped[str] = mapped_column(String(64))
+    contributors: Mapped[int] = mapped_column(Integer, default=0)
+    accuracy: Mapped[float | None] = mapped_column(nullable=True)
+    epsilon_spent: Mapped[float | None] = mapped_column(nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class AuditEvent(Base):
+    """What happened, by whom; never a secret nor an update."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    actor: Mapped[str] = mapped_column(String(40))
+    action: Mapped[str] = mapped_column(String(60))
+    organization_id: Mapped[str | None] = mapped_column(ForeignKey("organizations.id"), nullable=True)
+    detail: Mapped[str] = mapped_column(Text, default="")
+
+
+class CoordinatorKey(Base):
+    """The coordinator's X25519 key pair that fedavg submissions are sealed to (one row)."""
+
+    __tablename__ = "coordinator_keys"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    private_key: Mapped[bytes] = mapped_column(LargeBinary(32))
+    public_key: Mapped[bytes] = mapped_column(LargeBinary(32))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class Round(Base):
+    """A training round: its roster is fixed when it opens; it closes at its deadline or
+    when every organization on the roster has submitted."""
+
+    __tablename__ = "rounds"
+
+    number: Mapped[int] = mapped_column(Integer, primary_key=True)
+    status: Mapped[str] = mapped_column(String(20))
+    base_version: Mapped[str] = mapped_column(String(40))
+    roster: Mapped[str] = mapped_column(Text)
+    opened_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    deadline: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    closed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    report: Mapped[str] = mapped_column(Text, default="{}")
+
+
+class Submission(Base):
+    """One organization's sealed update for one round (kept sealed at rest)."""
+
+    __tablename__ = "submissions"
+
+    round: Mapped[int] = mapped_column(ForeignKey("rounds.number"), primary_key=True)
+    organization_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"), primary_key=True)
+    body_sha256: Mapped[str] = mapped_column(String(64))
+    receipt: Mapped[str] = mapped_column(String(64))
+    payload: Mapped[bytes] = mapped_column(LargeBinary)
+    sample_count: Mapped[int] = mapped_column(Integer)
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

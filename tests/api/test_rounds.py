@@ -1,0 +1,261 @@
+"""Plain (sealed fedavg) training rounds over REST, against a real uvicorn process."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import signal
+import time
+from collections.abc import Iterator
+
+import httpx
+import numpy as np
+import pytest
+from safetensors.numpy import load as safetensors_load
+
+from oneliac_flwr.api.rounds import encode_arrays
+from oneliac_flwr.coordinator import RoundCore, plain_aggregate
+from oneliac_flwr.secure.sealed import seal, sealing_context
+
+from conftest import PREFIX, hospital
+
+ROUNDS = ["aggregation_config.aggregation_method=fedavg", "strategy=fedavg", "privacy_budget=none"]
+
+
+def settings(*, min_participants: int = 2, timeout_minutes: float = 5.0, max_rounds: int = 3) -> list[str]:
+    return ROUNDS + [
+        f"aggregation_config.min_participants={min_participants}",
+        f"aggregation_config.timeout_minutes={timeout_minutes}",
+        f"aggregation_config.max_rounds={max_rounds}",
+    ]
+
+
+@pytest.fixture(autouse=True)
+def task_identity() -> Iterator[None]:
+    """Flower messages (the reference FedAvg) need a run identity outside a run."""
+    from flwr.supercore.task_identity import TaskIdentity
+
+    saved = (TaskIdentity._run_id, TaskIdentity._task_id, TaskIdentity._node_id)
+    TaskIdentity.run_id, TaskIdentity.task_id, TaskIdentity.node_id = 1, 1, 0
+    yield
+    TaskIdentity._run_id, TaskIdentity._task_id, TaskIdentity._node_id = saved
+
+
+def register(service, n: int) -> list[dict]:
+    with service.client() as admin:
+        return [admin.post(f"{PREFIX}/organizations", json=hospital(f"Hospital {i}", i)).json() for i in range(n)]
+
+
+def model(client: httpx.Client, version: str | None = None) -> tuple[list[str], list[np.ndarray], dict]:
+    meta = client.get(f"{PREFIX}/model", params={"version": version} if version else None).json()
+    tensors = safetensors_load(bytes.fromhex(meta["weights"][2:]))
+    names = sorted(tensors)
+    return names, [tensors[n] for n in names], meta
+
+
+def local_model(arrays: list[np.ndarray], org_index: int, round_: int) -> list[np.ndarray]:
+    rng = np.random.default_rng(1000 * round_ + org_index)
+    return [(a + 0.01 * rng.standard_normal(a.shape)).astype(a.dtype) for a in arrays]
+
+
+def body(client: httpx.Client, org: dict, round_: int, version: str, arrays_fn, sample_count: int) -> dict:  # noqa: ANN001
+    names, arrays, _ = model(client, version)
+    key = bytes.fromhex(client.get(f"{PREFIX}/coordinator-key").json()["public_key"][2:])
+    context = sealing_context(organization_id=org["organization_id"], round=round_, model_version=version)
+    sealed = seal(encode_arrays(names, arrays_fn(arrays)), key, context=context)
+    return {"organization_id": org["organization_id"], "round": round_, "gradients_encrypted": "0x" + sealed.hex(),
+            "model_version": version, "sample_count": sample_count}  # fmt: skip
+
+
+def status(client: httpx.Client, **params) -> dict:
+    response = client.get(f"{PREFIX}/rounds/current", params=params)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def wait_until(predicate, timeout: float = 60.0):  # noqa: ANN001
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.3)
+    raise AssertionError("condition not reached in time")
+
+
+def test_three_organizations_three_rounds_match_flower_fedavg(start_service) -> None:
+    from flwr.serverapp.strategy import FedAvg
+
+    from oneliac_flwr.flower.inner import InnerStrategyUpdate
+
+    service = start_service(extra=settings(min_participants=3))
+    orgs = register(service, 3)
+    weights = [100, 300, 600]
+    reference = RoundCore(min_participants=3, server_update=InnerStrategyUpdate(FedAvg()), rng=np.random.default_rng(0))
+    clients = [service.client(token=o["api_key"]) for o in orgs]
+    try:
+        names, expected, meta = model(clients[0])
+        assert meta["model_version"] == "1.0.0"
+        for round_ in (1, 2, 3):
+            state = wait_until(lambda: (s := status(clients[0]))["status"] == "open" and s["round"] == round_ and s)
+            assert state["next_action"] == "submit" and state["roster_size"] == 3
+            version = state["model_version"]
+            for i, (client, org) in enumerate(zip(clients, orgs, strict=True)):
+                payload = body(client, org, round_, version, lambda a, i=i, r=round_: local_model(a, i, r), weights[i])
+                first = client.post(f"{PREFIX}/gradients", json=payload)
+                assert first.status_code == 200, first.text
+                if i == 0:  # the same body again: the same receipt; another body: 409
+                    again = client.post(f"{PREFIX}/gradients", json=payload)
+                    assert again.json()["receipt"] == first.json()["receipt"] and again.json()["replayed"] is True
+                    other = body(client, org, round_, version, lambda a: a, weights[i])
+                    assert client.post(f"{PREFIX}/gradients", json=other).status_code == 409
+                    assert status(client)["next_action"] == "wait"
+            _, _, meta = wait_until(lambda: (m := model(clients[0]))[2]["training_round"] == round_ and m)
+            assert meta["model_version"] == f"1.0.{round_}" and meta["organizations_contributed"] == 3
+            aggregate = plain_aggregate(
+                participants=[0, 1, 2],
+                arrays=[local_model(expected, i, round_) for i in range(3)],
+                weights=[float(w) for w in weights],
+                metrics=[{}, {}, {}],
+                global_arrays=expected,
+            )
+            outcome = reference.complete(round_, aggregate, expected)
+            expected = outcome.arrays
+            _, served, _ = model(clients[0])
+            for a, b in zip(served, expected, strict=True):
+                np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+        final = status(clients[0])
+        assert final["round"] == 3 and final["status"] == "ok" and final["next_action"] == "finished"
+        time.sleep(2.5)  # max_rounds reached: no round 4 opens
+        assert status(clients[0])["round"] == 3
+        assert model(clients[0], "1.0.1")[2]["training_round"] == 1  # kept versions
+    finally:
+        for client in clients:
+            client.close()
+
+
+def test_submissions_are_checked_before_anything_is_stored(start_service) -> None:
+    service = start_service(extra=settings(min_participants=2))
+    a, b = register(service, 2)
+    with service.client(token=a["api_key"]) as client, service.client() as admin:
+        state = wait_until(lambda: (s := status(client))["status"] == "open" and s)
+        version = state["model_version"]
+        good = body(client, a, 1, version, lambda x: local_model(x, 0, 1), 10)
+        cases = [
+            ({**good, "organization_id": b["organization_id"]}, 403, "organization_id"),
+            ({**good, "model_version": "0.9.9"}, 409, "model_version"),
+            ({**good, "round": 7}, 409, "round"),
+            ({**good, "gradients_encrypted": "0xzz"}, 422, "gradients_encrypted"),
+            ({**good, "gradients_encrypted": good["gradients_encrypted"][:-2] + ("00" if good["gradients_encrypted"][-2:] != "00" else "01")}, 422, "gradients_encrypted"),
+            ({**good, "sample_count": "many"}, 422, "sample_count"),
+            (body(client, b, 1, version, lambda x: x, 10) | {"organization_id": a["organization_id"]}, 422, "gradients_encrypted"),
+        ]
+        for payload, code, field in cases:
+            response = client.post(f"{PREFIX}/gradients", json=payload)
+            assert response.status_code == code, (field, response.text)
+            assert response.json()["field"] == field
+        nan = body(client, a, 1, version, lambda x: [np.full_like(v, np.nan) for v in x], 10)
+        refused = client.post(f"{PREFIX}/gradients", json=nan)
+        assert refused.status_code == 422 and refused.json()["type"].endswith("validation_nan_check")
+        assert admin.post(f"{PREFIX}/gradients", json=good).status_code == 403
+        assert status(client)["next_action"] == "submit"  # nothing was stored
+        assert client.post(f"{PREFIX}/gradients", json=good).status_code == 200
+
+
+def test_a_missing_hospital_becomes_a_dropout_at_the_deadline_and_too_few_skip(start_service) -> None:
+    service = start_service(extra=settings(min_participants=2, timeout_minutes=0.05, max_rounds=2))
+    orgs = register(service, 3)
+    clients = [service.client(token=o["api_key"]) for o in orgs]
+    try:
+        state = wait_until(lambda: (s := status(clients[0]))["status"] == "open" and s)
+        for i in (0, 1):
+            payload = body(clients[i], orgs[i], 1, state["model_version"], lambda a, i=i: local_model(a, i, 1), 50)
+            assert clients[i].post(f"{PREFIX}/gradients", json=payload).status_code == 200
+        # no request is needed for the deadline to pass: wait, then look
+        time.sleep(4.5)
+        with service.client() as admin:
+            rounds = admin.get(f"{PREFIX}/rounds").json()
+        assert rounds[0]["status"] == "ok" and rounds[0]["contributors"] == 2
+        assert rounds[0]["dropouts"] == [orgs[2]["organization_id"]]
+        assert model(clients[0])[2]["model_version"] == "1.0.1"
+        late = body(clients[2], orgs[2], 1, "1.0.0", lambda a: local_model(a, 2, 1), 50)
+        answer = clients[2].post(f"{PREFIX}/gradients", json=late)
+        assert answer.status_code == 409 and answer.json()["type"].endswith("round_not_open")
+        # round 2: one submission < min_participants -> skipped, model unchanged
+        state = wait_until(lambda: (s := status(clients[0]))["round"] == 2 and s)
+        payload = body(clients[0], orgs[0], 2, state["model_version"], lambda a: local_model(a, 0, 2), 50)
+        assert clients[0].post(f"{PREFIX}/gradients", json=payload).status_code == 200
+        changed = status(clients[0], wait_seconds=10, after_round=2, after_status="open")  # long poll
+        assert changed["status"] == "skipped" and "min_participants=2" in changed["reason"]
+        assert model(clients[0])[2]["model_version"] == "1.0.1"
+    finally:
+        for client in clients:
+            client.close()
+
+
+def test_sigkill_mid_round_loses_nothing_accepted(start_service) -> None:
+    first = start_service(extra=settings(min_participants=3))
+    orgs = register(first, 3)
+    with first.client(token=orgs[0]["api_key"]) as client:
+        version = wait_until(lambda: (s := status(client))["status"] == "open" and s)["model_version"]
+        payloads = [body(client, o, 1, version, lambda a, i=i: local_model(a, i, 1), 10 + i) for i, o in enumerate(orgs)]
+    receipts = []
+    for org, payload in zip(orgs[:2], payloads[:2], strict=True):
+        with first.client(token=org["api_key"]) as client:
+            receipts.append(client.post(f"{PREFIX}/gradients", json=payload).json()["receipt"])
+    first.stop(signal.SIGKILL)
+    second = start_service(extra=settings(min_participants=3))
+    with second.client(token=orgs[0]["api_key"]) as client:
+        assert client.post(f"{PREFIX}/gradients", json=payloads[0]).json()["receipt"] == receipts[0]
+        assert status(client)["round"] == 1 and status(client)["status"] == "open"
+    with second.client(token=orgs[2]["api_key"]) as client:
+        assert client.post(f"{PREFIX}/gradients", json=payloads[2]).status_code == 200
+        meta = wait_until(lambda: (m := model(client)[2])["training_round"] == 1 and m)
+    assert meta["organizations_contributed"] == 3
+
+
+def test_twenty_concurrent_submissions_through_two_processes(start_service) -> None:
+    extra = [*settings(min_participants=20, max_rounds=1), "federation.num_organizations=20"]  # opens once all 20 exist
+    services = [start_service(extra=extra), start_service(extra=extra)]
+    orgs = register(services[0], 20)
+    with services[1].client(token=orgs[0]["api_key"]) as client:
+        version = wait_until(lambda: (s := status(client))["status"] == "open" and s["roster_size"] == 20 and s)["model_version"]
+        payloads = [body(client, o, 1, version, lambda a, i=i: local_model(a, i, 1), 10 + i) for i, o in enumerate(orgs)]
+
+    def submit(i: int) -> int:
+        with services[i % 2].client(token=orgs[i]["api_key"]) as c:
+            return c.post(f"{PREFIX}/gradients", json=payloads[i]).status_code
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=20) as pool:
+        codes = list(pool.map(submit, range(20)))
+    assert codes == [200] * 20
+    with services[0].client() as admin:
+        meta = wait_until(lambda: (m := model(admin)[2])["training_round"] == 1 and m)
+        assert meta["organizations_contributed"] == 20
+        rounds = admin.get(f"{PREFIX}/rounds").json()
+        assert [r["round"] for r in rounds] == [1] and rounds[0]["contributors"] == 20
+        opened = [e for e in admin.get(f"{PREFIX}/audit", params={"limit": 1000}).json() if e["action"].startswith("round.")]
+        assert sorted(e["action"] for e in opened) == ["round.ok", "round.opened"]  # each transition exactly once
+
+
+def test_configurations_without_rest_rounds_say_so(start_service) -> None:
+    service = start_service(extra=["aggregation_config.aggregation_method=secure_sum"])
+    (org,) = register(service, 1)
+    with service.client(token=org["api_key"]) as client:
+        state = status(client)
+        assert state["status"] == "unavailable" and "secure_sum" in state["reason"]
+        payload = {"organization_id": org["organization_id"], "round": 1, "gradients_encrypted": "0x00",
+                   "model_version": "1.0.0", "sample_count": 1}  # fmt: skip
+        refused = client.post(f"{PREFIX}/gradients", json=payload)
+        assert refused.status_code == 501 and refused.json()["type"].endswith("rounds_unavailable")
+        assert model(client)[2]["model_version"] == "1.0.0"  # the registry still serves
+
+
+def test_rounds_unavailable_names_each_missing_piece() -> None:
+    from oneliac_flwr.api.rounds import rounds_unavailable
+    from oneliac_flwr.config import ExperimentConfig
+
+    assert rounds_unavailable(ExperimentConfig()) is None
+    fedadam = ExperimentConfig.from_dict({"strategy": {"name": "fedadam"}})
+    assert "fedadam" in rounds_unavailable(fedadam)
+    secure = ExperimentConfig.from_dict({"aggregation_config": {"aggregation_method": "secure_sum"}})
+    assert "secure_sum" in rounds_unavailable(secure)
