@@ -204,7 +204,8 @@ def build_message_api_apps(method: str, size: int, num_clients: int, rounds: int
 
         return server_app, client_app
 
-    from oneliac_flwr.flower.clientapp import _masked_reply, build_client_app
+    from oneliac_flwr.flower.clientapp import Organization, _masked_reply, build_client_app
+    from oneliac_flwr.masked_statistics import MaskedStatistics, slots as statistics_slots
     from oneliac_flwr.flower.plain import PlainAggregator
     from oneliac_flwr.flower.records import ARRAYS, INFO, METRICS, NUM_EXAMPLES, reply_info
     from oneliac_flwr.flower.secure_sum import CONFIRM_ACTION, KEYS_ACTION, UNMASK_ACTION, SecureSumAggregator
@@ -274,9 +275,14 @@ def build_message_api_apps(method: str, size: int, num_clients: int, rounds: int
             self.captured[server_round] = np.concatenate([np.asarray(a, np.float64).ravel() for a in aggregate.mean_update])
             return aggregate
 
+    # The statistics a client without DP appends (one label class; values irrelevant here).
+    BENCH_STATISTICS = MaskedStatistics(train_loss=0.5, train_accuracy=0.5, eval_loss=None, eval_accuracy=None, label_fractions=(1.0,))
+
     @server_app.main()
     def ours_main(grid: Any, context: Any) -> None:
-        aggregator = CapturingSecureSum(config, run_id=int(context.run_id), num_parameters=size)
+        aggregator = CapturingSecureSum(
+            config, run_id=int(context.run_id), num_parameters=size, statistics_slots=statistics_slots(1)
+        )
         aggregator.captured = {}
         strategy = _timed_strategy(OneliacStrategy)(
             FedAvg(**fedavg_kwargs),
@@ -305,10 +311,12 @@ def build_message_api_apps(method: str, size: int, num_clients: int, rounds: int
         started = time.perf_counter()
         pid = int(context.node_config["partition-id"])
         update = synthetic_update(pid, _round_of(msg), size)
-        metrics = {NUM_EXAMPLES: synthetic_weight(pid, num_clients)}
-        # The update is passed as weights against an all-zero global model, so that the update
-        # _masked_reply masks is exactly the synthetic vector (no float32 re-rounding).
-        reply = _masked_reply(msg, context, config, [update], [np.zeros_like(update)], metrics, reply_info(organization=f"org-{pid}"))
+        # As our ClientApp does under secure sum without DP: the weight and the masked
+        # statistics ride inside the masked vector; num-examples is a placeholder 1.
+        reply = _masked_reply(
+            msg, context, Organization(f"org-{pid}", pid, None, 0), [update], weight=synthetic_weight(pid, num_clients),
+            statistics=BENCH_STATISTICS, declared=None, clip=False,
+        )  # fmt: skip
         reply.content[METRICS][CLIENT_SECONDS] = time.perf_counter() - started
         return reply
 
@@ -341,7 +349,9 @@ def run_child(spec: dict[str, Any]) -> None:
 
     from flwr.simulation import run_simulation
 
+    global MAX_PARTICIPANTS
     method, size, num_clients, rounds = spec["method"], spec["size"], spec["clients"], spec["rounds"]
+    MAX_PARTICIPANTS = spec.get("max_participants", MAX_PARTICIPANTS)
     out: dict[str, Any] = {"method": method, "size": size, "clients": num_clients, "rounds": rounds}
     if method == "secaggplus":
         from _secagg_baseline import build_secaggplus_apps, new_results
@@ -417,7 +427,8 @@ def simulate(method: str, size: int, num_clients: int, rounds: int, log: Any) ->
     """Run one simulation in its own subprocess (Ray state is per process)."""
     with tempfile.TemporaryDirectory(prefix="secure-sum-bench-") as tmp:
         out_path = Path(tmp) / "result.json"
-        spec = {"method": method, "size": size, "clients": num_clients, "rounds": rounds, "out": str(out_path)}
+        spec = {"method": method, "size": size, "clients": num_clients, "rounds": rounds, "out": str(out_path),
+                "max_participants": MAX_PARTICIPANTS}
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join([str(REPO), str(BENCH_DIR), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
         started = time.perf_counter()
