@@ -423,8 +423,8 @@ def _reap_session(session_id: int, grace_seconds: float = 15.0) -> list[str]:
     return stopped
 
 
-def simulate(method: str, size: int, num_clients: int, rounds: int, log: Any) -> dict[str, Any]:
-    """Run one simulation in its own subprocess (Ray state is per process)."""
+def simulate(method: str, size: int, num_clients: int, rounds: int, log: Any, timeout: float = CHILD_TIMEOUT_SECONDS) -> dict[str, Any]:
+    """Run one simulation in its own subprocess (Ray state is per process), killed after ``timeout`` s."""
     with tempfile.TemporaryDirectory(prefix="secure-sum-bench-") as tmp:
         out_path = Path(tmp) / "result.json"
         spec = {"method": method, "size": size, "clients": num_clients, "rounds": rounds, "out": str(out_path),
@@ -441,14 +441,19 @@ def simulate(method: str, size: int, num_clients: int, rounds: int, log: Any) ->
             start_new_session=True,
         )
         try:
-            returncode = child.wait(timeout=CHILD_TIMEOUT_SECONDS)
+            returncode = child.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             child.kill()
             returncode = child.wait()
+            timed_out = True
+        else:
+            timed_out = False
         wall = time.perf_counter() - started
         # Anything the child left behind (it led its own session) is ours: give it time to exit
         # on its own (Ray shuts down asynchronously), then stop it by PID.
         leftovers = _reap_session(child.pid)
+        if timed_out:
+            return {"method": method, "size": size, "clients": num_clients, "error": f"did not finish within {timeout:g} s", "leftover_processes_stopped": leftovers}
         if returncode != 0 or not out_path.is_file():
             return {"method": method, "size": size, "clients": num_clients, "error": f"child exited with {returncode}", "leftover_processes_stopped": leftovers}
         result = json.loads(out_path.read_text())

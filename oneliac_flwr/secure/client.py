@@ -32,6 +32,7 @@ from .envelope import open_share, seal_share
 from .identity import (
     ANY_ROUND,
     Identity,
+    TofuTrust,
     Trust,
     identity_fingerprint,
     key_statement,
@@ -434,6 +435,7 @@ class SecureSumClient:
             setup.c_pk_signatures, setup.s_pk_signatures, strict=True,
         )  # fmt: skip
         adjacent = set(peers)
+        batched = isinstance(trust, TofuTrust)  # one read and one write of the trust store per round
         for v, org, ident, c_pk, s_pk, c_sig, s_sig in rows:
             if v == me or v not in adjacent:
                 continue
@@ -442,7 +444,7 @@ class SecureSumClient:
             }  # fmt: skip
             verify_key_signature(c_sig, kind="envelope", round=ANY_ROUND, public_key=c_pk, **signer)
             verify_key_signature(s_sig, kind="mask", round=setup.round, public_key=s_pk, **signer)
-            if trust is not None:
+            if trust is not None and not batched:
                 trust.check(federation=self._federation, organization=org, fingerprint=identity_fingerprint(ident))
             check_public_key(c_pk, field=f"envelope key of node {v}")
             check_public_key(s_pk, field=f"mask key of node {v}")
@@ -457,6 +459,12 @@ class SecureSumClient:
                     f"reused_key_check: node {v} reuses the mask key it had in round "
                     f"{prev.round if prev else '?'}; mask keys are single-use"
                 )
+        if batched:  # after every signature verified: never record an identity that did not sign
+            trust.check_many(  # type: ignore[union-attr]
+                federation=self._federation,
+                identities=[(setup.organizations[i], identity_fingerprint(setup.identity_pks[i]))
+                            for i, v in enumerate(setup.participants) if v in adjacent],
+            )  # fmt: skip
 
     # ------------------------------------------------------------------ stage U
     def unmask(self, request: UnmaskRequest) -> UnmaskResponse:
