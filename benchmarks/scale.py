@@ -279,7 +279,9 @@ def main() -> None:
     parser.add_argument("--sim-rounds", type=int, default=4, help="simulated rounds per point (round 1: key setup)")
     parser.add_argument("--secagg-at", type=str, nargs="*", default=["100x1000000"], help="ORGSxPARAMS points for SecAgg+ (--simulation)")
     parser.add_argument("--log", type=str, default=None, help="file for simulation logs (default: stderr)")
+    parser.add_argument("--graph", choices=("auto", "complete", "sparse"), default="auto", help="secure_sum.graph of ours")
     args = parser.parse_args()
+    base.GRAPH = args.graph
     if args.simulation:
         secagg_at = set() if args.skip_secagg else {tuple(int(v) for v in p.split("x")) for p in args.secagg_at}
         log = open(args.log, "a") if args.log else sys.stderr  # noqa: SIM115 - kept open for the children
@@ -288,6 +290,7 @@ def main() -> None:
             "command": " ".join([Path(sys.executable).name, *sys.argv]),
             "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "load_average_start": base._load()},
             "methodology": __doc__,
+            "graph": args.graph,
             "simulation": simulation_points(
                 args.orgs or list(DEFAULT_ORGS), args.sizes or [10_000], args.sim_rounds, secagg_at, args.secagg_cap, log
             ),
