@@ -4,6 +4,18 @@
     python benchmarks/scale.py                  # 10, 50, 100 organizations x 10k, 1M parameters
     python benchmarks/scale.py --quick          # 10 and 50 organizations x 10k parameters
     python benchmarks/scale.py --orgs 100 --sizes 10000 --secagg-cap 120
+    python benchmarks/scale.py --simulation     # inside Flower's simulation engine (issue #13)
+
+``--simulation`` runs every method inside Flower's in-process simulation engine
+(``flwr.simulation.run_simulation``, as ``simulations.run`` does; one child process per
+simulation, ``benchmarks/secure_sum.py``'s apps and synthetic clients, same seed for every
+method): plain FedAvg (Flower's ``FedAvg``) and ours (``OneliacStrategy`` +
+``SecureSumAggregator``, the real ClientApp's secure handlers, the sharing graph of
+``secure_sum.graph: auto``) at every (organizations, parameters) point, ``--sim-rounds``
+rounds each; SecAgg+ only at the points of ``--secagg-at`` (default 100 organizations x 1M
+parameters), killed after ``--secagg-cap`` seconds and reported as not finishing.
+``key_setup_seconds`` is round 1 (engine start-up, stage K, the first masked round);
+``steady_seconds`` the mean of rounds 2..R; ratios are ours / FedAvg in the same run.
 
 Everything runs in this process (SecAgg+ in a child process with a time cap), without
 Flower's simulation engine: at 100 organizations the engine's per-node processes would
@@ -212,6 +224,50 @@ def sharing(orgs: int) -> dict[str, Any]:
     }
 
 
+# --------------------------------------------------------------------------- in the simulation engine
+def simulated(method: str, size: int, orgs: int, rounds: int, log: Any, cap: float) -> dict[str, Any]:
+    """One simulation of ``method``; key-setup (round 1) and steady (mean of rounds 2..R) times."""
+    result = base.simulate(method, size, orgs, rounds, log, timeout=cap)
+    if "error" in result:
+        return {"status": "did not finish" if "did not finish" in result["error"] else "error", "detail": result["error"]}
+    summary = base.summarize_simulation(result, rounds)
+    seconds = summary["round_seconds"]
+    return {
+        "status": "ok",
+        "key_setup_seconds": seconds[0],
+        "steady_seconds": summary["mean_round_seconds"],
+        "round_seconds": seconds,
+        "rounds_with_aggregate": summary["rounds_with_aggregate"],
+        "max_abs_error": summary["max_abs_error"],
+        "exchanges_per_round": summary.get("breakdown_mean_seconds", {}).get("exchanges_per_round"),
+        "secure_sum": summary.get("secure_sum_records"),
+        "simulation_wall_seconds": summary["simulation_wall_seconds"],
+    }
+
+
+def simulation_points(
+    orgs_list: list[int], sizes: list[int], rounds: int, secagg_at: set[tuple[int, ...]], cap: float, log: Any
+) -> list[dict[str, Any]]:
+    """FedAvg and ours (and SecAgg+ where asked) at every point, each in its own simulation."""
+    points = []
+    for size in sizes:
+        for orgs in orgs_list:
+            entry: dict[str, Any] = {"organizations": orgs, "parameters": size, "rounds": rounds}
+            for method in ("fedavg", "ours"):
+                _log(f"simulation {method} n={orgs} size={size}")
+                entry[method] = simulated(method, size, orgs, rounds, log, base.CHILD_TIMEOUT_SECONDS)
+            if (orgs, size) in secagg_at:
+                _log(f"simulation secaggplus n={orgs} size={size} (cap {cap:g} s)")
+                entry["secaggplus"] = simulated("secaggplus", size, orgs, rounds, log, cap)
+            plain, ours_ = entry["fedavg"], entry["ours"]
+            if plain["status"] == ours_["status"] == "ok":
+                entry["ours_over_fedavg_steady"] = ours_["steady_seconds"] / plain["steady_seconds"]
+                entry["ours_over_fedavg_key_setup"] = ours_["key_setup_seconds"] / plain["key_setup_seconds"]
+            _log(f"done n={orgs} size={size}: {json.dumps({k: v for k, v in entry.items() if 'over' in k})}")
+            points.append(entry)
+    return points
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--orgs", type=int, nargs="+", default=None, help="organizations (default 10 50 100)")
@@ -219,7 +275,30 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="10 and 50 organizations, 10k parameters")
     parser.add_argument("--secagg-cap", type=float, default=600.0, help="seconds SecAgg+ may take per point")
     parser.add_argument("--skip-secagg", action="store_true")
+    parser.add_argument("--simulation", action="store_true", help="measure inside Flower's simulation engine")
+    parser.add_argument("--sim-rounds", type=int, default=4, help="simulated rounds per point (round 1: key setup)")
+    parser.add_argument("--secagg-at", type=str, nargs="*", default=["100x1000000"], help="ORGSxPARAMS points for SecAgg+ (--simulation)")
+    parser.add_argument("--log", type=str, default=None, help="file for simulation logs (default: stderr)")
+    parser.add_argument("--graph", choices=("auto", "complete", "sparse"), default="auto", help="secure_sum.graph of ours")
     args = parser.parse_args()
+    base.GRAPH = args.graph
+    if args.simulation:
+        secagg_at = set() if args.skip_secagg else {tuple(int(v) for v in p.split("x")) for p in args.secagg_at}
+        log = open(args.log, "a") if args.log else sys.stderr  # noqa: SIM115 - kept open for the children
+        started = time.perf_counter()
+        out = {
+            "command": " ".join([Path(sys.executable).name, *sys.argv]),
+            "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "load_average_start": base._load()},
+            "methodology": __doc__,
+            "graph": args.graph,
+            "simulation": simulation_points(
+                args.orgs or list(DEFAULT_ORGS), args.sizes or [10_000], args.sim_rounds, secagg_at, args.secagg_cap, log
+            ),
+        }
+        out["machine"]["load_average_end"] = base._load()
+        out["total_seconds"] = time.perf_counter() - started
+        print(json.dumps(base._compact(out), indent=1))
+        return
     orgs_list = args.orgs or list(QUICK_ORGS if args.quick else DEFAULT_ORGS)
     sizes = args.sizes or list(QUICK_SIZES if args.quick else DEFAULT_SIZES)
     started = time.perf_counter()

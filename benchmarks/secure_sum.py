@@ -64,6 +64,7 @@ WEIGHT_LOW, WEIGHT_HIGH = 50, 150
 CLIP_NORM = 10.0
 WEIGHT_BOUND = 200
 MAX_PARTICIPANTS = 16
+GRAPH = "auto"  # secure_sum.graph: auto | complete | sparse
 # SecAgg+ quantization matched to ours: the same per-coordinate range (|x_i| <= ||x|| <= 10)
 # and the same weight bound; quantization_range and modulus_range stay at flwr's defaults.
 SECAGG_CLIPPING_RANGE = CLIP_NORM
@@ -109,7 +110,7 @@ def secure_sum_config(num_clients: int, rounds: int, mode: str = "semi-honest") 
             "aggregation_config": {"aggregation_method": "secure_sum", "min_participants": 2, "max_rounds": rounds},
             "strategy": {"fraction_evaluate": 0.0},
             "secure_sum": {"clip_norm": CLIP_NORM, "weight_bound": WEIGHT_BOUND, "max_participants": MAX_PARTICIPANTS,
-                           "mode": mode},
+                           "mode": mode, "graph": GRAPH},
         }
     )
 
@@ -204,7 +205,8 @@ def build_message_api_apps(method: str, size: int, num_clients: int, rounds: int
 
         return server_app, client_app
 
-    from oneliac_flwr.flower.clientapp import _masked_reply, build_client_app
+    from oneliac_flwr.flower.clientapp import Organization, _masked_reply, build_client_app
+    from oneliac_flwr.masked_statistics import MaskedStatistics, slots as statistics_slots
     from oneliac_flwr.flower.plain import PlainAggregator
     from oneliac_flwr.flower.records import ARRAYS, INFO, METRICS, NUM_EXAMPLES, reply_info
     from oneliac_flwr.flower.secure_sum import CONFIRM_ACTION, KEYS_ACTION, UNMASK_ACTION, SecureSumAggregator
@@ -274,9 +276,14 @@ def build_message_api_apps(method: str, size: int, num_clients: int, rounds: int
             self.captured[server_round] = np.concatenate([np.asarray(a, np.float64).ravel() for a in aggregate.mean_update])
             return aggregate
 
+    # The statistics a client without DP appends (one label class; values irrelevant here).
+    BENCH_STATISTICS = MaskedStatistics(train_loss=0.5, train_accuracy=0.5, eval_loss=None, eval_accuracy=None, label_fractions=(1.0,))
+
     @server_app.main()
     def ours_main(grid: Any, context: Any) -> None:
-        aggregator = CapturingSecureSum(config, run_id=int(context.run_id), num_parameters=size)
+        aggregator = CapturingSecureSum(
+            config, run_id=int(context.run_id), num_parameters=size, statistics_slots=statistics_slots(1)
+        )
         aggregator.captured = {}
         strategy = _timed_strategy(OneliacStrategy)(
             FedAvg(**fedavg_kwargs),
@@ -305,10 +312,12 @@ def build_message_api_apps(method: str, size: int, num_clients: int, rounds: int
         started = time.perf_counter()
         pid = int(context.node_config["partition-id"])
         update = synthetic_update(pid, _round_of(msg), size)
-        metrics = {NUM_EXAMPLES: synthetic_weight(pid, num_clients)}
-        # The update is passed as weights against an all-zero global model, so that the update
-        # _masked_reply masks is exactly the synthetic vector (no float32 re-rounding).
-        reply = _masked_reply(msg, context, config, [update], [np.zeros_like(update)], metrics, reply_info(organization=f"org-{pid}"))
+        # As our ClientApp does under secure sum without DP: the weight and the masked
+        # statistics ride inside the masked vector; num-examples is a placeholder 1.
+        reply = _masked_reply(
+            msg, context, Organization(f"org-{pid}", pid, None, 0), [update], weight=synthetic_weight(pid, num_clients),
+            statistics=BENCH_STATISTICS, declared=None, clip=False,
+        )  # fmt: skip
         reply.content[METRICS][CLIENT_SECONDS] = time.perf_counter() - started
         return reply
 
@@ -341,7 +350,10 @@ def run_child(spec: dict[str, Any]) -> None:
 
     from flwr.simulation import run_simulation
 
+    global MAX_PARTICIPANTS, GRAPH
     method, size, num_clients, rounds = spec["method"], spec["size"], spec["clients"], spec["rounds"]
+    MAX_PARTICIPANTS = spec.get("max_participants", MAX_PARTICIPANTS)
+    GRAPH = spec.get("graph", GRAPH)
     out: dict[str, Any] = {"method": method, "size": size, "clients": num_clients, "rounds": rounds}
     if method == "secaggplus":
         from _secagg_baseline import build_secaggplus_apps, new_results
@@ -413,11 +425,12 @@ def _reap_session(session_id: int, grace_seconds: float = 15.0) -> list[str]:
     return stopped
 
 
-def simulate(method: str, size: int, num_clients: int, rounds: int, log: Any) -> dict[str, Any]:
-    """Run one simulation in its own subprocess (Ray state is per process)."""
+def simulate(method: str, size: int, num_clients: int, rounds: int, log: Any, timeout: float = CHILD_TIMEOUT_SECONDS) -> dict[str, Any]:
+    """Run one simulation in its own subprocess (Ray state is per process), killed after ``timeout`` s."""
     with tempfile.TemporaryDirectory(prefix="secure-sum-bench-") as tmp:
         out_path = Path(tmp) / "result.json"
-        spec = {"method": method, "size": size, "clients": num_clients, "rounds": rounds, "out": str(out_path)}
+        spec = {"method": method, "size": size, "clients": num_clients, "rounds": rounds, "out": str(out_path),
+                "max_participants": MAX_PARTICIPANTS, "graph": GRAPH}
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join([str(REPO), str(BENCH_DIR), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
         started = time.perf_counter()
@@ -430,14 +443,19 @@ def simulate(method: str, size: int, num_clients: int, rounds: int, log: Any) ->
             start_new_session=True,
         )
         try:
-            returncode = child.wait(timeout=CHILD_TIMEOUT_SECONDS)
+            returncode = child.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             child.kill()
             returncode = child.wait()
+            timed_out = True
+        else:
+            timed_out = False
         wall = time.perf_counter() - started
         # Anything the child left behind (it led its own session) is ours: give it time to exit
         # on its own (Ray shuts down asynchronously), then stop it by PID.
         leftovers = _reap_session(child.pid)
+        if timed_out:
+            return {"method": method, "size": size, "clients": num_clients, "error": f"did not finish within {timeout:g} s", "leftover_processes_stopped": leftovers}
         if returncode != 0 or not out_path.is_file():
             return {"method": method, "size": size, "clients": num_clients, "error": f"child exited with {returncode}", "leftover_processes_stopped": leftovers}
         result = json.loads(out_path.read_text())
@@ -505,7 +523,7 @@ def summarize_simulation(result: dict[str, Any], rounds: int) -> dict[str, Any]:
 # --------------------------------------------------------------------------- in-process: ours
 def ours_in_process(size: int, num_clients: int, rounds: int, mode: str = "semi-honest") -> dict[str, Any]:
     """Full rounds of ``oneliac_flwr.secure`` in memory (no Flower): time, bytes, error."""
-    from oneliac_flwr.flower.secure_sum import ring_for, threshold_for
+    from oneliac_flwr.flower.secure_sum import graph_for, ring_for, threshold_for
     from oneliac_flwr.secure import Identity, SecureSumClient, SecureSumServer
 
     config = secure_sum_config(num_clients, rounds, mode=mode)
@@ -524,10 +542,14 @@ def ours_in_process(size: int, num_clients: int, rounds: int, mode: str = "semi-
     per_round = []
     for server_round in range(1, rounds + 1):
         started = time.perf_counter()
-        for nid in server.needs_keys(node_ids, round=server_round, threshold=threshold):
+        plan = graph_for(config, num_clients)  # the adapter's sharing graph (secure_sum.graph)
+        for nid in server.needs_keys(node_ids, round=server_round, threshold=plan.threshold):
             server.register_keys(nid, clients[nid].advertise_keys(round=server_round))
         stage_k = time.perf_counter() - started
-        setup = server.round_setup(round=server_round, participants=node_ids, threshold=threshold)
+        setup = server.round_setup(
+            round=server_round, participants=node_ids, threshold=threshold, graph_degree=plan.degree,
+            sharing_threshold=plan.threshold,
+        )
         mask_seconds, receive_seconds, uploads, records = [], 0.0, [], []
         inputs = {nid: (synthetic_update(pid_of[nid], server_round, size), synthetic_weight(pid_of[nid], num_clients)) for nid in node_ids}
         messages = {}
@@ -642,9 +664,9 @@ def client_reply_in_process(size: int, num_clients: int, repeats: int) -> dict[s
     from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
     from flwr.supercore.task_identity import TaskIdentity
 
-    from oneliac_flwr.flower.clientapp import _masked_reply, _save_secure_client, _secure_client
-    from oneliac_flwr.flower.records import NUM_EXAMPLES, SECURE_SUM, reply_info
-    from oneliac_flwr.flower.secure_sum import ring_for, threshold_for
+    from oneliac_flwr.flower.clientapp import Organization, _masked_reply, _save_secure_client, _secure_client
+    from oneliac_flwr.flower.records import NUM_EXAMPLES, SECURE_SUM
+    from oneliac_flwr.flower.secure_sum import graph_for, ring_for, threshold_for
     from oneliac_flwr.secure import MaskedInput, SecureSumServer
 
     run_id = 5
@@ -658,18 +680,25 @@ def client_reply_in_process(size: int, num_clients: int, repeats: int) -> dict[s
         server = SecureSumServer(run_id=run_id, spec=ring_for(config), length=size)
         ours, plain = [], []
         for server_round in range(1, repeats + 1):
-            for nid in server.needs_keys(node_ids, round=server_round, threshold=threshold_for(num_clients, 2)):
+            plan = graph_for(config, num_clients)
+            for nid in server.needs_keys(node_ids, round=server_round, threshold=plan.threshold):
                 probe = Message(content=RecordDict({}), dst_node_id=nid, message_type="train")
                 client, _ = _secure_client(probe, contexts[nid])
                 server.register_keys(nid, client.advertise_keys(round=server_round))
                 _save_secure_client(contexts[nid], client)
-            setup = server.round_setup(round=server_round, participants=node_ids, threshold=threshold_for(num_clients, 2))
+            setup = server.round_setup(
+                round=server_round, participants=node_ids, threshold=threshold_for(num_clients, 2),
+                graph_degree=plan.degree, sharing_threshold=plan.threshold,
+            )
             for i, nid in enumerate(node_ids):
                 record = RecordDict({SECURE_SUM: ConfigRecord(setup.to_record()), "config": ConfigRecord({"server-round": server_round})})
                 msg = Message(content=record, dst_node_id=nid, message_type="train")
                 update, weight = synthetic_update(i, server_round, size), synthetic_weight(i, num_clients)
                 started = time.perf_counter()
-                reply = _masked_reply(msg, contexts[nid], config, [update], [np.zeros_like(update)], {NUM_EXAMPLES: weight}, reply_info(organization=f"org-{i}"))
+                reply = _masked_reply(
+                    msg, contexts[nid], Organization(f"org-{i}", i, None, 0), [update], weight=weight, statistics=None,
+                    declared=None, clip=False,
+                )  # fmt: skip
                 ours.append(time.perf_counter() - started)
                 started = time.perf_counter()
                 RecordDict({"arrays": ArrayRecord(numpy_ndarrays=[update]), "metrics": MetricRecord({NUM_EXAMPLES: weight})})

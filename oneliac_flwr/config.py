@@ -297,6 +297,16 @@ class SecureSumConfig:
     per parameter). Identities, pins and a hospital's minimum threshold are its own choice,
     so they are set in its node config (``secure-identity``, ``secure-pins``,
     ``secure-min-threshold``), not in the run config the coordinator controls.
+
+    ``graph`` chooses who masks against and shares with whom (``docs/secure-sum.md``
+    section 12): ``auto`` (default) uses a sparse random ``k``-regular graph where its
+    neighbourhood is at most half the round (from about 30 organizations with the default
+    fractions), else the complete graph; ``complete`` and ``sparse`` force one. The sparse
+    graph is sized so that it fails with probability at most ``2^-40`` when up to
+    ``colluding_fraction`` of a round's organizations collude with the coordinator and up
+    to ``dropout_fraction`` drop out (hospitals check it with their own fractions, node
+    config ``secure-colluding-fraction`` / ``secure-dropout-fraction``). Malicious mode
+    always uses the complete graph.
     """
 
     clip_norm: float = 1.0
@@ -305,8 +315,19 @@ class SecureSumConfig:
     frac_bits: int | None = None
     max_participants: int | None = None
     mode: Literal["semi-honest", "malicious"] = "semi-honest"
+    graph: Literal["auto", "complete", "sparse"] = "auto"
+    colluding_fraction: float = 0.1
+    dropout_fraction: float = 0.1
 
     def _check(self, path: str) -> None:
+        _require(
+            self.graph in ("auto", "complete", "sparse"),
+            f"{path}.graph",
+            f"must be 'auto', 'complete' or 'sparse', got {self.graph!r}",
+        )
+        for name in ("colluding_fraction", "dropout_fraction"):
+            value = getattr(self, name)
+            _require(0.0 <= value < 0.5, f"{path}.{name}", f"must be in [0, 0.5), got {value}")
         _require(
             self.mode in ("semi-honest", "malicious"),
             f"{path}.mode",

@@ -30,6 +30,7 @@ from oneliac_flwr.flower.records import ARRAYS, CONFIG, INFO, MASKED, METRICS, N
 from oneliac_flwr.flower.client_privacy import hospital_policy, hospital_state, instruction_refusal, privatize_update
 from oneliac_flwr.flower.sample_dp import train_with_dpsgd
 from oneliac_flwr.flower.secure_sum import CONFIRM_ACTION, KEYS_ACTION, UNMASK_ACTION
+from oneliac_flwr.secure.graph import DEFAULT_COLLUDING_FRACTION, DEFAULT_DROPOUT_FRACTION
 from oneliac_flwr.secure import (
     ConsistencyRequest,
     Identity,
@@ -145,8 +146,10 @@ class SecureSettings:
 
     Node config keys: ``secure-identity`` (identity key file), ``secure-pins`` (pin file of
     ``organization-id fingerprint`` lines; without it, trust on first use),
-    ``secure-trust-store`` (TOFU file), ``federation``, ``secure-min-threshold`` and
-    ``secure-mode`` (``malicious``: never unmask without the consistency check).
+    ``secure-trust-store`` (TOFU file), ``federation``, ``secure-min-threshold``,
+    ``secure-mode`` (``malicious``: never unmask without the consistency check), and
+    ``secure-colluding-fraction`` / ``secure-dropout-fraction`` (default 0.1 each: the
+    fractions a sparse sharing graph must withstand, ``docs/secure-sum.md`` section 12).
     """
 
     organization: str
@@ -156,6 +159,8 @@ class SecureSettings:
     trust_store: Path
     min_threshold: int
     mode: str = "semi-honest"
+    colluding_fraction: float = DEFAULT_COLLUDING_FRACTION
+    dropout_fraction: float = DEFAULT_DROPOUT_FRACTION
 
     def trust(self) -> Trust:
         """Pins if a pin file is configured, else trust on first use."""
@@ -186,6 +191,12 @@ def secure_settings(node_config: dict) -> SecureSettings:
     mode = str(node_config.get("secure-mode", "semi-honest"))
     if mode not in ("semi-honest", "malicious"):
         raise ConfigError("secure-mode", f"expected 'semi-honest' or 'malicious', got {mode!r}")
+    fractions = {}
+    for key, default in (("colluding", DEFAULT_COLLUDING_FRACTION), ("dropout", DEFAULT_DROPOUT_FRACTION)):
+        raw = node_config.get(f"secure-{key}-fraction", default)
+        if not isinstance(raw, (int, float)) or isinstance(raw, bool) or not 0.0 <= raw < 0.5:
+            raise ConfigError(f"secure-{key}-fraction", f"expected a number in [0, 0.5), got {raw!r}")
+        fractions[f"{key}_fraction"] = float(raw)
     return SecureSettings(
         organization=organization,
         federation=federation,
@@ -194,6 +205,7 @@ def secure_settings(node_config: dict) -> SecureSettings:
         trust_store=Path(str(node_config.get("secure-trust-store", default_dir / "known_identities.json"))),
         min_threshold=raw_min,
         mode=mode,
+        **fractions,
     )
 
 
@@ -210,6 +222,7 @@ def _secure_client(msg: Message, context: Context) -> tuple[SecureSumClient, Sec
         node_id=msg.metadata.dst_node_id, run_id=msg.metadata.run_id, identity=identity,
         organization=settings.organization, federation=settings.federation, min_threshold=settings.min_threshold,
         mode=settings.mode,  # type: ignore[arg-type]
+        colluding_fraction=settings.colluding_fraction, dropout_fraction=settings.dropout_fraction,
     )  # fmt: skip
     return client, settings
 

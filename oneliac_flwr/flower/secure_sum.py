@@ -25,6 +25,7 @@ from oneliac_flwr.errors import ConfigError, ProtocolViolation, RoundFailed, Sec
 from oneliac_flwr.flower.records import MASKED, SECURE_SUM, TrainReply
 from oneliac_flwr.coordinator import Aggregate, secure_sum_aggregate
 from oneliac_flwr.results import Rejection, RoundRecord
+from oneliac_flwr.secure.graph import GraphPlan, plan_graph
 from oneliac_flwr.secure import (
     AdvertiseKeys,
     ConsistencyResponse,
@@ -35,7 +36,9 @@ from oneliac_flwr.secure import (
     plan_ring,
 )
 
-__all__ = ["CONFIRM_ACTION", "KEYS_ACTION", "UNMASK_ACTION", "SecureSumAggregator", "ring_for", "threshold_for"]
+__all__ = [
+    "CONFIRM_ACTION", "KEYS_ACTION", "UNMASK_ACTION", "SecureSumAggregator", "graph_for", "ring_for", "threshold_for",
+]  # fmt: skip
 
 logger = logging.getLogger("oneliac_flwr")
 
@@ -79,6 +82,21 @@ def participants_source(config: ExperimentConfig) -> str:
 def threshold_for(num_participants: int, min_participants: int) -> int:
     """Shamir threshold: a strict majority of the round, never below ``min_participants``."""
     return min(num_participants, max(min_participants, num_participants // 2 + 1, 2))
+
+
+def graph_for(config: ExperimentConfig, num_participants: int) -> GraphPlan:
+    """The round's sharing graph and sharing threshold (``docs/secure-sum.md`` section 12).
+
+    Malicious mode always uses the complete graph; otherwise ``secure_sum.graph`` decides.
+    """
+    settings, floor = config.secure_sum, config.aggregation_config.min_participants
+    t = threshold_for(num_participants, floor)
+    if settings.mode == "malicious":
+        return GraphPlan(0, t)
+    return plan_graph(
+        num_participants, complete_threshold=t, graph=settings.graph, colluding_fraction=settings.colluding_fraction,
+        dropout_fraction=settings.dropout_fraction, min_threshold=max(floor, 2),
+    )  # fmt: skip
 
 
 def _payload_bytes(message: Message) -> int:
@@ -161,11 +179,16 @@ class SecureSumAggregator:
         self.server.abort_round()  # a round left open by a failed stage never blocks the next
         self._exchanges[server_round] = 1  # the training exchange itself
         participants = list(node_ids)
-        # A carried key is usable only in the round it names and with a threshold no higher
-        # than its sharing's: the threshold can only fall after stage K, so this is safe.
-        estimate = threshold_for(len(participants), self.config.aggregation_config.min_participants)
-        need = self.server.needs_keys(participants, round=server_round, threshold=estimate)
-        if need:
+        # A carried key is usable only in the round it names and with a sharing threshold no
+        # lower than the round's. Stage K can change the round's size and so its graph and
+        # sharing threshold; a carried key that no longer fits is re-keyed in a second pass.
+        keyed: list[int] = []
+        for _ in range(2):
+            plan = graph_for(self.config, len(participants))
+            need = self.server.needs_keys(participants, round=server_round, threshold=plan.threshold)
+            if not need:
+                break
+            keyed += need
             replies = self._exchange(grid, need, KEYS_ACTION, {n: ConfigRecord({"round": server_round}) for n in need}, timeout, server_round)
             for node in need:
                 message = replies.get(node)
@@ -176,7 +199,7 @@ class SecureSumAggregator:
                 except (SecureAggregationError, KeyError, TypeError) as exc:
                     logger.warning("round %d: node %d left out of the secure sum at stage K: %s", server_round, node, exc)
                     participants.remove(node)
-        self._keyed_this_round[server_round] = need
+        self._keyed_this_round[server_round] = keyed
         if len(participants) > self.spec.max_participants:
             # Only possible in deployment: more SuperNodes connected than the federation declared.
             raise ConfigError(
@@ -185,7 +208,11 @@ class SecureSumAggregator:
                 f"was planned at start-up as {participants_source(self.config)}; declare the real federation size",
             )
         threshold = threshold_for(len(participants), self.config.aggregation_config.min_participants)
-        setup = self.server.round_setup(round=server_round, participants=sorted(participants), threshold=threshold)
+        plan = graph_for(self.config, len(participants))
+        setup = self.server.round_setup(
+            round=server_round, participants=sorted(participants), threshold=threshold, graph_degree=plan.degree,
+            sharing_threshold=plan.threshold,
+        )  # fmt: skip
         return sorted(participants), {SECURE_SUM: ConfigRecord(setup.to_record())}
 
     def aggregate(

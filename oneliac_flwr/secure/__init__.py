@@ -8,6 +8,7 @@ Specification: ``docs/secure-sum.md``. Modules, one concept each:
 - :mod:`.masks`     AES-256-CTR keystream masks
 - :mod:`.sharing`   Shamir sharing of 32-byte secrets over GF(2^256 - 189), batched
 - :mod:`.envelope`  AES-GCM envelopes of shares
+- :mod:`.graph`     sparse sharing graphs from public randomness, their security bound
 - :mod:`.messages`  wire messages (frozen dataclasses, flat records)
 - :mod:`.client`    participant state machine
 - :mod:`.server`    coordinator state machine
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 from .client import SecureSumClient
 from .encoding import RingSpec, decode_sum, encode, error_bound, plan_ring
+from .graph import GraphPlan, SharingGraph, plan_graph, sharing_graph
 from .identity import Identity, PinnedTrust, TofuTrust, Trust, identity_fingerprint, load_pins
 from .keys import fingerprint
 from .messages import (
@@ -35,6 +37,7 @@ __all__ = [
     "AggregateResult",
     "ConsistencyRequest",
     "ConsistencyResponse",
+    "GraphPlan",
     "Identity",
     "PinnedTrust",
     "TofuTrust",
@@ -44,6 +47,7 @@ __all__ = [
     "RoundSetup",
     "SecureSumClient",
     "SecureSumServer",
+    "SharingGraph",
     "UnmaskRequest",
     "UnmaskResponse",
     "decode_sum",
@@ -52,5 +56,7 @@ __all__ = [
     "fingerprint",
     "identity_fingerprint",
     "load_pins",
+    "plan_graph",
     "plan_ring",
+    "sharing_graph",
 ]

@@ -27,10 +27,12 @@ from ._fields import (
     require,
 )
 from .encoding import encode
+from .graph import DEFAULT_COLLUDING_FRACTION, DEFAULT_DROPOUT_FRACTION, SharingGraph, check_graph, sharing_graph
 from .envelope import open_share, seal_share
 from .identity import (
     ANY_ROUND,
     Identity,
+    TofuTrust,
     Trust,
     identity_fingerprint,
     key_statement,
@@ -85,6 +87,8 @@ class _RoundState:
     s_pks: tuple[bytes, ...]
     s_sk: bytes
     identity_pks: tuple[bytes, ...] = ()
+    graph_degree: int = 0  # 0: complete graph
+    sharing_threshold: int = 0  # threshold of the round's sharings (0: = threshold)
     signed: bool = False  # malicious mode: this node signed (counted, dropped)
     counted: tuple[int, ...] | None = None
     dropped: tuple[int, ...] | None = None
@@ -93,6 +97,13 @@ class _RoundState:
 
     def position(self, node: int) -> int:
         return self.participants.index(node)
+
+    def graph(self, run_id: int) -> SharingGraph:
+        return sharing_graph(run_id, self.participants, self.graph_degree)
+
+    @property
+    def share_threshold(self) -> int:
+        return self.sharing_threshold or self.threshold
 
 
 class SecureSumClient:
@@ -115,6 +126,10 @@ class SecureSumClient:
     mode : {"semi-honest", "malicious"}
         ``malicious``: reveal nothing in stage U unless at least ``t`` survivors signed
         the same survivor set this node signed (consistency check).
+    colluding_fraction, dropout_fraction : float
+        The fractions of a round's participants this hospital assumes may collude with the
+        coordinator or drop out; a sparse sharing graph whose failure bound for them exceeds
+        ``2^-40`` is refused (``graph_check``, ``docs/secure-sum.md`` section 12).
 
     Notes
     -----
@@ -134,6 +149,8 @@ class SecureSumClient:
         federation: str = "default",
         min_threshold: int = 2,
         mode: Mode = "semi-honest",
+        colluding_fraction: float = DEFAULT_COLLUDING_FRACTION,
+        dropout_fraction: float = DEFAULT_DROPOUT_FRACTION,
     ) -> None:
         self._node = check_u64(node_id, "node_id")
         self._run = check_u64(run_id, "run_id")
@@ -150,6 +167,10 @@ class SecureSumClient:
         if mode not in MODES:
             raise ProtocolViolation(f"mode: expected one of {list(MODES)}, got {mode!r}")
         self._mode: Mode = mode
+        for name, value in (("colluding_fraction", colluding_fraction), ("dropout_fraction", dropout_fraction)):
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0.0 <= value < 0.5:
+                raise ProtocolViolation(f"{name}: expected a fraction in [0, 0.5), got {value!r}")
+        self._gamma, self._delta = float(colluding_fraction), float(dropout_fraction)
         self._c_sk: bytes | None = None
         self._next_s_sk: bytes | None = None
         self._next_round = 0  # the single round _next_s_sk may be used in
@@ -287,7 +308,10 @@ class SecureSumClient:
         self._check_key_binding(setup)
         pos = setup.participants.index(me)
         self._check_own_keys(setup, pos, c_sk_raw=self._c_sk, s_sk_raw=self._next_s_sk)
-        self._check_peer_keys(setup, trust)
+        graph = setup.graph
+        peers = graph.neighbours(me)
+        recipients = graph.neighbourhood(me)
+        self._check_peer_keys(setup, trust, peers)
         arr = np.asarray(update)
         if arr.shape != (setup.length,):
             raise ProtocolViolation(f"update: expected shape ({setup.length},), got {arr.shape}")
@@ -296,28 +320,31 @@ class SecureSumClient:
         s_sk = load_private_key(self._next_s_sk)
         seed = os.urandom(KEY_BYTES)
         masks = [(self_mask_key(seed, run_id=run, round=rnd, node=me), 1)]
-        for v, s_pk in zip(setup.participants, setup.s_pks, strict=True):
-            if v != me:
-                key = pairwise_mask_key(s_sk, s_pk, run_id=run, round=rnd, me=me, peer=v)
-                masks.append((key, pairwise_sign(me, v)))
+        for v in peers:
+            key = pairwise_mask_key(s_sk, setup.s_pks[setup.participants.index(v)], run_id=run, round=rnd, me=me, peer=v)
+            masks.append((key, pairwise_sign(me, v)))
         apply_masks(masked, masks)
 
         next_s = private_bytes(generate_private_key())
         next_s_pk = public_bytes(load_private_key(next_s))
-        n, t = len(setup.participants), setup.threshold
-        seed_shares, key_shares = share_many([seed, next_s], threshold=t, n=n)
+        # Shares go to the neighbourhood only; each holder keeps its index pos_S in the round.
+        indices = [setup.participants.index(v) + 1 for v in recipients]
+        t = setup.sharing_threshold
+        seed_shares, key_shares = share_many([seed, next_s], threshold=t, n=len(setup.participants), indices=indices)
         c_sk = load_private_key(self._c_sk)
         self_envs: list[bytes] = []
         key_envs: list[bytes] = []
-        for v, c_pk, (i_b, sh_b), (i_k, sh_k) in zip(
-            setup.participants, setup.c_pks, seed_shares, key_shares, strict=True
-        ):
+        c_pks = [setup.c_pks[i - 1] for i in indices]
+        for v, c_pk, (i_b, sh_b), (i_k, sh_k) in zip(recipients, c_pks, seed_shares, key_shares, strict=True):
             common: dict[str, Any] = {
                 "sender_c_sk": c_sk, "recipient_c_pk": c_pk, "run_id": run, "round": rnd,
                 "sender": me, "recipient": v,
             }  # fmt: skip
             self_envs.append(seal_share(SharePlaintext(i_b, sh_b).to_bytes(), kind="self", **common))
-            key_plain = SharePlaintext(i_k, sh_k, next_s_pk, threshold=t, participants=n, use_round=rnd + 1)
+            # ``participants`` binds the index range: |S|, of which the holder's index is pos_S.
+            key_plain = SharePlaintext(
+                i_k, sh_k, next_s_pk, threshold=t, participants=len(setup.participants), use_round=rnd + 1
+            )
             key_envs.append(seal_share(key_plain.to_bytes(), kind="pairwise", **common))
         masked.setflags(write=False)
         message = MaskedInput(
@@ -328,7 +355,7 @@ class SecureSumClient:
             length=setup.length,
             next_s_pk=next_s_pk,
             next_s_pk_signature=self._sign("mask", rnd + 1, next_s_pk),
-            share_recipients=setup.participants,
+            share_recipients=recipients,
             self_share_ciphertexts=tuple(self_envs),
             key_share_ciphertexts=tuple(key_envs),
             masked=masked,
@@ -342,6 +369,8 @@ class SecureSumClient:
             s_pks=setup.s_pks,
             s_sk=self._next_s_sk,
             identity_pks=setup.identity_pks,
+            graph_degree=setup.graph_degree,
+            sharing_threshold=t,
         )
         self._next_s_sk = next_s
         self._next_round, self._next_threshold = rnd + 1, t
@@ -354,9 +383,13 @@ class SecureSumClient:
             raise ProtocolViolation(f"threshold_check: t = {t} is not a majority of the {n} participants")
         if t < self._min_t:
             raise ProtocolViolation(f"threshold_check: t = {t} is below this hospital's minimum {self._min_t}")
+        check_graph(
+            n, setup.graph_degree, setup.sharing_threshold, colluding_fraction=self._gamma,
+            dropout_fraction=self._delta, min_threshold=self._min_t,
+        )  # fmt: skip
 
     def _check_key_binding(self, setup: RoundSetup) -> None:
-        t = setup.threshold
+        t = setup.sharing_threshold
         if self._next_round != setup.round:
             raise ProtocolViolation(
                 f"key_round_check: this node's mask key may be used in round {self._next_round} only, "
@@ -391,7 +424,8 @@ class SecureSumClient:
                 f"({fingerprint(listed)[:16]}...); it must advertise keys (stage K)"
             )
 
-    def _check_peer_keys(self, setup: RoundSetup, trust: Trust | None) -> None:
+    def _check_peer_keys(self, setup: RoundSetup, trust: Trust | None, peers: tuple[int, ...]) -> None:
+        """Signatures, pins, key validity and freshness of the peers this node masks against."""
         me = self._node
         revealed = set(self._revealed)
         prev = self._round
@@ -400,15 +434,17 @@ class SecureSumClient:
             setup.participants, setup.organizations, setup.identity_pks, setup.c_pks, setup.s_pks,
             setup.c_pk_signatures, setup.s_pk_signatures, strict=True,
         )  # fmt: skip
+        adjacent = set(peers)
+        batched = isinstance(trust, TofuTrust)  # one read and one write of the trust store per round
         for v, org, ident, c_pk, s_pk, c_sig, s_sig in rows:
-            if v == me:
+            if v == me or v not in adjacent:
                 continue
             signer = {
                 "identity_pk": ident, "federation": self._federation, "organization": org, "run_id": self._run,
             }  # fmt: skip
             verify_key_signature(c_sig, kind="envelope", round=ANY_ROUND, public_key=c_pk, **signer)
             verify_key_signature(s_sig, kind="mask", round=setup.round, public_key=s_pk, **signer)
-            if trust is not None:
+            if trust is not None and not batched:
                 trust.check(federation=self._federation, organization=org, fingerprint=identity_fingerprint(ident))
             check_public_key(c_pk, field=f"envelope key of node {v}")
             check_public_key(s_pk, field=f"mask key of node {v}")
@@ -423,6 +459,12 @@ class SecureSumClient:
                     f"reused_key_check: node {v} reuses the mask key it had in round "
                     f"{prev.round if prev else '?'}; mask keys are single-use"
                 )
+        if batched:  # after every signature verified: never record an identity that did not sign
+            trust.check_many(  # type: ignore[union-attr]
+                federation=self._federation,
+                identities=[(setup.organizations[i], identity_fingerprint(setup.identity_pks[i]))
+                            for i, v in enumerate(setup.participants) if v in adjacent],
+            )  # fmt: skip
 
     # ------------------------------------------------------------------ stage U
     def unmask(self, request: UnmaskRequest) -> UnmaskResponse:
@@ -587,6 +629,10 @@ class SecureSumClient:
         """Open and check one key share of dropped ``d``; raises on any failed check."""
         if made_in >= st.round:
             raise ProtocolViolation(f"key_share_round_check: share of node {d} made in round {made_in}")
+        if not st.graph(self._run).adjacent(d, self._node):
+            # Only d's neighbours of this round may reveal its key: they are the ones who hold
+            # (and withhold) shares of its self-mask seed, so the pigeonhole of section 8 holds.
+            raise ProtocolViolation(f"key_share_neighbour_check: node {d} is not this node's neighbour in round {st.round}")
         plain = open_share(
             env, recipient_c_sk=c_sk, sender_c_pk=st.c_pks[st.position(d)], run_id=self._run,
             round=made_in, sender=d, recipient=self._node, kind="pairwise",
@@ -598,9 +644,10 @@ class SecureSumClient:
             raise ProtocolViolation(
                 f"key_share_round_check: share of node {d} is of a key for round {share.use_round}, not {st.round}"
             )
-        if st.threshold > share.threshold:
+        if st.share_threshold > share.threshold:
             raise ProtocolViolation(
-                f"key_share_threshold_check: share of node {d} has threshold {share.threshold} < t = {st.threshold}"
+                f"key_share_threshold_check: share of node {d} has threshold {share.threshold} "
+                f"< t = {st.share_threshold}"
             )
         return share
 
@@ -640,6 +687,16 @@ class SecureSumClient:
             raise ProtocolViolation(
                 f"partition_check: key shares / seeds asked for {sorted(key_owners - dropped)}, which are not dropped"
             )
+        graph = st.graph(self._run)
+        neighbourhood = set(graph.neighbourhood(me))
+        strangers = sorted((self_owners | set(request.seed_requests)) - neighbourhood)
+        if strangers:
+            raise ProtocolViolation(f"partition_check: nodes {strangers} are not in this node's neighbourhood")
+        if graph.sparse and len(counted & neighbourhood) < st.share_threshold:
+            raise ProtocolViolation(
+                f"neighbourhood_threshold_check: {len(counted & neighbourhood)} counted nodes in this node's "
+                f"neighbourhood, below its threshold {st.share_threshold}"
+            )
 
     # ------------------------------------------------------------------ persistence
     def state_dict(self) -> dict[str, Any]:
@@ -657,6 +714,8 @@ class SecureSumClient:
             "identity_fingerprint": self._identity.fingerprint,
             "min_threshold": self._min_t,
             "mode": self._mode,
+            "colluding_fraction": self._gamma,
+            "dropout_fraction": self._delta,
             "c_sk": self._c_sk or b"",
             "next_s_sk": self._next_s_sk or b"",
             "next_round": self._next_round,
@@ -671,6 +730,8 @@ class SecureSumClient:
             "round_s_pks": list(st.s_pks) if st else [],
             "round_s_sk": st.s_sk if st else b"",
             "round_identity_pks": list(st.identity_pks) if st else [],
+            "round_graph_degree": st.graph_degree if st else 0,
+            "round_sharing_threshold": st.share_threshold if st else 0,
             "round_signed": bool(st and st.signed),
             "round_fixed": bool(st and st.counted is not None),
             "round_counted": list(st.counted or ()) if st else [],
@@ -706,6 +767,8 @@ class SecureSumClient:
         client = cls(
             node_id=get("node_id"), run_id=get("run_id"), identity=identity, organization=get("organization"),
             federation=get("federation"), min_threshold=get("min_threshold"), mode=get("mode"),
+            colluding_fraction=state.get("colluding_fraction", DEFAULT_COLLUDING_FRACTION),
+            dropout_fraction=state.get("dropout_fraction", DEFAULT_DROPOUT_FRACTION),
         )  # fmt: skip
         client._next_round = check_u64(get("next_round"), f"{_STATE}.next_round")
         client._next_threshold = check_int(get("next_threshold"), f"{_STATE}.next_threshold", lo=0)
@@ -736,6 +799,10 @@ class SecureSumClient:
                 s_sk=check_bytes(get("round_s_sk"), f"{_STATE}.round_s_sk", length=KEY_BYTES),
                 identity_pks=check_bytes_tuple(get("round_identity_pks"), f"{_STATE}.round_identity_pks", length=32),
                 signed=get("round_signed") is True,
+                graph_degree=check_int(state.get("round_graph_degree", 0), f"{_STATE}.round_graph_degree", lo=0),
+                sharing_threshold=check_int(
+                    state.get("round_sharing_threshold", 0), f"{_STATE}.round_sharing_threshold", lo=0
+                ),
             )
             if not len(st.c_pks) == len(st.s_pks) == len(st.identity_pks) == len(participants):
                 raise ProtocolViolation(f"{_STATE}.round_*: parallel lists differ in length")

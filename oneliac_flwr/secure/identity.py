@@ -14,7 +14,7 @@ import hashlib
 import json
 import os
 import struct
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Literal, Protocol
 
@@ -335,18 +335,30 @@ class TofuTrust:
 
     def check(self, *, federation: str, organization: str, fingerprint: str) -> None:
         """Record a first-seen organization; refuse one whose identity changed."""
+        self.check_many(federation=federation, identities=[(organization, fingerprint)])
+
+    def check_many(self, *, federation: str, identities: Sequence[tuple[str, str]]) -> None:
+        """:meth:`check` for many ``(organization, fingerprint)`` pairs: one read, at most one write.
+
+        Nothing is recorded unless every pair passes.
+        """
         data = self._read()
         known = data.setdefault(federation, {})
-        seen = known.get(organization)
-        if seen == fingerprint:
+        new: dict[str, str] = {}
+        for organization, fingerprint in identities:
+            seen = known.get(organization, new.get(organization))
+            if seen == fingerprint:
+                continue
+            if seen is not None:
+                raise ProtocolViolation(
+                    f"tofu_check: organization {organization!r} changed its identity from {seen} to {fingerprint}; "
+                    f"refusing. If the change is legitimate, verify the new fingerprint out of band and remove "
+                    f"its entry from {self._path}"
+                )
+            new[organization] = fingerprint
+        if not new:
             return
-        if seen is not None:
-            raise ProtocolViolation(
-                f"tofu_check: organization {organization!r} changed its identity from {seen} to {fingerprint}; "
-                f"refusing. If the change is legitimate, verify the new fingerprint out of band and remove "
-                f"its entry from {self._path}"
-            )
-        known[organization] = fingerprint
+        known.update(new)
         self._path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self._path.with_name(self._path.name + f".{os.getpid()}.tmp")
         tmp.write_text(json.dumps(data, indent=1, sort_keys=True), encoding="utf-8")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
+from functools import lru_cache
 from typing import Literal
 
 from cryptography.hazmat.primitives import hashes
@@ -86,11 +87,18 @@ def load_public_key(raw: bytes, *, field: str = "public key") -> X25519PublicKey
     return X25519PublicKey.from_public_bytes(raw)
 
 
+@lru_cache(maxsize=1)
+def _probe_key() -> X25519PrivateKey:
+    return X25519PrivateKey.generate()
+
+
 def check_public_key(raw: bytes, *, field: str = "public key") -> bytes:
     """Validate a received X25519 public key: 32 bytes and not a low-order point.
 
     A low-order point makes every shared secret with it all-zero; it is detected by an
-    exchange with a throw-away key (``cryptography`` refuses an all-zero result).
+    exchange with a throw-away key (``cryptography`` refuses an all-zero result). One
+    throw-away key serves the whole process: the clamped scalar is a multiple of the
+    cofactor 8, so the result is all-zero exactly for the low-order points, whatever the key.
 
     Raises
     ------
@@ -99,7 +107,7 @@ def check_public_key(raw: bytes, *, field: str = "public key") -> bytes:
     """
     pub = load_public_key(raw, field=field)
     try:
-        secret = X25519PrivateKey.generate().exchange(pub)
+        secret = _probe_key().exchange(pub)
     except ValueError:
         raise ProtocolViolation(f"public_key_check: {field} is a low-order X25519 point") from None
     if secret == bytes(KEY_BYTES):  # pragma: no cover - cryptography raises first

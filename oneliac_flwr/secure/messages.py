@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from itertools import pairwise
 from typing import Any, ClassVar
 
@@ -33,6 +34,7 @@ from ._fields import (
 )
 from .encoding import RingSpec, ring_dtype
 from .envelope import NONCE_BYTES, TAG_BYTES
+from .graph import SharingGraph, sharing_graph
 from .identity import IDENTITY_BYTES, SIGNATURE_BYTES
 from .keys import KEY_BYTES, check_public_key
 from .sharing import SECRET_BYTES, SharePlaintext
@@ -182,6 +184,13 @@ class RoundSetup:
         Ed25519 identity key of each participant.
     c_pk_signatures, s_pk_signatures : tuple of bytes
         Each participant's signatures of its ``c_pk`` (whole run) and ``s_pk`` (this round).
+    graph_degree : int
+        0: complete graph (everyone masks against and shares with everyone). Else the even
+        degree ``k`` of the sparse sharing graph every client recomputes from ``(run, S)``
+        (``docs/secure-sum.md`` section 12).
+    sharing_threshold : int
+        Shamir threshold of every sharing of the round: the per-neighbourhood threshold (of
+        ``k + 1`` shares) for a sparse graph; for the complete graph it is set to ``threshold``.
     """
 
     run_id: int
@@ -200,12 +209,14 @@ class RoundSetup:
     identity_pks: tuple[bytes, ...]
     c_pk_signatures: tuple[bytes, ...]
     s_pk_signatures: tuple[bytes, ...]
+    graph_degree: int = 0
+    sharing_threshold: int = 0
 
     TAG: ClassVar[str] = _PREFIX + "round_setup"
     _NAMES: ClassVar[tuple[str, ...]] = (
         "run_id", "round", "threshold", "length", "bits", "frac_bits", "clip_bound",
         "weight_bound", "max_participants", "participants", "c_pks", "s_pks", "organizations",
-        "identity_pks", "c_pk_signatures", "s_pk_signatures",
+        "identity_pks", "c_pk_signatures", "s_pk_signatures", "graph_degree", "sharing_threshold",
     )  # fmt: skip
 
     def __post_init__(self) -> None:
@@ -237,10 +248,19 @@ class RoundSetup:
         if n < 2 or n > self.max_participants:
             raise ProtocolViolation(f"{tag}.participants: expected 2 to {self.max_participants} nodes, got {n}")
         check_int(self.threshold, f"{tag}.threshold", lo=2, hi=n)
+        check_int(self.graph_degree, f"{tag}.graph_degree", lo=0, hi=max(n - 2, 0))
+        if self.graph_degree == 0:  # complete graph: the sharings' threshold is t itself
+            _set(self, "sharing_threshold", self.threshold)
+        check_int(self.sharing_threshold, f"{tag}.sharing_threshold", lo=2, hi=self.graph_degree + 1 if self.graph_degree else n)
         try:
             _ = self.spec  # validates the ring
         except ConfigError as exc:
             raise ProtocolViolation(f"{tag}.ring: {exc}") from None
+
+    @cached_property
+    def graph(self) -> SharingGraph:
+        """The round's sharing graph, recomputed from ``(run, S, graph_degree)``."""
+        return sharing_graph(self.run_id, self.participants, self.graph_degree)
 
     @property
     def spec(self) -> RingSpec:
@@ -278,7 +298,8 @@ class MaskedInput:
     next_s_pk_signature : bytes
         The node identity's signature of ``next_s_pk`` for round ``round + 1``.
     share_recipients : tuple of int
-        The round's participants (sorted); the share lists are parallel to it.
+        The sender's neighbourhood in the round's sharing graph, itself included (sorted; all
+        participants for the complete graph); the share lists are parallel to it.
     self_share_ciphertexts : tuple of bytes
         Envelope (kind ``self``) of each recipient's share of the self-mask seed.
     key_share_ciphertexts : tuple of bytes

@@ -102,7 +102,7 @@ class _Round:
     setup: RoundSetup
     total: np.ndarray
     accepted: set[int] = field(default_factory=set)
-    self_envelopes: dict[int, tuple[bytes, ...]] = field(default_factory=dict)
+    self_envelopes: dict[int, dict[int, bytes]] = field(default_factory=dict)  # owner -> recipient -> envelope
     requests: dict[int, UnmaskRequest] | None = None
     counted: tuple[int, ...] = ()
     dropped: tuple[int, ...] = ()
@@ -270,7 +270,15 @@ class SecureSumServer:
         self._sharings.pop(node, None)
 
     # ------------------------------------------------------------------ stage M
-    def round_setup(self, *, round: int, participants: Sequence[int], threshold: int) -> RoundSetup:
+    def round_setup(
+        self,
+        *,
+        round: int,
+        participants: Sequence[int],
+        threshold: int,
+        graph_degree: int = 0,
+        sharing_threshold: int | None = None,
+    ) -> RoundSetup:
         """Open a round: build the setup sent to every participant.
 
         Every listed mask key is consumed from now on. An open round is closed first.
@@ -282,7 +290,13 @@ class SecureSumServer:
         participants : sequence of int
             Nodes with registered keys (after stage K).
         threshold : int
-            ``t``, with ``2 <= t``.
+            ``t``, with ``2 <= t``: the fewest counted nodes the round may unmask.
+        graph_degree : int
+            0 (default): complete graph. Else the even degree of the sparse sharing graph
+            (:func:`~oneliac_flwr.secure.graph.plan_graph`).
+        sharing_threshold : int, optional
+            Threshold of every sharing of the round (per neighbourhood for a sparse graph);
+            default ``threshold``. Keys are checked against it.
 
         Raises
         ------
@@ -307,10 +321,11 @@ class SecureSumServer:
             )
         if self._last_round is not None and round <= self._last_round:
             raise ProtocolViolation(f"round: {round} is not after the last round {self._last_round}")
-        missing = self.needs_keys(nodes, round=round, threshold=threshold)
+        share_t = threshold if sharing_threshold is None else sharing_threshold
+        missing = self.needs_keys(nodes, round=round, threshold=share_t)
         if missing:
             raise ProtocolViolation(
-                f"participants: nodes {missing} have no key usable in round {round} with threshold {threshold}; "
+                f"participants: nodes {missing} have no key usable in round {round} with threshold {share_t}; "
                 "run stage K first"
             )
         if len(nodes) < threshold:
@@ -333,7 +348,10 @@ class SecureSumServer:
             identity_pks=tuple(self._registry[n].identity_pk for n in nodes),
             c_pk_signatures=tuple(self._registry[n].c_sig for n in nodes),
             s_pk_signatures=tuple(self._registry[n].s_sig for n in nodes),
+            graph_degree=graph_degree,
+            sharing_threshold=share_t,
         )
+        _ = setup.graph  # build (and check) the graph once, before any key is consumed
         for n in nodes:
             self._registry[n].s_pk = None  # consumed: single-use mask keys
         self._round = _Round(setup=setup, total=np.zeros(self._length, dtype=spec.dtype))
@@ -369,8 +387,9 @@ class SecureSumServer:
             raise ProtocolViolation(f"{tag}.masked: expected dtype {self._spec.dtype}, got {masked.dtype}")
         if masked.shape != (self._length,):
             raise ProtocolViolation(f"{tag}.masked: expected shape ({self._length},), got {masked.shape}")
-        if message.share_recipients != setup.participants:
-            raise ProtocolViolation(f"{tag}.share_recipients: expected the participants {list(setup.participants)}")
+        neighbourhood = setup.graph.neighbourhood(node)
+        if message.share_recipients != neighbourhood:
+            raise ProtocolViolation(f"{tag}.share_recipients: expected the participants of node {node}'s neighbourhood {list(neighbourhood)}")
         reg = self._registry[node]
         if message.next_s_pk in (rnd.s_pk_of(node), reg.c_pk):
             raise ProtocolViolation(f"{tag}.next_s_pk: must be a fresh key")
@@ -381,16 +400,16 @@ class SecureSumServer:
         )  # fmt: skip
         np.add(rnd.total, masked, out=rnd.total)
         rnd.accepted.add(node)
-        rnd.self_envelopes[node] = message.self_share_ciphertexts
+        rnd.self_envelopes[node] = dict(zip(neighbourhood, message.self_share_ciphertexts, strict=True))
         reg.s_pk, reg.s_sig = message.next_s_pk, message.next_s_pk_signature
-        reg.s_round, reg.s_threshold = setup.round + 1, setup.threshold
+        reg.s_round, reg.s_threshold = setup.round + 1, setup.sharing_threshold
         self._sharings[node] = _KeySharing(
             s_pk=message.next_s_pk,
             round=setup.round,
-            threshold=setup.threshold,
+            threshold=setup.sharing_threshold,
             holders={
-                v: (i + 1, env)
-                for i, (v, env) in enumerate(zip(setup.participants, message.key_share_ciphertexts, strict=True))
+                v: (rnd.index_of(v), env)
+                for v, env in zip(neighbourhood, message.key_share_ciphertexts, strict=True)
             },
         )
 
@@ -422,25 +441,31 @@ class SecureSumServer:
                     f"round {setup.round}: consistency check: {len(recipients)} survivors signed the survivor "
                     f"set, below the threshold {setup.threshold}"
                 )
-        alive = set(counted)
+        alive, graph = set(counted), setup.graph
         seeds: list[int] = []
         for d in dropped:
             sharing = self._sharings.get(d)
+            # Only d's neighbours of this round reveal its key (key_share_neighbour_check).
+            holders = alive.intersection(sharing.holders).intersection(graph.neighbours(d)) if sharing else set()
             if (
                 sharing is not None
                 and sharing.s_pk == rnd.s_pk_of(d)
                 and sharing.round + 1 == setup.round
-                and sharing.threshold >= setup.threshold
-                and len(alive.intersection(sharing.holders)) >= sharing.threshold
+                and sharing.threshold >= setup.sharing_threshold
+                and len(holders) >= sharing.threshold
             ):
-                rnd.key_plan[d] = sharing
+                rnd.key_plan[d] = _KeySharing(
+                    s_pk=sharing.s_pk, round=sharing.round, threshold=sharing.threshold,
+                    holders={v: sharing.holders[v] for v in holders},
+                )  # fmt: skip
             else:
                 seeds.append(d)
         rnd.seed_plan = tuple(seeds)
         signers = tuple(sorted(rnd.signatures))
         requests: dict[int, UnmaskRequest] = {}
         for v in recipients:
-            pos = rnd.index_of(v) - 1
+            near = set(graph.neighbourhood(v))
+            owners = tuple(w for w in counted if w in near)
             key_owners = [d for d, sh in rnd.key_plan.items() if v in sh.holders]
             requests[v] = UnmaskRequest(
                 run_id=self._run,
@@ -448,12 +473,12 @@ class SecureSumServer:
                 node_id=v,
                 counted=counted,
                 dropped=dropped,
-                self_share_owners=counted,
-                self_share_ciphertexts=tuple(rnd.self_envelopes[w][pos] for w in counted),
+                self_share_owners=owners,
+                self_share_ciphertexts=tuple(rnd.self_envelopes[w][v] for w in owners),
                 key_share_owners=tuple(key_owners),
                 key_share_rounds=tuple(rnd.key_plan[d].round for d in key_owners),
                 key_share_ciphertexts=tuple(rnd.key_plan[d].holders[v][1] for d in key_owners),
-                seed_requests=rnd.seed_plan,
+                seed_requests=tuple(d for d in rnd.seed_plan if d in near),
                 consistency_signers=signers,
                 consistency_signatures=tuple(rnd.signatures[n] for n in signers),
             )
@@ -595,8 +620,8 @@ class SecureSumServer:
                 self.invalidate_keys(node)
 
     def _finalize(self, rnd: _Round) -> AggregateResult:
-        setup, run = rnd.setup, self._run
-        counted, dropped, t = rnd.counted, rnd.dropped, setup.threshold
+        setup, run, graph = rnd.setup, self._run, rnd.setup.graph
+        counted, dropped, t = rnd.counted, rnd.dropped, setup.sharing_threshold
         self_shares: dict[int, list[tuple[int, bytes]]] = {w: [] for w in counted}
         key_shares: dict[int, list[tuple[int, bytes]]] = {d: [] for d in rnd.key_plan}
         seeds: dict[int, dict[int, bytes]] = {d: {} for d in rnd.seed_plan}
@@ -615,8 +640,10 @@ class SecureSumServer:
         for d, sharing in rnd.key_plan.items():
             if len(key_shares[d]) < sharing.threshold:
                 missing.append(f"mask key of dropped node {d}: {len(key_shares[d])} of {sharing.threshold} key shares")
+        alive = set(counted)
+        near = {d: [w for w in graph.neighbours(d) if w in alive] for d in dropped}
         for d in rnd.seed_plan:
-            absent = [w for w in counted if w not in seeds[d]]
+            absent = [w for w in near[d] if w not in seeds[d]]
             if absent:
                 missing.append(f"pairwise masks of dropped node {d}: no seed from counted nodes {absent}")
         if missing:
@@ -639,11 +666,11 @@ class SecureSumServer:
                     f"round {setup.round}: the mask key of dropped node {d} reconstructed from key shares "
                     "does not match its public key (a wrong share was returned)"
                 )
-            for w in counted:
+            for w in near[d]:
                 key = pairwise_mask_key(s_sk, rnd.s_pk_of(w), run_id=run, round=setup.round, me=d, peer=w)
                 masks.append((key, -pairwise_sign(w, d)))
         for d in rnd.seed_plan:
-            for w in counted:
+            for w in near[d]:
                 masks.append((seeds[d][w], -pairwise_sign(w, d)))
         total = rnd.total
         apply_masks(total, masks)

@@ -111,7 +111,7 @@ def _check_threshold(threshold: int, n: int) -> None:
 
 
 def share_many(
-    secrets_: Sequence[bytes], *, threshold: int, n: int
+    secrets_: Sequence[bytes], *, threshold: int, n: int, indices: Sequence[int] | None = None
 ) -> list[list[tuple[int, bytes]]]:
     """Split each 32-byte secret into ``n`` shares, any ``threshold`` of which recover it.
 
@@ -125,12 +125,15 @@ def share_many(
     threshold : int
         Shares needed to reconstruct, ``2 <= threshold <= n``.
     n : int
-        Number of shares per secret.
+        Number of shares per secret (without ``indices``), or the largest possible index.
+    indices : sequence of int, optional
+        Evaluate at these distinct indices in ``1..n`` only (a sparse graph's neighbourhood,
+        each holder keeping its index ``pos_S``); default ``1..n``.
 
     Returns
     -------
     list of list of (int, bytes)
-        Per secret, ``(index, 32-byte share)`` for indices ``1..n``.
+        Per secret, ``(index, 32-byte share)`` for indices ``1..n`` (or ``indices``).
 
     Raises
     ------
@@ -145,8 +148,16 @@ def share_many(
     coefficients[0, :] = values
     for row in range(1, threshold):
         coefficients[row, :] = [secrets.randbelow(FIELD_PRIME) for _ in values]
-    evaluations = (_vandermonde(n, threshold) @ coefficients) % FIELD_PRIME  # (n, secrets)
-    return [[(i + 1, _to_bytes(evaluations[i, k])) for i in range(n)] for k in range(len(values))]
+    points = list(range(1, n + 1)) if indices is None else list(indices)
+    if len(set(points)) != len(points) or not all(isinstance(i, int) and 1 <= i <= n for i in points):
+        raise ProtocolViolation(f"indices: expected distinct indices in 1..{n}")
+    if len(points) < threshold:
+        raise ProtocolViolation(f"threshold: expected t <= {len(points)} shares, got {threshold}")
+    vandermonde = _vandermonde(n, threshold)
+    if indices is not None:
+        vandermonde = vandermonde[[i - 1 for i in points]]
+    evaluations = (vandermonde @ coefficients) % FIELD_PRIME  # (shares, secrets)
+    return [[(i, _to_bytes(evaluations[row, k])) for row, i in enumerate(points)] for k in range(len(values))]
 
 
 def split_secret(secret: bytes, *, threshold: int, n: int) -> list[tuple[int, bytes]]:

@@ -93,7 +93,14 @@ class Federation:
     """A coordinator and its clients, exchanging messages in memory."""
 
     def __init__(
-        self, ids: Sequence[int], *, spec: RingSpec, length: int, run_id: int = 11, mode: str = "semi-honest"
+        self,
+        ids: Sequence[int],
+        *,
+        spec: RingSpec,
+        length: int,
+        run_id: int = 11,
+        mode: str = "semi-honest",
+        client_options: Mapping[str, Any] | None = None,
     ) -> None:
         self.run_id = run_id
         self.spec = spec
@@ -103,7 +110,8 @@ class Federation:
         self.identities = {i: Identity.generate() for i in ids}
         self.clients = {
             i: SecureSumClient(
-                node_id=i, run_id=run_id, identity=self.identities[i], organization=f"org-{i}", mode=mode  # type: ignore[arg-type]
+                node_id=i, run_id=run_id, identity=self.identities[i], organization=f"org-{i}", mode=mode,  # type: ignore[arg-type]
+                **dict(client_options or {}),
             )
             for i in ids
         }
@@ -144,6 +152,8 @@ class Federation:
         drop_k: Iterable[int] = (),
         drop_m: Iterable[int] = (),
         drop_u: Iterable[int] = (),
+        graph_degree: int = 0,
+        sharing_threshold: int | None = None,
     ) -> AggregateResult:
         """One full round; ``inputs`` maps every selected node to ``(x, weight)``.
 
@@ -153,8 +163,14 @@ class Federation:
         tr = Transcript()
         self.transcripts[round] = tr
         participants = sorted(inputs)
-        participants = self.stage_k(participants, tr, round=round, threshold=threshold, absent=drop_k)
-        setup = roundtrip(self.server.round_setup(round=round, participants=participants, threshold=threshold))
+        share_t = threshold if sharing_threshold is None else sharing_threshold
+        participants = self.stage_k(participants, tr, round=round, threshold=share_t, absent=drop_k)
+        setup = roundtrip(
+            self.server.round_setup(
+                round=round, participants=participants, threshold=threshold, graph_degree=graph_degree,
+                sharing_threshold=sharing_threshold,
+            )
+        )  # fmt: skip
         tr.setup = setup
         lost = set(drop_m)
         for node in setup.participants:

@@ -162,11 +162,11 @@ def test_inconsistent_dropout_sets_reveal_nothing_more(
     original = SecureSumClient._open_key_share
 
     def lax(self: SecureSumClient, st: Any, *args: Any) -> SharePlaintext:
-        real, st.threshold = st.threshold, 2
+        real, st.sharing_threshold = st.sharing_threshold, 2  # the round's sharing threshold
         try:
             return original(self, st, *args)
         finally:
-            st.threshold = real
+            st.sharing_threshold = real
 
     monkeypatch.setattr(SecureSumClient, "_open_key_share", lax)
     for h in (2, 3):
