@@ -7,7 +7,12 @@ Per model size (an MLP on the breast-cancer table, hidden sizes chosen for the s
 service start-up to the first answer, registration latency of ``--orgs`` organizations
 (p50/p99), ``GET /api/v1/federated/model`` latency (p50/p99) and throughput in MB/s for the
 JSON form (0x hex) and the raw safetensors form, and SQLite growth per registration.
-Rounds are not measured here yet (plain REST rounds exist; secure-sum REST rounds do not).
+Then ``--rounds`` plain REST rounds (``aggregation_method: fedavg``, sealed updates): each
+organization downloads the model, seals a perturbed copy and submits it (sequentially,
+as one client would see it); per round the wall time from the first download to the new
+model version, submission latency p50/p99, ingest MB/s (request bytes over the time spent
+in submissions) and database growth. Secure-sum REST rounds are not built, so they and the
+in-process Flower comparison are not measured here.
 stdout carries the JSON only.
 """
 
@@ -52,13 +57,68 @@ def _db_bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.glob("bench.db*"))
 
 
-def measure(label: str, hidden: str, *, orgs: int, downloads: int) -> dict:
+def _plain_rounds(client: httpx.Client, folder: Path, *, rounds: int, orgs: int) -> dict:
+    from safetensors.numpy import load as safetensors_load
+
+    from oneliac_flwr.api.rounds import encode_arrays
+    from oneliac_flwr.secure.sealed import seal, sealing_context
+
+    per_round, latencies, ingest_bytes, ingest_seconds = [], [], 0, 0.0
+    for number in range(1, rounds + 1):
+        size_before = _db_bytes(folder)
+        started = time.perf_counter()
+        deadline = started + 120
+        while (state := client.get(f"{PREFIX}/rounds/current").json())["status"] != "open" or state["round"] != number:
+            if time.perf_counter() > deadline:
+                raise RuntimeError(f"round {number} did not open: {state}")
+            time.sleep(0.05)
+        raw = client.get(f"{PREFIX}/model", headers={"Accept": "application/octet-stream"}).content
+        tensors = safetensors_load(raw)
+        names = sorted(tensors)
+        public = bytes.fromhex(client.get(f"{PREFIX}/coordinator-key").json()["public_key"][2:])
+        for org_id, api_key in _ORG_KEYS:
+            rng = np.random.default_rng(number * 1000 + len(org_id))
+            local = [(tensors[n] + 0.001 * rng.standard_normal(tensors[n].shape)).astype(tensors[n].dtype) for n in names]
+            context = sealing_context(organization_id=org_id, round=number, model_version=state["model_version"])
+            body = {"organization_id": org_id, "round": number, "model_version": state["model_version"], "sample_count": 100,
+                    "gradients_encrypted": "0x" + seal(encode_arrays(names, local), public, context=context).hex()}  # fmt: skip
+            payload = json.dumps(body).encode()
+            t0 = time.perf_counter()
+            response = client.post(f"{PREFIX}/gradients", content=payload,
+                                   headers={"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"})  # fmt: skip
+            elapsed = time.perf_counter() - t0
+            response.raise_for_status()
+            latencies.append(elapsed)
+            ingest_bytes += len(payload)
+            ingest_seconds += elapsed
+        while client.get(f"{PREFIX}/model").json()["training_round"] != number:
+            if time.perf_counter() > deadline:
+                raise RuntimeError(f"round {number} did not close")
+            time.sleep(0.05)
+        per_round.append({"round": number, "seconds": round(time.perf_counter() - started, 3),
+                          "db_growth_bytes": _db_bytes(folder) - size_before})  # fmt: skip
+    return {
+        "organizations": orgs,
+        "rounds": per_round,
+        "submit": _percentiles(latencies),
+        "ingest_mb_per_s": round(ingest_bytes / 1e6 / ingest_seconds, 1),
+    }
+
+
+_ORG_KEYS: list[tuple[str, str]] = []
+
+
+def measure(label: str, hidden: str, *, orgs: int, downloads: int, rounds: int) -> dict:
     """Start one service for a model size and measure it."""
     token = secrets.token_urlsafe(32)
     port = _port()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
+        _ORG_KEYS.clear()
         command = [sys.executable, "-m", "oneliac_flwr.api", "serve", "model=mlp", f"model.hidden_sizes={hidden}",
+                   f"aggregation_config.min_participants={orgs}", f"federation.num_organizations={orgs}",
+                   f"aggregation_config.max_rounds={rounds}", "aggregation_config.aggregation_method=fedavg",
+                   "strategy=fedavg", "privacy_budget=none",
                    f"coordinator.port={port}", f"coordinator.database_url=sqlite:///{folder / 'bench.db'}"]  # fmt: skip
         env = {**os.environ, "PYTHONPATH": str(ROOT), "ONELIAC_ADMIN_TOKEN": token}
         started = time.perf_counter()
@@ -85,6 +145,7 @@ def measure(label: str, hidden: str, *, orgs: int, downloads: int) -> dict:
                 response = client.post(f"{PREFIX}/organizations", json=body)
                 register.append(time.perf_counter() - t0)
                 response.raise_for_status()
+                _ORG_KEYS.append((response.json()["organization_id"], response.json()["api_key"]))
             growth = (_db_bytes(folder) - before) / orgs
             forms = {}
             for form, headers in (("json_hex", {}), ("octet_stream", {"Accept": "application/octet-stream"})):
@@ -97,7 +158,9 @@ def measure(label: str, hidden: str, *, orgs: int, downloads: int) -> dict:
                     size = len(response.content)
                 forms[form] = {**_percentiles(times), "bytes": size,
                                "mb_per_s": round(size / 1e6 / float(np.median(times)), 1)}  # fmt: skip
+            plain = _plain_rounds(client, folder, rounds=rounds, orgs=orgs)
             return {
+                "plain_rounds": plain,
                 "model": label,
                 "hidden_sizes": hidden,
                 "startup_seconds": round(startup, 2),
@@ -114,10 +177,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--orgs", type=int, default=10)
     parser.add_argument("--downloads", type=int, default=20)
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    results = [measure(label, hidden, orgs=args.orgs, downloads=args.downloads) for label, hidden in SIZES.items()]
+    results = [measure(label, hidden, orgs=args.orgs, downloads=args.downloads, rounds=args.rounds) for label, hidden in SIZES.items()]
     print(json.dumps({"machine": {"cpus": os.cpu_count()}, "orgs": args.orgs, "results": results,
-                      "not_measured": "REST rounds (plain rounds are not benchmarked yet; secure-sum REST rounds are not built)"}, indent=2))  # fmt: skip
+                      "not_measured": "REST secure-sum rounds (not built) and the in-process Flower comparison"}, indent=2))  # fmt: skip
 
 
 if __name__ == "__main__":

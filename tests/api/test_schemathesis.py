@@ -12,7 +12,7 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
-from conftest import ADMIN, PREFIX
+from conftest import ADMIN, PREFIX, hospital
 
 MAX_EXAMPLES = 25
 
@@ -20,8 +20,6 @@ MAX_EXAMPLES = 25
 @pytest.mark.parametrize("token", ["admin", "organization", "none"])
 def test_no_5xx_and_responses_conform(start_service, token: str) -> None:
     service = start_service()
-    from conftest import hospital
-
     with service.client() as admin:
         created = admin.post(f"{PREFIX}/organizations", json=hospital("Hospital A")).json()
     headers = {"admin": {"Authorization": f"Bearer {ADMIN}"},

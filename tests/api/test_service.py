@@ -113,7 +113,7 @@ def test_operator_deactivates_and_rotates_keys(service) -> None:
         assert admin.post(f"{PREFIX}/organizations/{b['organization_id']}/deactivate").json()["active"] is False
         with service.client(token=b["api_key"]) as inactive:
             assert problem(inactive.get(f"{PREFIX}/model"), 403)
-        actions = [e["action"] for e in admin.get(f"{PREFIX}/audit").json()]
+        actions = [e["action"] for e in admin.get(f"{PREFIX}/audit").json() if e["action"].startswith("organization.")]
         assert actions == [
             "organization.deactivated",
             "organization.api_key_rotated",
