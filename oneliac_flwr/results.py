@@ -6,13 +6,11 @@ This module knows nothing of Flower. The adapter fills a :class:`RunResults`, an
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any, Literal
+
+from oneliac_flwr.atomic_files import write_json_atomic
 
 __all__ = ["Rejection", "RoundRecord", "RunResults", "write_json_atomic"]
 
@@ -130,21 +128,6 @@ class RunResults:
                 "privacy_report": self.privacy_report,
             }
         )
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON to ``path`` through a temporary file and ``os.replace`` (never half-written)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(data, handle, indent=2, allow_nan=False)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _finite(value: Any) -> Any:

@@ -25,7 +25,7 @@ logger = logging.getLogger("oneliac_flwr")
 @hydra.main(version_base=None, config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
     """Build the typed config, simulate, and return the final accuracy (for sweepers)."""
-    from oneliac_flwr.flower.simulation import preflight, simulate
+    from oneliac_flwr.flower.simulation import simulate
 
     try:
         config = ExperimentConfig.from_dict(OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True))  # type: ignore[arg-type]
@@ -37,8 +37,7 @@ def main(cfg: DictConfig) -> float | None:
         raise SystemExit(2) from exc
     output_dir = Path(config.output_dir or HydraConfig.get().runtime.output_dir)
     try:
-        preflight(config, output_dir=output_dir)  # before Ray starts: one line, no traceback
-        results = simulate(config, output_dir=output_dir)
+        results = simulate(config, output_dir=output_dir)  # preflights before Ray: one line, no traceback
     except OneliacError as exc:
         logger.error("cannot run: %s", exc)
         raise SystemExit(2) from exc

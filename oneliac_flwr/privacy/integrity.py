@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from oneliac_flwr.atomic_files import write_json_atomic
 from oneliac_flwr.errors import PrivacyError
 
 __all__ = ["KEY_FILE", "StateIntegrityError", "canonical_json", "load_or_create_key", "read_tagged", "write_tagged"]
@@ -77,21 +78,7 @@ def load_or_create_key(state_dir: str | os.PathLike[str], *, filename: str = KEY
 
 def write_tagged(path: str | os.PathLike[str], payload: Mapping[str, Any], *, key: bytes) -> Path:
     """Write ``payload`` with its tag, atomically (temporary file, fsync, rename), mode 0600."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    document = {**payload, _TAG: _tag(key, payload)}
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}-")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            os.fchmod(handle.fileno(), 0o600)
-            json.dump(document, handle, indent=2, sort_keys=True)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return target
+    return write_json_atomic(path, {**payload, _TAG: _tag(key, payload)}, mode=0o600, sort_keys=True)
 
 
 def read_tagged(path: str | os.PathLike[str], *, key: bytes) -> dict[str, Any]:
