@@ -22,13 +22,13 @@ import hmac
 import json
 import math
 import os
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from oneliac_flwr.atomic_files import write_json_atomic
 from oneliac_flwr.errors import PrivacyBudgetExhausted, PrivacyError
 from oneliac_flwr.privacy._validation import (
     PrivacyConfigError,
@@ -593,24 +593,10 @@ class PrivacyLedger:
         pathlib.Path
             The path written.
         """
-        target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
         document = self.to_dict()
         if key is not None:
             document["mac"] = {"algorithm": _MAC_ALGORITHM, "value": ledger_mac(document, key=key)}
-        payload = json.dumps(document, indent=2, allow_nan=False)
-        handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-        try:
-            with os.fdopen(handle, "w", encoding="utf-8") as stream:
-                stream.write(payload)
-                stream.flush()
-                os.fsync(stream.fileno())
-            os.replace(temporary, target)
-        except BaseException:
-            if os.path.exists(temporary):
-                os.unlink(temporary)
-            raise
-        return target
+        return write_json_atomic(path, document)
 
     @classmethod
     def load(
