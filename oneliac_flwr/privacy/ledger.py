@@ -593,10 +593,38 @@ class PrivacyLedger:
         pathlib.Path
             The path written.
         """
-        document = self.to_dict()
-        if key is not None:
-            document["mac"] = {"algorithm": _MAC_ALGORITHM, "value": ledger_mac(document, key=key)}
+        document = self.to_signed_dict(key=key) if key is not None else self.to_dict()
         return write_json_atomic(path, document)
+
+    def to_signed_dict(self, *, key: bytes) -> dict[str, Any]:
+        """:meth:`to_dict` plus its HMAC-SHA256 under ``key`` (``"mac"``): what :meth:`save`
+        writes, for a store other than a file (e.g. a database row)."""
+        document = self.to_dict()
+        document["mac"] = {"algorithm": _MAC_ALGORITHM, "value": ledger_mac(document, key=key)}
+        return document
+
+    @classmethod
+    def from_signed_dict(
+        cls,
+        data: Any,
+        *,
+        key: bytes,
+        source: str = "ledger",
+        epsilon_budget: float | None = None,
+        delta: float | None = None,
+    ) -> PrivacyLedger:
+        """Verify the MAC of :meth:`to_signed_dict` output, then rebuild with :meth:`from_dict`
+        (every event replayed and checked).
+
+        Raises
+        ------
+        LedgerIntegrityError
+            If the MAC is missing or wrong, or the replay disagrees with what is stored.
+        PrivacyError
+            If the data is not a ledger of this schema version.
+        """
+        _verify_mac(source, data, key)
+        return cls.from_dict(data, source=source, epsilon_budget=epsilon_budget, delta=delta)
 
     @classmethod
     def load(
@@ -636,8 +664,8 @@ class PrivacyLedger:
         except json.JSONDecodeError as exc:
             raise PrivacyError(f"path: {source} is not valid JSON ({exc})") from exc
         if key is not None:
-            _verify_mac(str(source), data, key)
-        elif isinstance(data, dict):
+            return cls.from_signed_dict(data, key=key, source=str(source), epsilon_budget=epsilon_budget, delta=delta)
+        if isinstance(data, dict):
             data.pop("mac", None)
         return cls.from_dict(data, source=str(source), epsilon_budget=epsilon_budget, delta=delta)
 
