@@ -39,7 +39,8 @@ from oneliac_flwr.api.schemas import (
     RoundOut,
     decode_key,
 )
-from oneliac_flwr.api.rounds import RoundEngine, aware, model_version_name
+from oneliac_flwr.api.privacy_routes import declared_privacy, install_privacy_routes, privacy_refusal
+from oneliac_flwr.api.rounds import BUDGET_EXHAUSTED, RoundEngine, aware, model_version_name
 from oneliac_flwr.api.store import AuditEvent, Database, ModelVersion, Organization, Round, Submission
 from oneliac_flwr.config import CoordinatorConfig, ExperimentConfig
 from oneliac_flwr.errors import ProtocolViolation, ValidationFailed
@@ -119,6 +120,7 @@ def create_app(*, coordinator: CoordinatorConfig, experiment: ExperimentConfig, 
         database.migrate()
         _ensure_initial_model(database, experiment)
         engine.ensure_key()
+        engine.ensure_privacy()  # an edited privacy ledger stops the service here
         task = asyncio.create_task(ticker()) if engine.unavailable is None else None
         try:
             yield
@@ -294,7 +296,8 @@ def create_app(*, coordinator: CoordinatorConfig, experiment: ExperimentConfig, 
         if rnd.status == "open":
             action = "submit" if who in roster and submitted is None else "wait"
         else:
-            action = "finished" if rnd.number >= experiment.aggregation_config.max_rounds else "wait"
+            last = rnd.number >= experiment.aggregation_config.max_rounds or rnd.status == BUDGET_EXHAUSTED
+            action = "finished" if last else "wait"
         report = json.loads(rnd.report or "{}")
         return RoundOut(
             round=rnd.number, status=rnd.status, model_version=rnd.base_version, deadline=aware(rnd.deadline),
@@ -359,6 +362,8 @@ def create_app(*, coordinator: CoordinatorConfig, experiment: ExperimentConfig, 
             rnd = session.get(Round, body.round)
             if rnd is None or rnd.status != "open":
                 now_open = current_round(session)
+                if now_open is not None and now_open.status == BUDGET_EXHAUSTED:
+                    raise privacy_refusal(now_open.reason or "", session)
                 current = now_open.number if now_open is not None and now_open.status == "open" else None
                 raise ApiProblem(409, "round_not_open", "Conflict",
                                  f"round {body.round} is not open (open round: {current})", field="round")  # fmt: skip
@@ -370,18 +375,29 @@ def create_app(*, coordinator: CoordinatorConfig, experiment: ExperimentConfig, 
                                  field="model_version")  # fmt: skip
             blob = bytes.fromhex(body.gradients_encrypted[2:])
             try:
-                engine.check_submission(session, organization_id=who, current=rnd, blob=blob, sample_count=body.sample_count)
+                plaintext = engine.open_submission(session, organization_id=who, current=rnd, blob=blob)
             except ProtocolViolation as exc:
                 raise ApiProblem(422, "sealed_update_invalid", "Invalid request", str(exc), field="gradients_encrypted") from None
+            engine.on_receipt(session, rnd.number)  # the coordinator has seen a release: accounted even if refused below
+            refused: ApiProblem | None = None
+            try:
+                engine.check_submission(session, current=rnd, plaintext=plaintext, sample_count=body.sample_count,
+                                        declared=declared_privacy(body.privacy))  # fmt: skip
             except ValidationFailed as exc:
                 check = str(exc).split(":", 1)[0]
-                raise ApiProblem(422, f"validation_{check}", "Validation failed", str(exc), field="gradients_encrypted") from None
-            session.add(Submission(round=rnd.number, organization_id=who, body_sha256=body_hash, receipt=receipt,
-                                   payload=blob, sample_count=body.sample_count, received_at=_now()))  # fmt: skip
-            session.add(AuditEvent(at=_now(), actor=who, action="submission.accepted", organization_id=who,
-                                   detail=f"round {rnd.number}, {len(blob)} sealed bytes"))  # fmt: skip
+                field = "privacy" if check == "privacy_check" else "gradients_encrypted"
+                refused = ApiProblem(422, f"validation_{check}", "Validation failed", str(exc), field=field)
+            if refused is None:
+                session.add(Submission(round=rnd.number, organization_id=who, body_sha256=body_hash, receipt=receipt,
+                                       payload=blob, sample_count=body.sample_count, received_at=_now()))  # fmt: skip
+                session.add(AuditEvent(at=_now(), actor=who, action="submission.accepted", organization_id=who,
+                                       detail=f"round {rnd.number}, {len(blob)} sealed bytes"))  # fmt: skip
+        if refused is not None:  # committed: only the release's accounting, never the update
+            raise refused
         engine.advance()
         return Receipt(receipt=receipt, round=body.round, organization_id=who, replayed=False)
+
+    install_privacy_routes(app, prefix=API_PREFIX, database=database, engine=engine, caller=caller, errors=_ERRORS)
 
     @app.get("/healthz", include_in_schema=False)
     def health() -> dict[str, str]:

@@ -12,6 +12,13 @@ no request arrives); the missing ones are dropouts. The accepted updates go thro
 coordinator core (:func:`~oneliac_flwr.coordinator.plain_aggregate`,
 :class:`~oneliac_flwr.coordinator.RoundCore`); fewer than ``min_participants`` skips the
 round with the model unchanged.
+
+Under differential privacy (:mod:`oneliac_flwr.api.privacy`) three hooks call the core
+guard in the same transaction: :meth:`RoundEngine.check_round` before a round opens (a
+round that would exceed the budget is recorded as ``budget_exhausted`` instead, and no
+round opens after it), :meth:`RoundEngine.on_receipt` when a sealed update opens (a
+``release`` is accounted before validation, as in the Flower path), and the guard's
+``privatize`` inside :meth:`RoundCore.complete` at close (``organization`` noise).
 """
 
 from __future__ import annotations
@@ -31,19 +38,32 @@ from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from oneliac_flwr.api.privacy import RestPrivacy
 from oneliac_flwr.api.store import AuditEvent, CoordinatorKey, Database, ModelVersion, Organization, Round, Submission
 from oneliac_flwr.config import ExperimentConfig
 from oneliac_flwr.coordinator import RoundCore, mean_server_update, plain_aggregate
 from oneliac_flwr.coordinator.checks import check_update, submission_policy, update_of
 from oneliac_flwr.errors import ProtocolViolation, ValidationFailed
+from oneliac_flwr.privacy import clip_l2
+from oneliac_flwr.privacy.entropy import os_generator
 from oneliac_flwr.secure.sealed import open_sealed, sealing_context
+from oneliac_flwr.validation import DeclaredPrivacy
 
-__all__ = ["ROUND_LOCK", "RoundEngine", "decode_arrays", "encode_arrays", "model_version_name", "rounds_unavailable"]
+__all__ = [
+    "BUDGET_EXHAUSTED",
+    "ROUND_LOCK",
+    "RoundEngine",
+    "decode_arrays",
+    "encode_arrays",
+    "model_version_name",
+    "rounds_unavailable",
+]
 
 logger = logging.getLogger("oneliac_flwr.api")
 
 ROUND_LOCK = 0x0E11AD  # PostgreSQL advisory-lock key held while a round changes stage
 STATELESS_STRATEGIES = ("fedavg", "fedprox")
+BUDGET_EXHAUSTED = "budget_exhausted"  # status of the round that the privacy budget did not let open
 
 
 def model_version_name(training_round: int) -> str:
@@ -82,8 +102,6 @@ def rounds_unavailable(config: ExperimentConfig) -> str | None:
     """Why this configuration cannot run rounds over REST yet, or ``None`` when it can."""
     if config.aggregation_config.aggregation_method != "fedavg":
         return "secure_sum rounds over REST are not built yet; set aggregation_config.aggregation_method=fedavg"
-    if config.privacy_budget.mode != "none":
-        return "differential-privacy accounting of REST rounds is not built yet; privacy_budget.mode must be none"
     if config.strategy.name not in STATELESS_STRATEGIES:
         return (f"the server optimizer state of {config.strategy.name!r} is not persisted yet; "
                 f"REST rounds support {list(STATELESS_STRATEGIES)}")  # fmt: skip
@@ -99,7 +117,13 @@ class RoundEngine:
         The coordinator's database.
     config : ExperimentConfig
         ``aggregation_config`` (min_participants, timeout_minutes, max_rounds),
-        ``validation`` (checks and bounds), ``strategy`` (the server rule).
+        ``validation`` (checks and bounds), ``strategy`` (the server rule),
+        ``privacy_budget`` (:class:`~oneliac_flwr.api.privacy.RestPrivacy`).
+
+    Raises
+    ------
+    ConfigError
+        If ``privacy_budget`` cannot run over REST (the message names the field).
     """
 
     def __init__(self, database: Database, config: ExperimentConfig) -> None:
@@ -114,6 +138,7 @@ class RoundEngine:
             server_update=mean_server_update,
             rng=np.random.default_rng(secrets.randbits(128)),
         )
+        self.privacy = RestPrivacy(config, dimension=_dimension(config)) if config.privacy_budget.mode != "none" else None
 
     # ------------------------------------------------------------------ keys and models
     def ensure_key(self) -> None:
@@ -128,6 +153,15 @@ class RoundEngine:
                                            created_at=datetime.now(UTC)))  # fmt: skip
         except IntegrityError:
             return
+
+    def ensure_privacy(self) -> None:
+        """Load (and replay) the stored privacy ledger, or start it (whichever process is
+        first); an edited ledger raises here, so the service does not start."""
+        if self.privacy is None:
+            return
+        with self.database.transaction() as session:
+            self.lock(session)
+            self.privacy.guard(session)
 
     def public_key(self, session: Session) -> bytes:
         """The published X25519 key that fedavg updates are sealed to."""
@@ -167,6 +201,8 @@ class RoundEngine:
         with self.database.transaction() as session:
             self.lock(session)
             current = session.scalar(select(Round).order_by(Round.number.desc()).limit(1))
+            if current is not None and current.status == BUDGET_EXHAUSTED:
+                return
             if current is not None and current.status == "open":
                 roster = json.loads(current.roster)
                 submitted = session.scalar(select(func.count()).select_from(Submission).where(Submission.round == current.number))
@@ -182,6 +218,14 @@ class RoundEngine:
             base = session.scalar(select(ModelVersion.version).order_by(ModelVersion.training_round.desc()).limit(1))
             if base is None:
                 return
+            exhausted = self.check_round(session, number)
+            if exhausted is not None:
+                session.add(Round(number=number, status=BUDGET_EXHAUSTED, base_version=base, roster="[]", opened_at=now,
+                                  deadline=now, closed_at=now, reason=exhausted, report="{}"))  # fmt: skip
+                session.add(AuditEvent(at=now, actor="coordinator", action="federation.budget_exhausted",
+                                       organization_id=None, detail=exhausted))  # fmt: skip
+                logger.info("privacy budget exhausted: %s", exhausted)
+                return
             session.add(Round(number=number, status="open", base_version=base, roster=json.dumps(active),
                               opened_at=now, deadline=now + self.timeout, report="{}"))  # fmt: skip
             session.add(AuditEvent(at=now, actor="coordinator", action="round.opened", organization_id=None,
@@ -192,6 +236,7 @@ class RoundEngine:
         submissions = list(session.scalars(select(Submission).where(Submission.round == current.number)))
         names, global_arrays = self.model_arrays(session, current.base_version)
         key = self._private_key(session)
+        guard = self.privacy.guard(session) if self.privacy is not None else None  # refuses an edited ledger
         participants, arrays, weights, rejected = [], [], [], {}
         for index, sub in enumerate(sorted(submissions, key=lambda s: s.organization_id)):
             try:
@@ -201,8 +246,11 @@ class RoundEngine:
             except (ProtocolViolation, ValidationFailed) as exc:  # checked on receipt: only a corrupted row lands here
                 rejected[sub.organization_id] = str(exc)
                 continue
+            if self.privacy is not None and self.privacy.clips_on_server:
+                clipped, _ = clip_l2(update_of(arrays[-1], global_arrays), self.privacy.clip_norm)
+                arrays[-1] = [g + c.astype(g.dtype) for g, c in zip(global_arrays, clipped, strict=True)]
             participants.append(index)
-            weights.append(float(sub.sample_count))
+            weights.append(1.0 if guard is not None else float(sub.sample_count))  # under DP every update weighs 1
         submitted = sorted(s.organization_id for s in submissions)
         report = {"roster": roster, "submitted": submitted, "dropouts": sorted(set(roster) - set(submitted)),
                   "rejected": rejected, "contributors": len(arrays)}  # fmt: skip
@@ -212,14 +260,20 @@ class RoundEngine:
         else:
             aggregate = plain_aggregate(participants=participants, arrays=arrays, weights=weights,
                                         metrics=[{} for _ in arrays], global_arrays=global_arrays)  # fmt: skip
-            outcome = self.core.complete(current.number, aggregate, global_arrays)
+            core = self.core if guard is None else RoundCore(min_participants=self.core.min_participants,
+                                                              server_update=self.core.server_update,
+                                                              rng=os_generator(), privacy=guard)  # fmt: skip
+            outcome = core.complete(current.number, aggregate, global_arrays)
             current.status, current.reason = outcome.status, outcome.reason
             if outcome.status == "ok" and outcome.arrays is not None:
                 weights_file = encode_arrays(names, outcome.arrays)
                 session.add(ModelVersion(version=model_version_name(current.number), training_round=current.number,
                                          weights=weights_file, sha256=hashlib.sha256(weights_file).hexdigest(),
-                                         contributors=len(arrays), accuracy=None, epsilon_spent=None,
+                                         contributors=len(arrays), accuracy=None,
+                                         epsilon_spent=guard.ledger.get_current_epsilon() if guard else None,
                                          created_at=now))  # fmt: skip
+        if guard is not None:
+            report["epsilon_total"] = guard.ledger.get_current_epsilon()
         current.report = json.dumps(report)
         current.closed_at = now
         session.add(AuditEvent(at=now, actor="coordinator", action=f"round.{current.status}", organization_id=None,
@@ -228,27 +282,60 @@ class RoundEngine:
         logger.info("round %d %s (%d contributors)", current.number, current.status, len(arrays))
 
     # ------------------------------------------------------------------ submissions
-    def check_submission(self, session: Session, *, organization_id: str, current: Round, blob: bytes,
-                         sample_count: int) -> None:  # fmt: skip
-        """Open and validate one sealed update (raises on any failure; nothing is stored).
+    def open_submission(self, session: Session, *, organization_id: str, current: Round, blob: bytes) -> bytes:
+        """The plaintext of one sealed update.
 
         Raises
         ------
         ProtocolViolation
             It does not open under this organization, round and base version.
+        """
+        context = sealing_context(organization_id=organization_id, round=current.number, model_version=current.base_version)
+        return open_sealed(blob, self._private_key(session), context=context)
+
+    def check_submission(self, session: Session, *, current: Round, plaintext: bytes, sample_count: int,
+                         declared: DeclaredPrivacy | None = None) -> None:  # fmt: skip
+        """Validate one opened update against the round's model (raises on any failure).
+
+        Under differential privacy the declaration must match the policy
+        (``privacy_check`` always runs then).
+
+        Raises
+        ------
         ValidationFailed
             A named check failed (the message starts with the check's name).
         """
-        context = sealing_context(organization_id=organization_id, round=current.number, model_version=current.base_version)
-        plaintext = open_sealed(blob, self._private_key(session), context=context)
         names, global_arrays = self.model_arrays(session, current.base_version)
         arrays = decode_arrays(plaintext, names)
+        checks = tuple(self.config.validation.checks)
+        if self.privacy is not None and "privacy_check" not in checks:
+            checks += ("privacy_check",)
         report = check_update(
             update_of(arrays, global_arrays),
             num_examples=sample_count,
-            policy=submission_policy(self.config, global_arrays),
-            checks=self.config.validation.checks,
+            policy=submission_policy(self.config, global_arrays,
+                                     expected=self.privacy.expected if self.privacy is not None else None),  # fmt: skip
+            checks=checks,
+            declared=declared,
             server_round=current.number,
         )
         if not report.passed:
             raise ValidationFailed("; ".join(report.reasons()))
+
+    # ------------------------------------------------------------------ privacy hooks
+    def check_round(self, session: Session, number: int) -> str | None:
+        """Why round ``number`` must not open (its release would exceed the budget), or ``None``."""
+        return self.privacy.guard(session).check_round(number) if self.privacy is not None else None
+
+    def on_receipt(self, session: Session, number: int) -> None:
+        """An update of round ``number`` reached the coordinator: in ``release`` mode the
+        round's release is recorded (once per round), before validation."""
+        if self.privacy is not None:
+            self.privacy.guard(session).on_receipt(number, 1)
+
+
+def _dimension(config: ExperimentConfig) -> int:
+    """Number of parameters of the federation's model."""
+    from oneliac_flwr.models import new_model  # torch is needed only here, at start-up
+
+    return int(sum(p.numel() for p in new_model(config).state_dict().values()))

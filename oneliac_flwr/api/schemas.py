@@ -23,6 +23,9 @@ __all__ = [
     "OrganizationOut",
     "AuditEventOut",
     "decode_key",
+    "EpsilonOut",
+    "PrivacyDeclarationIn",
+    "PrivacyReportOut",
 ]
 
 _KEY = re.compile(r"^0x[0-9a-fA-F]{64}$")
@@ -119,6 +122,27 @@ class ModelOut(BaseModel):
     epsilon_spent: float | None
 
 
+class PrivacyDeclarationIn(BaseModel):
+    """What a hospital declares about the update it submits under differential privacy.
+
+    In ``release`` mode the hospital clipped its update to ``clip_norm`` and added the
+    noise of :class:`~oneliac_flwr.privacy.DifferentialPrivacy` at the policy's per-release
+    epsilon (``GET /privacy/policy``): ``noise_multiplier`` is that object's, ``mechanism``
+    its mechanism. In ``organization`` mode it clipped (the coordinator adds the noise).
+    ``privacy_check`` compares each field with the policy; the coordinator cannot see
+    whether the noise was really added.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    mechanism: str = Field(min_length=1, max_length=20, examples=["gaussian"])
+    clip_norm: float = Field(gt=0, allow_inf_nan=False, examples=[1.0])
+    noise_multiplier: float | None = Field(default=None, gt=0, allow_inf_nan=False, examples=[4.2])
+    epsilon_spent: float | None = Field(
+        default=None, ge=0, allow_inf_nan=False, description="The hospital's own epsilon spent so far, this release included."
+    )
+
+
 class GradientsIn(BaseModel):
     """``POST /api/v1/federated/gradients`` (the documented body).
 
@@ -136,6 +160,11 @@ class GradientsIn(BaseModel):
     gradients_encrypted: str = Field(pattern=r"^0x([0-9a-fA-F]{2})+$", examples=["0x00"])
     model_version: str = Field(max_length=40, examples=["1.0.0"])
     sample_count: int = Field(ge=1, le=10**9)
+    privacy: PrivacyDeclarationIn | None = Field(
+        default=None,
+        description="Differential-privacy declaration (required when privacy_budget.mode is release or "
+        "organization; checked by privacy_check against GET /privacy/policy).",
+    )
 
 
 class Receipt(BaseModel):
@@ -177,3 +206,34 @@ class AuditEventOut(BaseModel):
     action: str
     organization_id: str | None
     detail: str
+
+
+class EpsilonOut(BaseModel):
+    """The federation's privacy budget and what has been spent (``GET /privacy/epsilon``)."""
+
+    mode: str = Field(description="privacy_budget.mode: none | release | organization")
+    epsilon_spent: float | None
+    epsilon_budget: float | None
+    epsilon_remaining: float | None
+    delta: float | None
+    mechanism: str | None
+    accountant: str | None
+    budget_exhausted: bool
+    reason: str | None = Field(default=None, description="Why no further round opens, once the budget is exhausted.")
+    rounds_recorded: int
+
+
+class PrivacyReportOut(BaseModel):
+    """One round's release in the federation's ledger (``GET /privacy/report?round=N``)."""
+
+    round: int
+    epsilon_round: float = Field(description="The round's own epsilon (its releases alone).")
+    epsilon_cumulative: float = Field(description="Epsilon spent by the federation after this round (PLD).")
+    epsilon_cumulative_cross_check: float | None
+    delta: float
+    mechanism: str
+    noise_multiplier: float | None
+    clip_norm: float | None
+    participants: int = Field(description="Organizations whose update this round released.")
+    mode: str
+    recorded: str = Field(description="When the release is accounted: on receipt (release) or when noised (organization).")

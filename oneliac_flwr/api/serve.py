@@ -86,7 +86,11 @@ def main(argv: Sequence[str]) -> int:
 
     from oneliac_flwr.api.app import create_app
 
-    app = create_app(coordinator=coordinator, experiment=experiment, admin_token=token)
+    try:  # settings the REST rounds cannot run (e.g. privacy_budget.mode=sample) stop it here
+        app = create_app(coordinator=coordinator, experiment=experiment, admin_token=token)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     uvicorn.run(
         app,
         host=coordinator.host,

@@ -1,6 +1,25 @@
 """Persistence of the REST coordinator: SQLAlchemy 2 tables, Alembic migrations, transactions."""
 
 from oneliac_flwr.api.store.database import Database
-from oneliac_flwr.api.store.models import AuditEvent, Base, CoordinatorKey, ModelVersion, Organization, Round, Submission
+from oneliac_flwr.api.store.models import (
+    AuditEvent,
+    Base,
+    CoordinatorKey,
+    ModelVersion,
+    Organization,
+    PrivacyLedgerRow,
+    Round,
+    Submission,
+)
 
-__all__ = ["AuditEvent", "Base", "CoordinatorKey", "Database", "ModelVersion", "Organization", "Round", "Submission"]
+__all__ = [
+    "AuditEvent",
+    "Base",
+    "CoordinatorKey",
+    "Database",
+    "ModelVersion",
+    "Organization",
+    "PrivacyLedgerRow",
+    "Round",
+    "Submission",
+]

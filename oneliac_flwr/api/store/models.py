@@ -7,7 +7,16 @@ from datetime import datetime
 from sqlalchemy import Boolean, DateTime, ForeignKey, Integer, LargeBinary, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-__all__ = ["AuditEvent", "Base", "CoordinatorKey", "ModelVersion", "Organization", "Round", "Submission"]
+__all__ = [
+    "AuditEvent",
+    "Base",
+    "CoordinatorKey",
+    "ModelVersion",
+    "Organization",
+    "PrivacyLedgerRow",
+    "Round",
+    "Submission",
+]
 
 
 class Base(DeclarativeBase):
@@ -97,3 +106,14 @@ class Submission(Base):
     payload: Mapped[bytes] = mapped_column(LargeBinary)
     sample_count: Mapped[int] = mapped_column(Integer)
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class PrivacyLedgerRow(Base):
+    """The federation's differential-privacy ledger (one row): the
+    :meth:`~oneliac_flwr.privacy.PrivacyLedger.to_signed_dict` document, HMAC-tagged."""
+
+    __tablename__ = "privacy_ledger"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    document: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

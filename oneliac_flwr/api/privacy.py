@@ -1,0 +1,204 @@
+"""Differential privacy of REST rounds: the core guard over a ledger kept in the database.
+
+The guard is the core's :class:`~oneliac_flwr.coordinator.privacy_guard.LedgerGuard` (the
+same one the Flower path uses); only its store differs. :class:`DatabaseLedgerStore` keeps
+the ledger in the one-row table ``privacy_ledger``, HMAC-tagged, and writes it in the
+transaction of the round transition or submission that spends the budget. The service
+keeps no ledger in memory: every transaction takes a fresh guard over the stored ledger
+(:meth:`RestPrivacy.guard`), whose load replays every event and checks the tag, so an
+edited row stops the service (at start-up, and before any round moves on).
+
+Supported over REST: ``privacy_budget.mode`` ``none``, ``release`` (each hospital clips
+and noises its own update and declares it; ``privacy_check`` verifies the declaration)
+and ``organization`` with ``noise_placement: central`` (the coordinator clips each update
+and the guard adds Gaussian noise to the mean). Anything else is refused at start-up.
+
+The MAC key is a file on the coordinator's host, ``<state_dir>/<federation>/``
+``coordinator-ledger.key`` (mode 0600), not in the database: someone who can write the
+database but not that file cannot forge a ledger. It cannot stop a rollback of the whole
+database to an older, validly tagged state (see ``docs/rest-api.md``).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from oneliac_flwr.api.store import PrivacyLedgerRow, Round
+from oneliac_flwr.config import ExperimentConfig
+from oneliac_flwr.coordinator.privacy_guard import LedgerGuard, expected_declaration, federation_state_dir
+from oneliac_flwr.errors import ConfigError, PrivacyError
+from oneliac_flwr.privacy import DifferentialPrivacy, PrivacyLedger
+from oneliac_flwr.privacy.integrity import StateIntegrityError
+from oneliac_flwr.privacy.ledger import LedgerIntegrityError, load_or_create_ledger_key
+from oneliac_flwr.validation import DeclaredPrivacy
+
+__all__ = ["LEDGER_KEY_FILE", "LEDGER_SOURCE", "DatabaseLedgerStore", "RestPrivacy", "privacy_unsupported"]
+
+LEDGER_KEY_FILE = "coordinator-ledger.key"
+LEDGER_SOURCE = "database table privacy_ledger"
+
+
+def privacy_unsupported(config: ExperimentConfig) -> ConfigError | None:
+    """The error naming the field when ``privacy_budget`` cannot run over REST, else ``None``."""
+    budget = config.privacy_budget
+    if budget.mode == "none":
+        return None
+    if budget.mode == "sample":
+        return ConfigError(
+            "privacy_budget.mode",
+            "'sample' (DP-SGD accounted by each hospital) is not supported over REST; use 'release' or 'organization'",
+        )
+    if budget.noise_placement != "central":
+        return ConfigError(
+            "privacy_budget.noise_placement",
+            f"{budget.noise_placement!r} noise needs secure-sum rounds with DP over REST, which are not built; use 'central'",
+        )
+    if config.aggregation_config.aggregation_method != "fedavg":
+        return ConfigError(
+            "privacy_budget.mode",
+            f"differential privacy over REST runs with aggregation_config.aggregation_method=fedavg only, "
+            f"got {config.aggregation_config.aggregation_method!r}",
+        )
+    return None
+
+
+class DatabaseLedgerStore:
+    """The REST service's :class:`~oneliac_flwr.coordinator.privacy_guard.LedgerStore`: one
+    row of ``privacy_ledger``, read and written in the caller's transaction.
+
+    Parameters
+    ----------
+    session : Session
+        The transaction the ledger is read and written in.
+    key : bytes
+        The HMAC key (see the module docstring).
+    """
+
+    source = LEDGER_SOURCE
+
+    def __init__(self, session: Session, *, key: bytes) -> None:
+        self.session = session
+        self._key = key
+
+    def load(self) -> PrivacyLedger | None:
+        """The verified ledger, or ``None`` before any round has run.
+
+        Raises
+        ------
+        StateIntegrityError
+            The row is missing although rounds have run, is not JSON, carries a wrong or
+            no MAC, or its events do not replay to what it stores.
+        """
+        row = self.session.get(PrivacyLedgerRow, 1)
+        if row is None:
+            rounds = self.session.scalar(select(func.count()).select_from(Round)) or 0
+            if rounds:
+                raise StateIntegrityError(
+                    f"{self.source}: missing, but {rounds} round(s) have run in this federation; a ledger "
+                    "cannot be reset silently. To start over explicitly, use a new database"
+                )
+            return None
+        try:
+            data: Any = json.loads(row.document)
+        except json.JSONDecodeError as exc:
+            raise LedgerIntegrityError(self.source, "document", f"not JSON ({exc})") from None
+        try:
+            return PrivacyLedger.from_signed_dict(data, key=self._key, source=self.source)
+        except StateIntegrityError:
+            raise
+        except PrivacyError as exc:  # not a ledger at all: as bad as an edited one
+            raise LedgerIntegrityError(self.source, "document", str(exc)) from None
+
+    def save(self, ledger: PrivacyLedger) -> None:
+        """Write the tagged ledger into the row (committed with the caller's transaction)."""
+        document = json.dumps(ledger.to_signed_dict(key=self._key), sort_keys=True)
+        row = self.session.get(PrivacyLedgerRow, 1)
+        now = datetime.now(UTC)
+        if row is None:
+            self.session.add(PrivacyLedgerRow(id=1, document=document, updated_at=now))
+        else:
+            row.document, row.updated_at = document, now
+        self.session.flush()
+
+
+class RestPrivacy:
+    """The privacy side of REST rounds: one calibrated guard, resumed over the stored
+    ledger in each transaction.
+
+    Parameters
+    ----------
+    config : ExperimentConfig
+        ``privacy_budget`` (mode ``release`` or ``organization``, central noise),
+        ``aggregation_config`` and ``federation`` / ``state_dir`` (where the MAC key lives).
+    dimension : int
+        Number of model parameters.
+
+    Raises
+    ------
+    ConfigError
+        If the privacy settings cannot run over REST (:func:`privacy_unsupported`).
+    """
+
+    def __init__(self, config: ExperimentConfig, *, dimension: int) -> None:
+        problem = privacy_unsupported(config)
+        if problem is not None:
+            raise problem
+        if config.privacy_budget.mode == "none":
+            raise ConfigError("privacy_budget.mode", "RestPrivacy needs differential privacy ('release' or 'organization')")
+        self.config = config
+        self.mode = config.privacy_budget.mode
+        self._template = LedgerGuard(config, dimension=dimension, store=None, round_offset=0)
+        self._key = load_or_create_ledger_key(federation_state_dir(config), filename=LEDGER_KEY_FILE)
+        self.expected = self._expected()
+
+    def _expected(self) -> DeclaredPrivacy:
+        """What every submission must declare: clip and mechanism, and in ``release`` mode
+        the noise multiplier of the release the ledger accounts."""
+        base = expected_declaration(self.config)
+        if base is None:  # not reached: mode is release or organization
+            raise ConfigError("privacy_budget.mode", "no declaration for mode 'none'")
+        if self.mode != "release":
+            return base
+        budget = self.config.privacy_budget
+        release = self._template.release_epsilon
+        if release is None:
+            raise ConfigError("privacy_budget.mode", "release mode without a per-release epsilon")
+        delta = budget.delta if budget.mechanism == "gaussian" else None
+        noise = DifferentialPrivacy(release, delta, budget.mechanism).noise_multiplier
+        return DeclaredPrivacy(clip_norm=base.clip_norm, noise_multiplier=noise, mechanism=base.mechanism)
+
+    @property
+    def clips_on_server(self) -> bool:
+        """``organization`` mode: the coordinator clips each update to ``clip_norm`` before
+        the guard's noise (the noise is calibrated to that sensitivity)."""
+        return self.mode == "organization"
+
+    @property
+    def clip_norm(self) -> float:
+        """``privacy_budget.clip_norm``."""
+        return self.config.privacy_budget.clip_norm
+
+    def guard(self, session: Session) -> LedgerGuard:
+        """The guard over the ledger stored in ``session``'s database (created on first use).
+
+        Raises
+        ------
+        StateIntegrityError
+            The stored ledger was edited, untagged, or deleted after rounds ran.
+        ConfigError
+            The stored ledger was written for another budget.
+        """
+        return self._template.with_store(DatabaseLedgerStore(session, key=self._key), round_offset=0)
+
+    def client_settings(self) -> dict[str, int | float | str | bool]:
+        """What a hospital needs to privatize its update (mode, clip, mechanism, noise,
+        per-release epsilon and delta): the Flower path's client config."""
+        values = self._template.client_config()
+        if self.mode == "release" and self.expected.noise_multiplier is not None:
+            values["noise-multiplier"] = self.expected.noise_multiplier
+        return values
