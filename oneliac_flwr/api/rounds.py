@@ -248,7 +248,7 @@ class RoundEngine:
                 continue
             if self.privacy is not None and self.privacy.clips_on_server:
                 clipped, _ = clip_l2(update_of(arrays[-1], global_arrays), self.privacy.clip_norm)
-                arrays[-1] = [g + c.astype(g.dtype) for g, c in zip(global_arrays, clipped, strict=True)]
+                arrays[-1] = [g.astype(np.float64) + c for g, c in zip(global_arrays, clipped, strict=True)]  # exact
             participants.append(index)
             weights.append(1.0 if guard is not None else float(sub.sample_count))  # under DP every update weighs 1
         submitted = sorted(s.organization_id for s in submissions)

@@ -180,7 +180,7 @@ class RoundOut(BaseModel):
     """A round's state and what the calling organization must do next."""
 
     round: int | None
-    status: str = Field(description="waiting | open | ok | skipped | failed | unavailable")
+    status: str = Field(description="waiting | open | ok | skipped | failed | budget_exhausted | unavailable")
     model_version: str | None = None
     deadline: datetime | None = None
     roster_size: int | None = None
