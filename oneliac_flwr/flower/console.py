@@ -3,8 +3,9 @@
 - Flower's logger has its own console handler *and* propagates to the root logger, so
   under Hydra (which gives the root logger a console handler) every Flower line printed
   twice. :func:`tidy_console` removes Flower's handler when the root logger prints.
-- alembic's migration chatter (Flower's state database) and Flower's deprecation banners
-  (``run_simulation`` is what the in-process simulation uses on purpose) are dropped.
+- alembic's migration chatter (Flower's state database), Flower's DEBUG lines and its
+  deprecation banners (``run_simulation`` is what the in-process simulation uses on
+  purpose) are dropped.
 - Flower's ``aggregate_train: Received 1 results`` line is dropped where our strategy
   hands the inner strategy one synthetic reply (:func:`synthetic_reply_quiet`): it counts
   the synthetic reply, not the organizations (our round line says how many took part).
@@ -19,8 +20,10 @@ from contextlib import contextmanager
 
 __all__ = ["FLOWER_NOISE", "synthetic_reply_quiet", "tidy_console"]
 
-#: Starts of Flower log messages (format strings) that never help a user of ours.
-FLOWER_NOISE = ("DEPRECATED FEATURE", "FEATURE UPDATE")
+#: Starts of Flower log messages (format strings) that never help a user of ours. Flower's
+#: "Federated evaluation will be skipped" is wrong for us: without DP the evaluation rides
+#: in the training message (docs: ``strategy.fraction_evaluate``).
+FLOWER_NOISE = ("DEPRECATED FEATURE", "FEATURE UPDATE", "fraction_evaluate is set to 0.0")
 _RECEIVED = "%s: Received %s results and %s failures"
 
 
@@ -48,6 +51,7 @@ def tidy_console() -> None:
     flower = logging.getLogger("flwr")
     if logging.getLogger().handlers:  # the root logger prints: Flower's own handler would print again
         flower.removeHandler(console_handler)
+        flower.setLevel(logging.INFO)  # Flower's logger passes DEBUG on; its own handler stopped it at INFO
     if _NOISE_FILTER not in flower.filters:
         flower.addFilter(_NOISE_FILTER)
     logging.getLogger("alembic").setLevel(logging.WARNING)

@@ -18,15 +18,15 @@ from oneliac_flwr.flower.inner import InnerStrategyUpdate
 
 @pytest.fixture
 def hydra_like_root() -> Iterator[logging.Handler]:
-    """A root console handler as Hydra installs one; Flower's logger restored afterwards."""
+    """A root console handler as Hydra installs one (no level of its own); Flower's logger restored afterwards."""
     root = logging.getLogger()
     handler = logging.StreamHandler(sys.stderr)
-    handler.setLevel(logging.INFO)
     old_level = root.level
     root.addHandler(handler)
     root.setLevel(logging.INFO)
     flower = logging.getLogger("flwr")
     filters = list(flower.filters)
+    level = flower.level
     alembic_level = logging.getLogger("alembic").level
     try:
         with warnings.catch_warnings():
@@ -37,6 +37,7 @@ def hydra_like_root() -> Iterator[logging.Handler]:
         if console_handler not in flower.handlers:
             flower.addHandler(console_handler)
         flower.filters[:] = filters
+        flower.setLevel(level)
         logging.getLogger("alembic").setLevel(alembic_level)
 
 
@@ -59,9 +60,12 @@ def test_alembic_chatter_and_flower_deprecation_banners_are_dropped(
     tidy_console()
     logging.getLogger("alembic.runtime.migration").info("Context impl SQLiteImpl.")
     log(logging.WARNING, "DEPRECATED FEATURE: %s", "run_simulation")
+    log(logging.WARNING, "fraction_evaluate is set to 0.0. Federated evaluation will be skipped.")
+    log(logging.DEBUG, "Using InMemoryLinkState")
     log(logging.WARNING, "a real warning")
     err = capfd.readouterr().err
     assert "SQLiteImpl" not in err and "DEPRECATED" not in err
+    assert "skipped" not in err and "InMemoryLinkState" not in err
     assert "a real warning" in err
 
 
