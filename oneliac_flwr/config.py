@@ -269,12 +269,25 @@ class FederationConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class AggregationConfig:
-    """The documented ``aggregation_config`` settings."""
+    """The ``aggregation_config`` settings.
+
+    The field defaults are light (plain aggregation, 2 organizations, 10 rounds) for the
+    Python API, the REST service and tests; the documented settings of a run,
+    :meth:`documented` (3 organizations, secure sum, 30 minutes, 100 rounds), are the
+    defaults of the Hydra config (``conf/aggregation_config/default.yaml``) and of
+    ``flwr run`` (``[tool.flwr.app.config]`` in ``pyproject.toml``).
+    """
 
     min_participants: int = 2
     aggregation_method: Literal["fedavg", "secure_sum"] = "fedavg"
     timeout_minutes: float = 10.0
     max_rounds: int = 10
+
+    @classmethod
+    def documented(cls) -> AggregationConfig:
+        """The documented settings: secure sum over at least 3 organizations, 30 minutes
+        per exchange, 100 rounds."""
+        return cls(min_participants=3, aggregation_method="secure_sum", timeout_minutes=30.0, max_rounds=100)
 
     def _check(self, path: str) -> None:
         _require(self.min_participants >= 1, f"{path}.min_participants", f"must be >= 1, got {self.min_participants}")

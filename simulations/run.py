@@ -25,8 +25,10 @@ logger = logging.getLogger("oneliac_flwr")
 @hydra.main(version_base=None, config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
     """Build the typed config, simulate, and return the final accuracy (for sweepers)."""
+    from oneliac_flwr.flower.console import tidy_console
     from oneliac_flwr.flower.simulation import simulate
 
+    tidy_console()  # one copy of each line (Hydra's root handler), no alembic/deprecation noise
     try:
         config = ExperimentConfig.from_dict(OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True))  # type: ignore[arg-type]
     except MissingMandatoryValue as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import tomllib
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from oneliac_flwr.config import CoordinatorConfig, ExperimentConfig
+from oneliac_flwr.config import AggregationConfig, CoordinatorConfig, ExperimentConfig
 from oneliac_flwr.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -94,15 +95,42 @@ def test_pyproject_run_config_matches_the_typed_defaults() -> None:
         return out
 
     flat = flatten("", table, {})
-    assert ExperimentConfig.from_run_config(flat) == ExperimentConfig()
+    # the documented aggregation settings are flwr run's defaults (the typed defaults are light)
+    assert ExperimentConfig.from_run_config(flat) == _documented()
     assert set(flat) == set(ExperimentConfig().to_run_config())
+
+
+def _documented(**aggregation: object) -> ExperimentConfig:
+    """The typed defaults with the documented aggregation settings (and ``aggregation`` on top)."""
+    settings = {**dataclasses.asdict(AggregationConfig.documented()), **aggregation}
+    return ExperimentConfig.from_dict({"aggregation_config": settings})
+
+
+def test_documented_aggregation_settings() -> None:
+    documented = AggregationConfig.documented()
+    assert (documented.min_participants, documented.aggregation_method) == (3, "secure_sum")
+    assert (documented.timeout_minutes, documented.max_rounds) == (30.0, 100)
 
 
 def test_hydra_defaults_match_the_typed_defaults() -> None:
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base=None):
         cfg = compose(config_name="config")
     config = ExperimentConfig.from_dict(OmegaConf.to_container(cfg, resolve=True))
-    assert config == ExperimentConfig()
+    # documented aggregation settings, with the simulation entry's visible 10-round override (conf/config.yaml)
+    assert config == _documented(max_rounds=10)
+
+
+def test_the_hydra_group_default_is_the_documented_aggregation() -> None:
+    aggregation = OmegaConf.load(ROOT / "conf" / "aggregation_config" / "default.yaml")
+    assert AggregationConfig(**OmegaConf.to_container(aggregation)) == AggregationConfig.documented()
+
+
+def test_the_rest_service_aggregates_with_fedavg() -> None:
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base=None):
+        cfg = compose(config_name="service")
+    data = OmegaConf.to_container(cfg, resolve=True)
+    data.pop("coordinator")
+    assert ExperimentConfig.from_dict(data).aggregation_config.aggregation_method == "fedavg"
 
 
 def test_hydra_overrides_reach_the_typed_config() -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-from sklearn.datasets import load_breast_cancer as _sk_load_breast_cancer
 
 from oneliac_flwr.data.tables import Table
 
@@ -16,6 +15,8 @@ def load_breast_cancer() -> Table:
     569 patients, 30 numeric features, labels ``0`` (malignant) and ``1`` (benign).
     The file ships inside scikit-learn, so nothing is downloaded.
     """
+    from sklearn.datasets import load_breast_cancer as _sk_load_breast_cancer  # heavy: only when used
+
     bunch = _sk_load_breast_cancer()
     return Table(
         features=np.asarray(bunch.data, dtype=np.float32),

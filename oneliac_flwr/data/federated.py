@@ -13,7 +13,6 @@ from functools import lru_cache
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import train_test_split
 
 from oneliac_flwr.config import ExperimentConfig
 from oneliac_flwr.data.builtin import load_breast_cancer
@@ -201,6 +200,8 @@ def _site_column(config: ExperimentConfig) -> np.ndarray:
 
 @lru_cache(maxsize=8)
 def _split_rows(config: ExperimentConfig) -> tuple[np.ndarray, np.ndarray]:
+    from sklearn.model_selection import train_test_split  # heavy: simulation only
+
     table = _load_simulation_table(config)
     rng = np.random.default_rng([config.seed, 0])
     train_idx, test_idx = train_test_split(

@@ -24,7 +24,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.preprocessing import StandardScaler
 
 from oneliac_flwr.data.tables import Table
 from oneliac_flwr.errors import ConfigError, DataError
@@ -217,13 +216,33 @@ def standardize_with_own_statistics(table: Table) -> Table:
     return _scaled(table, _fit(table))
 
 
-def _fit(table: Table) -> StandardScaler:
+@dataclass(frozen=True)
+class _Standardizer:
+    """A site's own mean and scale (the arithmetic of scikit-learn's ``StandardScaler``,
+    without importing scikit-learn in every ClientApp process)."""
+
+    mean: np.ndarray
+    scale: np.ndarray
+
+    def transform(self, features: np.ndarray) -> np.ndarray:
+        return (features - self.mean) / self.scale
+
+
+def _fit(table: Table) -> _Standardizer:
+    features = table.features.astype(np.float64)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        return StandardScaler().fit(table.features.astype(np.float64))
+        mean = features.mean(axis=0) if len(features) else np.full(features.shape[1], np.nan)
+        var = features.var(axis=0) if len(features) else np.full(features.shape[1], np.nan)
+    # near-constant columns keep scale 1 (StandardScaler's rule, Chan-Golub-LeVeque bound)
+    eps = np.finfo(np.float64).eps
+    constant = var <= len(features) * eps * var + (len(features) * mean * eps) ** 2
+    scale = np.sqrt(var)
+    scale[constant] = 1.0
+    return _Standardizer(mean=mean, scale=scale)
 
 
-def _scaled(table: Table, scaler: StandardScaler) -> Table:
+def _scaled(table: Table, scaler: _Standardizer) -> Table:
     if len(table) == 0:
         return table
     features = scaler.transform(table.features.astype(np.float64)).astype(np.float32)

@@ -1,21 +1,33 @@
-"""Flower adapters: the strategy wrapper, the ClientApp and the ServerApp."""
+"""Flower adapters: the strategy wrapper, the ClientApp and the ServerApp.
 
-from oneliac_flwr.flower.clientapp import build_client_app
-from oneliac_flwr.flower.components import build_strategy, new_model
-from oneliac_flwr.flower.inner import WEIGHTED_MEAN_STRATEGIES, build_inner_strategy
-from oneliac_flwr.flower.plain import PlainAggregator
-from oneliac_flwr.flower.serverapp import build_server_app, run_federation
-from oneliac_flwr.flower.strategy import Aggregate, OneliacStrategy
+The names below are imported on first use: each ``flwr-clientapp`` process of a real
+deployment imports :mod:`oneliac_flwr.flower.clientapp` for every message, and must not
+pay for the ServerApp's plotting and strategy modules.
+"""
 
-__all__ = [
-    "WEIGHTED_MEAN_STRATEGIES",
-    "Aggregate",
-    "OneliacStrategy",
-    "PlainAggregator",
-    "build_client_app",
-    "build_inner_strategy",
-    "build_server_app",
-    "build_strategy",
-    "new_model",
-    "run_federation",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "build_client_app": "oneliac_flwr.flower.clientapp",
+    "build_strategy": "oneliac_flwr.flower.components",
+    "new_model": "oneliac_flwr.flower.components",
+    "WEIGHTED_MEAN_STRATEGIES": "oneliac_flwr.flower.inner",
+    "build_inner_strategy": "oneliac_flwr.flower.inner",
+    "PlainAggregator": "oneliac_flwr.flower.plain",
+    "build_server_app": "oneliac_flwr.flower.serverapp",
+    "run_federation": "oneliac_flwr.flower.serverapp",
+    "Aggregate": "oneliac_flwr.flower.strategy",
+    "OneliacStrategy": "oneliac_flwr.flower.strategy",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)

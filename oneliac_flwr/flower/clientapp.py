@@ -16,19 +16,15 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from functools import lru_cache, wraps
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from oneliac_flwr.config import ExperimentConfig
-from oneliac_flwr.data import OrganizationData, deployment_organization, simulation_organization
 from oneliac_flwr.errors import ConfigError, DataError, OneliacError, PrivacyError, ProtocolViolation, SecureAggregationError
 from oneliac_flwr.flower.records import ARRAYS, CONFIG, INFO, MASKED, METRICS, NUM_EXAMPLES, PRIVACY, SECURE_SUM, reply_info
-from oneliac_flwr.flower.client_privacy import hospital_policy, hospital_state, instruction_refusal, privatize_update
-from oneliac_flwr.flower.sample_dp import train_with_dpsgd
 from oneliac_flwr.flower.secure_sum import CONFIRM_ACTION, KEYS_ACTION, UNMASK_ACTION
 from oneliac_flwr.secure.graph import DEFAULT_COLLUDING_FRACTION, DEFAULT_DROPOUT_FRACTION
 from oneliac_flwr.secure import (
@@ -43,12 +39,15 @@ from oneliac_flwr.secure import (
     load_pins,
 )
 from oneliac_flwr.flower.checks import check_update, declared_privacy_record, submission_policy, update_of
-from oneliac_flwr.flower.components import new_model
-from oneliac_flwr.privacy.hospital import HospitalPrivacyState
 from oneliac_flwr.validation import DeclaredPrivacy, ValidationPolicy, ValidationReport
 from oneliac_flwr.masked_statistics import MaskedStatistics, pack_statistics
-from oneliac_flwr.privacy.entropy import os_torch_generator
-from oneliac_flwr.training import evaluate, get_weights, make_loader, make_optimizer, set_weights, train_local
+
+if TYPE_CHECKING:  # torch, the data stack and the privacy stack are imported where used:
+    # a flwr-clientapp process that only unmasks or advertises keys never loads them
+    import torch
+
+    from oneliac_flwr.data import OrganizationData
+    from oneliac_flwr.privacy.hospital import HospitalPrivacyState
 
 __all__ = ["Organization", "SecureSettings", "app", "build_client_app", "resolve_organization", "secure_settings"]
 
@@ -99,6 +98,8 @@ def _check_federation_size(config: ExperimentConfig, node_config: dict) -> None:
 
 @lru_cache(maxsize=64)
 def _organization_data(config: ExperimentConfig, organization: Organization) -> OrganizationData:
+    from oneliac_flwr.data import deployment_organization, simulation_organization
+
     if organization.partition_id is not None:
         return simulation_organization(config, organization.partition_id)
     return deployment_organization(config, organization.data_path or "", seed_salt=organization.salt)
@@ -313,14 +314,27 @@ def _refusal(msg: Message, organization: Organization, report: ValidationReport)
     return _refuse(msg, organization.organization_id, check=failed, detail="; ".join(report.reasons()))
 
 
+def _privacy_free(config: ExperimentConfig, node_config: dict, instruction: ConfigRecord | None) -> bool:
+    """Neither the coordinator nor the hospital asks for DP: no policy to check or state to
+    hold (what :func:`~oneliac_flwr.flower.client_privacy.hospital_policy` would say), so
+    the privacy stack (dp-accounting, SciPy) is not imported for this message."""
+    simulated_budget = "partition-id" in node_config and config.privacy_budget.mode != "none"
+    return instruction is None and "privacy-unit" not in node_config and not simulated_budget
+
+
 def _seeded_generator(config: ExperimentConfig, organization: Organization, server_round: int) -> torch.Generator:
     """Shuffling without DP: reproducible from the seed (nothing private depends on it)."""
+    import torch
+
     seed = int(np.random.default_rng([config.seed, 4, organization.salt, server_round]).integers(2**62))
     return torch.Generator().manual_seed(seed)
 
 
 def _evaluate_received(config: ExperimentConfig, data: OrganizationData, global_weights: list[np.ndarray]) -> tuple[float | None, float | None]:
-    """Evaluate the received global model on local validation rows (secure sum carries it)."""
+    """Evaluate the received global model on local validation rows (it rides in the training reply)."""
+    from oneliac_flwr.models import new_model
+    from oneliac_flwr.training import evaluate, set_weights
+
     if len(data.validation) == 0:
         return None, None
     model = new_model(config)
@@ -390,6 +404,10 @@ def build_client_app(config: ExperimentConfig | None = None) -> ClientApp:
         instruction = msg.content.get(PRIVACY)
         instruction = instruction if isinstance(instruction, ConfigRecord) else None
         unit = str(instruction["mode"]) if instruction is not None else "none"
+        if _privacy_free(cfg, node_config, instruction):  # no policy to check: the privacy stack is not loaded
+            return _train_round(msg, context, cfg, organization, None, None, fault)
+        from oneliac_flwr.flower.client_privacy import hospital_policy, hospital_state, instruction_refusal
+
         policy = hospital_policy(cfg, node_config)
         refusal = instruction_refusal(policy, instruction)
         if refusal is not None:
@@ -408,6 +426,10 @@ def build_client_app(config: ExperimentConfig | None = None) -> ClientApp:
         state: HospitalPrivacyState | None,
         fault: str | None,
     ) -> Message:
+        from oneliac_flwr.models import new_model
+        from oneliac_flwr.privacy.entropy import os_torch_generator
+        from oneliac_flwr.training import get_weights, make_loader, make_optimizer, set_weights, train_local
+
         org_id = organization.organization_id
         server_round = _server_round(msg)
         unit = str(instruction["mode"]) if instruction is not None else "none"
@@ -415,7 +437,10 @@ def build_client_app(config: ExperimentConfig | None = None) -> ClientApp:
         private = unit != "none" or secure
         data = _organization_data(cfg, organization)
         global_weights = [np.asarray(a) for a in msg.content[ARRAYS].to_numpy_ndarrays()]
-        received_eval = _evaluate_received(cfg, data, global_weights) if secure and unit == "none" else (None, None)
+        # Without DP the received global model is evaluated here, inside the training message (plain: in
+        # the clear, as the evaluate exchange would; secure sum: inside the masked vector), which saves
+        # one exchange per round. Under DP its metrics would be a release outside the ledger.
+        received_eval = _evaluate_received(cfg, data, global_weights) if unit == "none" else (None, None)
         model = new_model(cfg)
         set_weights(model, global_weights)
         # Under DP, batches (Opacus' Poisson sample) and noise come from OS entropy. A real
@@ -431,6 +456,8 @@ def build_client_app(config: ExperimentConfig | None = None) -> ClientApp:
         proximal_mu = float(msg.content[CONFIG].get("proximal-mu", 0.0)) if CONFIG in msg.content else 0.0
         declared: DeclaredPrivacy | None = None
         if unit == "sample" and state is not None and instruction is not None:
+            from oneliac_flwr.flower.sample_dp import train_with_dpsgd  # torch + Opacus: sample-level DP only
+
             outcome = train_with_dpsgd(
                 model, loader, optimizer, settings=instruction, state=state, epochs=cfg.training.local_epochs, proximal_mu=proximal_mu
             )
@@ -455,6 +482,8 @@ def build_client_app(config: ExperimentConfig | None = None) -> ClientApp:
         if not report.passed:
             return _refusal(msg, organization, report)
         if unit in ("organization", "release") and state is not None and instruction is not None:
+            from oneliac_flwr.flower.client_privacy import privatize_update
+
             threshold = int(msg.content[SECURE_SUM]["threshold"]) if secure else None
             release = privatize_update(update, instruction, state=state, server_round=server_round, threshold=threshold)
             if isinstance(release, str):
@@ -491,6 +520,12 @@ def build_client_app(config: ExperimentConfig | None = None) -> ClientApp:
             # Plain aggregation without DP protects nothing from the coordinator: it sees the update.
             info["label-counts"] = np.bincount(data.train.labels, minlength=cfg.dataset.num_classes).astype(int).tolist()
             metrics = {NUM_EXAMPLES: result.num_examples, "train_loss": result.loss, "train_accuracy": result.accuracy}
+            if received_eval[0] is not None and received_eval[1] is not None:
+                metrics |= {
+                    "received_eval_loss": received_eval[0],
+                    "received_eval_accuracy": received_eval[1],
+                    "received_eval_examples": len(data.validation),
+                }
         else:
             # Under DP only the accounted release leaves: equal weights, no metrics, no counts.
             metrics = {NUM_EXAMPLES: 1}
@@ -520,13 +555,21 @@ def build_client_app(config: ExperimentConfig | None = None) -> ClientApp:
     @client_app.evaluate()
     @_fail_closed
     def evaluate_handler(msg: Message, context: Context) -> Message:
+        from oneliac_flwr.models import new_model
+        from oneliac_flwr.training import evaluate, set_weights
+
         cfg = settings(context)
         organization = resolve_organization(dict(context.node_config))
-        try:
-            policy = hospital_policy(cfg, dict(context.node_config))
-        except OneliacError as exc:
-            return _refuse(msg, organization.organization_id, check="privacy_check", detail=str(exc))
-        if policy.unit != "none":  # metrics in the clear would be a release outside any ledger
+        if not _privacy_free(cfg, dict(context.node_config), None):
+            from oneliac_flwr.flower.client_privacy import hospital_policy
+
+            try:
+                policy_unit = hospital_policy(cfg, dict(context.node_config)).unit
+            except OneliacError as exc:
+                return _refuse(msg, organization.organization_id, check="privacy_check", detail=str(exc))
+        else:
+            policy_unit = "none"
+        if policy_unit != "none":  # metrics in the clear would be a release outside any ledger
             return _refuse(
                 msg, organization.organization_id, check="privacy_check", detail="no plain evaluation under a DP policy"
             )

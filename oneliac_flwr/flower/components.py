@@ -112,4 +112,6 @@ def build_strategy(
         min_participants=config.aggregation_config.min_participants,
         rng=rng,
         on_round_end=on_round_end,
+        # without DP the training reply carries the evaluation of the received model (one exchange less)
+        evaluate_in_training=config.privacy_budget.mode == "none" and config.strategy.fraction_evaluate is None,
     )

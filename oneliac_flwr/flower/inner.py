@@ -9,6 +9,7 @@ from flwr.serverapp.strategy import FedAdagrad, FedAdam, FedAvg, FedAvgM, FedPro
 
 from oneliac_flwr.config import ExperimentConfig
 from oneliac_flwr.errors import ConfigError
+from oneliac_flwr.flower.console import synthetic_reply_quiet
 from oneliac_flwr.flower.records import METRICS, NUM_EXAMPLES
 
 __all__ = ["WEIGHTED_MEAN_STRATEGIES", "InnerStrategyUpdate", "build_inner_strategy"]
@@ -94,7 +95,8 @@ class InnerStrategyUpdate:
             }
         )
         reply = Message(content=content, dst_node_id=0, message_type=MessageType.TRAIN)
-        arrays, new_metrics = self.inner.aggregate_train(server_round, [reply])
+        with synthetic_reply_quiet():  # Flower would log 'Received 1 results': the synthetic reply, not the organizations
+            arrays, new_metrics = self.inner.aggregate_train(server_round, [reply])
         if arrays is None:
             return None, None
         return arrays.to_numpy_ndarrays(), (dict(new_metrics) if new_metrics is not None else None)

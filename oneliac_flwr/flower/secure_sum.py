@@ -22,6 +22,7 @@ from flwr.serverapp import Grid
 
 from oneliac_flwr.config import ExperimentConfig
 from oneliac_flwr.errors import ConfigError, ProtocolViolation, RoundFailed, SecureAggregationError
+from oneliac_flwr.flower.exchange import send_and_receive
 from oneliac_flwr.flower.records import MASKED, SECURE_SUM, TrainReply
 from oneliac_flwr.coordinator import Aggregate, secure_sum_aggregate
 from oneliac_flwr.results import Rejection, RoundRecord
@@ -168,7 +169,7 @@ class SecureSumAggregator:
             for n in node_ids
         ]
         self._exchanges[server_round] = self._exchanges.get(server_round, 1) + 1
-        replies = grid.send_and_receive(messages, timeout=timeout)
+        replies = send_and_receive(grid, messages, timeout=timeout)
         return {m.metadata.src_node_id: m for m in replies if not m.has_error() and m.has_content()}
 
     # -------------------------------------------------------------- Aggregator protocol

@@ -13,7 +13,7 @@ from flwr.serverapp import Grid, ServerApp
 from oneliac_flwr.config import ExperimentConfig
 from oneliac_flwr.data import central_test_set
 from oneliac_flwr.flower.components import build_strategy, new_model
-from oneliac_flwr.errors import ConfigError
+from oneliac_flwr.errors import ConfigError, OneliacError
 from oneliac_flwr.flower.privacy import federation_state_dir, start_up_plan
 from oneliac_flwr.privacy.entropy import os_generator
 from oneliac_flwr.plots import plot_run
@@ -151,11 +151,37 @@ def build_server_app(config: ExperimentConfig | None = None, *, output_dir: Path
 
     @server_app.main()
     def main(grid: Grid, context: Context) -> None:
-        cfg = config if config is not None else ExperimentConfig.from_run_config(context.run_config)
+        if config is not None:  # in-process simulation: the caller set up logging and checked the config
+            target = output_dir or (Path(config.output_dir) if config.output_dir else default_output_dir())
+            run_federation(grid, config, output_dir=target, run_id=int(context.run_id))
+            return
+        _log_to_flower_console()
+        try:
+            cfg = ExperimentConfig.from_run_config(context.run_config)
+        except OneliacError as exc:
+            # one line naming the key, then fail the run (flwr ls shows it failed, with this reason)
+            logger.error("invalid run configuration: %s", exc)
+            raise
         target = output_dir or (Path(cfg.output_dir) if cfg.output_dir else default_output_dir())
-        run_federation(grid, cfg, output_dir=target, run_id=int(context.run_id))
+        try:
+            run_federation(grid, cfg, output_dir=target, run_id=int(context.run_id))
+        except OneliacError as exc:
+            logger.error("cannot run: %s", exc)
+            raise
 
     return server_app
+
+
+def _log_to_flower_console() -> None:
+    """Under ``flwr run`` our progress lines go where Flower's go: Flower mirrors that
+    console to ``flwr run --stream`` (a ServerApp process configures no other handler)."""
+    from flwr.common.logger import console_handler
+
+    package_logger = logging.getLogger("oneliac_flwr")
+    if console_handler not in package_logger.handlers:
+        package_logger.addHandler(console_handler)
+        package_logger.setLevel(logging.INFO)
+        package_logger.propagate = False  # Flower's own lines do not propagate twice either
 
 
 app = build_server_app()

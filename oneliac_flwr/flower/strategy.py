@@ -31,6 +31,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Result, Strategy
 
 from oneliac_flwr.coordinator import Aggregate, PrivacyGuard, RoundCore
+from oneliac_flwr.flower.exchange import send_and_receive
 from oneliac_flwr.flower.inner import InnerStrategyUpdate
 from oneliac_flwr.flower.records import (
     NUM_EXAMPLES,
@@ -95,6 +96,11 @@ class OneliacStrategy(Strategy):
         Source of coordinator-side randomness (noise).
     on_round_end : callable, optional
         Called with each finished :class:`RoundRecord` (progress, checkpoints).
+    evaluate_in_training : bool
+        The organizations evaluate the model they receive inside the training message
+        (plain aggregation without DP): :meth:`start` then runs the separate evaluate
+        exchange only after the last round, whose model no training message evaluates.
+        Round ``r``'s federated evaluation is filled in by round ``r + 1``.
     """
 
     def __init__(
@@ -107,8 +113,10 @@ class OneliacStrategy(Strategy):
         validator: SubmissionValidator | None = None,
         privacy: PrivacyGuard | None = None,
         on_round_end: Callable[[RoundRecord], None] | None = None,
+        evaluate_in_training: bool = False,
     ) -> None:
         self.inner = inner
+        self.evaluate_in_training = evaluate_in_training
         self.aggregator = aggregator
         self.min_participants = min_participants
         self.validator = validator
@@ -232,6 +240,7 @@ class OneliacStrategy(Strategy):
             if node not in answered:
                 org = self._organizations.get(node, f"node-{node}")
                 record.rejected.append(Rejection(node, org, "timeout", f"no reply within {self._timeout:.0f} s"))
+        self._attribute_received_per_organization(server_round, accepted)
         short = self.core.enough(len(accepted), "accepted submission(s)")
         if short is not None:
             return self._fail(record, "skipped", short)
@@ -249,15 +258,34 @@ class OneliacStrategy(Strategy):
         record.status = "ok"
         return ArrayRecord(numpy_ndarrays=outcome.arrays), metrics
 
+    def _last_completed_before(self, server_round: int) -> RoundRecord | None:
+        done = [r for r in sorted(self.records) if r < server_round and self.records[r].status == "ok"]
+        return self.records[done[-1]] if done else None
+
+    def _attribute_received_per_organization(self, server_round: int, accepted: list[TrainReply]) -> None:
+        """Plain aggregation: each organization's evaluation of the model it received, in the
+        clear like the evaluate exchange it replaces, recorded on the round that made the model."""
+        previous = self._last_completed_before(server_round)
+        if previous is None:
+            return
+        for reply in accepted:
+            values = [reply.metrics.get(f"received_eval_{k}") for k in ("loss", "accuracy", "examples")]
+            if all(v is not None for v in values):
+                loss, accuracy, examples = (float(v) for v in values)  # type: ignore[arg-type]
+                previous.per_organization[reply.organization] = {
+                    "eval_loss": loss,
+                    "eval_accuracy": accuracy,
+                    "num_examples": examples,
+                }
+
     def _attribute_received_evaluation(self, server_round: int, values: dict[str, float]) -> None:
-        """Secure sum evaluates the model each organization *received* inside the training
+        """Without DP each organization evaluates the model it *received* inside the training
         round: that is the model of the last completed round, so record it there."""
         if "received_eval_accuracy" not in values:
             return
-        done = [r for r in sorted(self.records) if r < server_round and self.records[r].status == "ok"]
-        if not done:
+        previous = self._last_completed_before(server_round)
+        if previous is None:
             return
-        previous = self.records[done[-1]]
         previous.federated_accuracy = _maybe(values.get("received_eval_accuracy"))
         previous.federated_loss = _maybe(values.get("received_eval_loss"))
 
@@ -361,15 +389,17 @@ class OneliacStrategy(Strategy):
             started = time.perf_counter()
             record = self.record(server_round)
             messages = self.configure_train(server_round, arrays, ConfigRecord(dict(train_config or {})), grid)
-            replies = grid.send_and_receive(messages, timeout=timeout) if messages else []
+            replies = send_and_receive(grid, messages, timeout=timeout) if messages else []
             new_arrays, train_metrics = self.aggregate_train(server_round, replies)
             if new_arrays is not None:
                 arrays = new_arrays
                 result.arrays = arrays
             if train_metrics is not None:
                 result.train_metrics_clientapp[server_round] = train_metrics
-            eval_messages = self.configure_evaluate(server_round, arrays, ConfigRecord(dict(evaluate_config or {})), grid)
-            eval_replies = grid.send_and_receive(eval_messages, timeout=timeout) if eval_messages else []
+            evaluate_now = not self.evaluate_in_training or server_round == num_rounds
+            eval_config = ConfigRecord(dict(evaluate_config or {}))
+            eval_messages = self.configure_evaluate(server_round, arrays, eval_config, grid) if evaluate_now else []
+            eval_replies = send_and_receive(grid, eval_messages, timeout=timeout) if eval_messages else []
             eval_metrics = self.aggregate_evaluate(server_round, eval_replies)
             if eval_metrics is not None:
                 result.evaluate_metrics_clientapp[server_round] = eval_metrics

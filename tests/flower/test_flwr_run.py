@@ -100,6 +100,9 @@ def test_flwr_run_trains_with_the_pyproject_config(superlink: dict, tmp_path: Pa
         timeout=600,
     )
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    streamed = completed.stdout + completed.stderr  # the ServerApp's progress and summary reach --stream
+    assert "round 1/2 ok" in streamed and "round 2/2 ok" in streamed, streamed[-3000:]
+    assert "run finished: 2 round(s) completed, accuracy=" in streamed and f"outputs in {out}" in streamed
     results = json.loads((out / "results.json").read_text())
     assert results["config"]["aggregation_config"]["max_rounds"] == 2
     assert [r["round"] for r in results["rounds"]] == [1, 2]
@@ -107,3 +110,28 @@ def test_flwr_run_trains_with_the_pyproject_config(superlink: dict, tmp_path: Pa
     assert results["final"]["accuracy"] > 0.85
     state = torch.load(out / "model.pt", weights_only=True)
     assert set(state) == {"0.weight", "0.bias"}
+
+
+def _app_copy(tmp_path: Path) -> Path:
+    app_dir = tmp_path / "app"
+    app_dir.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, app_dir / name)
+    shutil.copytree(ROOT / "oneliac_flwr", app_dir / "oneliac_flwr", ignore=shutil.ignore_patterns("__pycache__"))
+    return app_dir
+
+
+def test_a_bad_run_config_value_is_named_in_the_stream_and_the_run_fails(superlink: dict, tmp_path: Path) -> None:
+    flwr = str(Path(sys.executable).parent / "flwr")
+    completed = subprocess.run(
+        [flwr, "run", str(_app_copy(tmp_path)), "--stream", "--federation-config", "num-supernodes=3",
+         "--run-config", 'aggregation_config.max_rounds="ten"'],
+        env=superlink, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    output = completed.stdout + completed.stderr
+    assert "invalid run configuration: aggregation_config.max_rounds: expected an integer" in output, output[-3000:]
+    listed = subprocess.run(
+        [flwr, "ls", "--format", "json"], env=superlink, capture_output=True, text=True, timeout=120, check=True
+    )
+    runs = json.loads(listed.stdout)["runs"]
+    assert [run["status"] for run in runs] == ["finished:failed"], listed.stdout

@@ -34,7 +34,10 @@ MASKED = {("masked", "*")}  # uniformly random ring elements without the other p
 RELEASE = {("arrays", "*")}  # the accounted DP release (clipped and noised update)
 # Sent in the clear by design, only by plain aggregation without DP, which protects nothing from the coordinator.
 PLAIN_NO_DP = {("arrays", "*"), ("metrics", "num-examples"), ("metrics", "train_loss"), ("metrics", "train_accuracy"),
-               ("metrics", "eval_loss"), ("metrics", "eval_accuracy"), ("oneliac", "label-counts")}  # fmt: skip
+               ("metrics", "eval_loss"), ("metrics", "eval_accuracy"), ("oneliac", "label-counts"),
+               # the received global model's evaluation, carried by the training reply (no evaluate exchange)
+               ("metrics", "received_eval_loss"), ("metrics", "received_eval_accuracy"),
+               ("metrics", "received_eval_examples")}  # fmt: skip
 
 
 def _protocol(key: str) -> bool:

@@ -1,0 +1,1 @@
+"""Flower's minimal FedAvg ClientApp/ServerApp (the anchor of benchmarks/deployment.py)."""
