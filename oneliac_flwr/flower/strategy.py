@@ -22,8 +22,8 @@ from __future__ import annotations
 import logging
 import time
 import traceback
-from dataclasses import replace
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from typing import Protocol
 
 import numpy as np

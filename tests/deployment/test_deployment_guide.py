@@ -42,7 +42,7 @@ def _results(site: Site, run: str) -> dict[str, Any]:
     return json.loads(site.path(f"/var/lib/oneliac/runs/{run}/results.json").read_text())
 
 
-def _wait_for_round(site: Site, run: str, round_number: int, process: subprocess.Popen, timeout: float = 300) -> None:
+def _wait_for_round(site: Site, run: str, round_number: int, process: subprocess.Popen, timeout: float = 900) -> None:
     path = site.path(f"/var/lib/oneliac/runs/{run}/results.json")
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -56,7 +56,7 @@ def _wait_for_round(site: Site, run: str, round_number: int, process: subprocess
     raise AssertionError(f"round {round_number} of {run} not recorded after {timeout} s")
 
 
-def _wait_for_end(site: Site, run: str, process: subprocess.Popen, timeout: float = 400) -> str:
+def _wait_for_end(site: Site, run: str, process: subprocess.Popen, timeout: float = 1200) -> str:
     """Wait for `flwr run --stream` and for the final results.json."""
     try:
         out, _ = process.communicate(timeout=timeout)
