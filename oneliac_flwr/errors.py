@@ -37,7 +37,31 @@ class ConfigError(OneliacError, ValueError):
 
 
 class DataError(OneliacError, ValueError):
-    """A data file or partition cannot be used (names the file and column)."""
+    """A data file or partition cannot be used (names the file and column).
+
+    Parameters
+    ----------
+    message : str
+        The full message, for the log of whoever owns the data (may hold counts).
+    file, column, problem : str, optional
+        The file, the column and the kind of problem (``"not found"``, ``"not numeric"``,
+        ``"has missing values (NaN)"``...): names and kinds only, never a value or a count
+        from the table, so :attr:`public_reason` may leave the hospital.
+    """
+
+    def __init__(self, message: str, *, file: str | None = None, column: str | None = None, problem: str | None = None) -> None:
+        self.file = file
+        self.column = column
+        self.problem = problem
+        super().__init__(message)
+
+    @property
+    def public_reason(self) -> str:
+        """File, column and kind of problem (no data-dependent detail); ``""`` if not given."""
+        if self.file is None or self.problem is None:
+            return ""
+        where = f"column {self.column!r}: " if self.column is not None else ""
+        return f"{self.file}: {where}{self.problem}"
 
 
 class PrivacyError(OneliacError):

@@ -10,7 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from oneliac_flwr.results import RunResults  # noqa: E402
+from oneliac_flwr.results import OUTPUT_MODE, RunResults  # noqa: E402
 
 __all__ = ["plot_run"]
 
@@ -38,6 +38,7 @@ def plot_run(results: RunResults, output_dir: Path) -> list[Path]:
         path = output_dir / f"{metric}.png"
         fig.tight_layout()
         fig.savefig(path, dpi=100)
+        path.chmod(OUTPUT_MODE)
         plt.close(fig)
         written.append(path)
     eps = [(r.round, r.privacy.get("epsilon_total")) for r in rounds if r.privacy]
@@ -57,6 +58,7 @@ def plot_run(results: RunResults, output_dir: Path) -> list[Path]:
         path = output_dir / "epsilon.png"
         fig.tight_layout()
         fig.savefig(path, dpi=100)
+        path.chmod(OUTPUT_MODE)
         plt.close(fig)
         written.append(path)
     return written

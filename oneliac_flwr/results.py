@@ -12,7 +12,13 @@ from typing import Any, Literal
 
 from oneliac_flwr.atomic_files import write_json_atomic
 
-__all__ = ["Rejection", "RoundRecord", "RunResults", "write_json_atomic"]
+__all__ = ["OUTPUT_MODE", "Rejection", "RoundRecord", "RunResults", "write_json_atomic"]
+
+#: Mode of every file of a run's output folder (results.json, model.pt, plots): readable by
+#: all. Outputs hold aggregates, counts and reasons, never a patient row or one hospital's
+#: update, and are meant to be shared with the consortium; secrets (keys, ledger key,
+#: hospitals' privacy state) are 0600 and live elsewhere (``docs/deployment.md``).
+OUTPUT_MODE = 0o644
 
 StoppedReason = Literal[
     "running", "max_rounds_reached", "privacy_budget_exhausted", "no_round_completed", "too_many_failed_rounds", "error"
@@ -21,7 +27,11 @@ StoppedReason = Literal[
 
 @dataclass(frozen=True)
 class Rejection:
-    """One submission left out of a round, with the check that rejected it and why."""
+    """One submission left out of a round, with the check that rejected it and why.
+
+    ``node_id`` is for the adapter's bookkeeping only: ``results.json`` names the
+    organization and keeps node ids in its one ``nodes`` table.
+    """
 
     node_id: int
     organization: str
@@ -36,7 +46,7 @@ class RoundRecord:
     round: int
     status: Literal["ok", "skipped", "failed"] = "ok"
     failure_reason: str | None = None
-    sampled: list[int] = field(default_factory=list)
+    sampled: list[str] = field(default_factory=list)
     participants: list[str] = field(default_factory=list)
     rejected: list[Rejection] = field(default_factory=list)
     train_loss: float | None = None
@@ -60,6 +70,8 @@ class RoundRecord:
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
+        for rejection in data["rejected"]:
+            rejection.pop("node_id", None)  # node ids live in RunResults.nodes only
         data["accepted"] = len(self.participants)
         data["rejected_count"] = len(self.rejected)
         data["rejected_by_reason"] = self.rejected_by_reason
@@ -79,6 +91,7 @@ class RunResults:
     organizations: dict[str, dict[str, Any]] = field(default_factory=dict)
     privacy_report: dict[str, Any] | None = None
     privacy_plan: dict[str, Any] | None = None
+    nodes: dict[str, list[int]] = field(default_factory=dict)
 
     @property
     def rounds_completed(self) -> int:
@@ -123,6 +136,7 @@ class RunResults:
                 "final": self.final(),
                 "stopped_reason": self.stopped_reason,
                 "organizations": self.organizations,
+                "nodes": self.nodes,
                 "per_organization_evaluation": per_org,
                 "privacy_plan": self.privacy_plan,
                 "privacy_report": self.privacy_report,

@@ -24,11 +24,11 @@ def read_csv_frame(path: str | Path) -> tuple[Path, pd.DataFrame]:
     """
     file = Path(path)
     if not file.is_file():
-        raise DataError(f"{file}: file not found")
+        raise DataError(f"{file}: file not found", file=str(file), problem="file not found")
     try:
         return file, pd.read_csv(file)
     except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise DataError(f"{file}: cannot be read as CSV ({exc})") from exc
+        raise DataError(f"{file}: cannot be read as CSV ({exc})", file=str(file), problem="cannot be read as CSV") from exc
 
 
 def load_csv(
@@ -68,9 +68,12 @@ def load_csv(
     """
     file, frame = read_csv_frame(path)
     if frame.empty:
-        raise DataError(f"{file}: has no rows")
+        raise DataError(f"{file}: has no rows", file=str(file), problem="has no rows")
     if label_column not in frame.columns:
-        raise DataError(f"{file}: label column {label_column!r} not found; columns are {list(frame.columns)}")
+        raise DataError(
+            f"{file}: label column {label_column!r} not found; columns are {list(frame.columns)}",
+            file=str(file), column=label_column, problem="label column not found",
+        )  # fmt: skip
     excluded = {label_column, id_column}
     columns = list(feature_columns) if feature_columns else [c for c in frame.columns if c not in excluded]
     if not columns:
@@ -78,19 +81,31 @@ def load_csv(
     ids = None if id_column is None else _record_ids(frame, id_column, columns, file)
     for column in columns:
         if column not in frame.columns:
-            raise DataError(f"{file}: feature column {column!r} not found; columns are {list(frame.columns)}")
+            raise DataError(
+                f"{file}: feature column {column!r} not found; columns are {list(frame.columns)}",
+                file=str(file), column=column, problem="feature column not found",
+            )  # fmt: skip
         if not pd.api.types.is_numeric_dtype(frame[column]):
-            raise DataError(f"{file}: feature column {column!r} is not numeric (dtype {frame[column].dtype})")
+            raise DataError(
+                f"{file}: feature column {column!r} is not numeric (dtype {frame[column].dtype})",
+                file=str(file), column=column, problem="feature column is not numeric",
+            )  # fmt: skip
         missing = int(frame[column].isna().sum())
         if missing:
-            raise DataError(f"{file}: feature column {column!r} has {missing} missing values (NaN)")
+            raise DataError(
+                f"{file}: feature column {column!r} has {missing} missing values (NaN)",
+                file=str(file), column=column, problem="feature column has missing values (NaN)",
+            )  # fmt: skip
     raw_labels = frame[label_column]
     if int(raw_labels.isna().sum()):
-        raise DataError(f"{file}: label column {label_column!r} has {int(raw_labels.isna().sum())} missing values")
+        raise DataError(
+            f"{file}: label column {label_column!r} has {int(raw_labels.isna().sum())} missing values",
+            file=str(file), column=label_column, problem="label column has missing values",
+        )  # fmt: skip
     labels = _encode_labels(raw_labels, class_labels, file, label_column)
     features = frame[columns].to_numpy(dtype=np.float32)
     if not np.isfinite(features).all():
-        raise DataError(f"{file}: feature columns contain infinite values")
+        raise DataError(f"{file}: feature columns contain infinite values", file=str(file), problem="feature columns contain infinite values")
     return Table(features=features, labels=labels, feature_names=tuple(columns), source=str(file), record_ids=ids)
 
 

@@ -297,14 +297,15 @@ def _masked_reply(
     return Message(content=content, reply_to=msg)
 
 
-def _refuse(msg: Message, organization_id: str, *, check: str, detail: str) -> Message:
+def _refuse(msg: Message, organization_id: str, *, check: str, detail: str, public_reason: str = "") -> Message:
     """A reply that sends no update and names the refusing check only.
 
-    The detail (norms, budgets, file names) can depend on the hospital's data: it is
-    logged on the hospital's side and never sent.
+    The detail (norms, budgets, counts) can depend on the hospital's data: it is logged on
+    the hospital's side and never sent. Only ``public_reason`` is sent: for a data error,
+    the file, the column and the kind of problem (:attr:`DataError.public_reason`).
     """
     logger.warning("%s refuses to send its update (%s): %s", organization_id, check, detail)
-    info = reply_info(organization=organization_id, status="rejected", check=check)
+    info = reply_info(organization=organization_id, status="rejected", check=check, reason=public_reason)
     return Message(content=RecordDict({INFO: info}), reply_to=msg)
 
 
@@ -370,7 +371,8 @@ def _fail_closed(handler: Callable[[Message, Context], Message]) -> Callable[[Me
                 organization = resolve_organization(dict(context.node_config)).organization_id
             except OneliacError:
                 organization = f"node-{context.node_id}"
-            return _refuse(msg, organization, check=check, detail=f"{type(exc).__name__}: {exc}")
+            public = exc.public_reason if isinstance(exc, DataError) else ""
+            return _refuse(msg, organization, check=check, detail=f"{type(exc).__name__}: {exc}", public_reason=public)
 
     return wrapped
 

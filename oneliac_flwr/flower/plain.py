@@ -32,6 +32,10 @@ class PlainAggregator:
         """Every sampled node takes part; nothing to add."""
         return list(node_ids), {}
 
+    def organization_of(self, node: int) -> str | None:
+        """Plain aggregation learns no names of its own (``None``)."""
+        return None
+
     def aggregate(
         self,
         server_round: int,

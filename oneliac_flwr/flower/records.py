@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.common.constant import ErrorCode
 
 from oneliac_flwr.results import Rejection
 
@@ -99,9 +100,25 @@ def _readable(reason: str) -> str:
     return last if len(last) <= _MAX_REASON else last[: _MAX_REASON - 3] + "..."
 
 
-def _common(message: Message) -> tuple[int, str, ConfigRecord, MetricRecord, int] | Rejection:
+#: Checks for the SuperLink's own error replies (sent in the name of a node it could not reach).
+_INFRASTRUCTURE_CHECKS = {
+    int(ErrorCode.NODE_UNAVAILABLE): "node_unavailable",
+    int(ErrorCode.REPLY_MESSAGE_UNAVAILABLE): "reply_expired",
+    int(ErrorCode.MESSAGE_UNAVAILABLE): "message_expired",
+}
+
+
+def _common(message: Message, addressed_node: int | None = None) -> tuple[int, str, ConfigRecord, MetricRecord, int] | Rejection:
     node = message.metadata.src_node_id
     organization = organization_of(message)
+    if addressed_node is not None and node != addressed_node:
+        # Not the node's reply: the SuperLink answered for it (e.g. Node Unavailable). The
+        # rejection belongs to the node addressed, with the SuperLink's reason.
+        node, organization = addressed_node, f"node-{addressed_node}"
+        if message.has_error():
+            check = _INFRASTRUCTURE_CHECKS.get(int(message.error.code), "superlink_error")
+            return Rejection(node, organization, check, f"SuperLink: {_readable(message.error.reason)}")
+        return Rejection(node, organization, "malformed_reply", f"reply sent by node {message.metadata.src_node_id}, not by the node addressed")
     if message.has_error():
         return Rejection(node, organization, "error_reply", f"client error: {_readable(message.error.reason)}")
     if not message.has_content():
@@ -112,8 +129,12 @@ def _common(message: Message) -> tuple[int, str, ConfigRecord, MetricRecord, int
         return Rejection(node, organization, "malformed_reply", f"missing ConfigRecord {INFO!r}")
     if info.get("status") == "rejected":
         check = str(info.get("check") or "client_check")
-        # Clients send the check's name only; the detail can depend on their data and stays in their log.
-        return Rejection(node, organization, check, "refused by the client")
+        # The record keeps the check's name only; for a data error, also the file, column and
+        # kind of problem the client names (DataError.public_reason). Any other detail can
+        # depend on the hospital's data and stays in its log, even if a client sends it.
+        public = info.get("reason") if check == "data_check" else None
+        reason = f"refused by the client: {public}" if isinstance(public, str) and public else "refused by the client"
+        return Rejection(node, organization, check, _readable(reason))
     metrics = content.get(METRICS)
     if not isinstance(metrics, MetricRecord):
         return Rejection(node, organization, "malformed_reply", f"missing MetricRecord {METRICS!r}")
@@ -129,13 +150,17 @@ def _scalar_metrics(metrics: MetricRecord) -> dict[str, float]:
     return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
-def parse_train_reply(message: Message, *, array_key: str = ARRAYS) -> TrainReply | Rejection:
+def parse_train_reply(message: Message, *, array_key: str = ARRAYS, addressed_node: int | None = None) -> TrainReply | Rejection:
     """Parse a training reply; a reply carrying plain arrays needs ``array_key``.
 
     Replies of the secure-sum path carry their masked payload in ``masked`` instead; the
     arrays list is then empty and the secure-sum adapter reads the payload.
+    ``addressed_node`` is the node the instruction was sent to: a reply from anyone else
+    (the SuperLink's own error reply, such as Node Unavailable) is rejected in that node's
+    name with the SuperLink's reason (check ``node_unavailable``, ``reply_expired``,
+    ``message_expired`` or ``superlink_error``).
     """
-    parsed = _common(message)
+    parsed = _common(message, addressed_node)
     if isinstance(parsed, Rejection):
         return parsed
     node, organization, info, metrics, num_examples = parsed

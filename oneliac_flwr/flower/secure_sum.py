@@ -173,6 +173,10 @@ class SecureSumAggregator:
         return {m.metadata.src_node_id: m for m in replies if not m.has_error() and m.has_content()}
 
     # -------------------------------------------------------------- Aggregator protocol
+    def organization_of(self, node: int) -> str | None:
+        """The organization a node signed its key advertisement for (stage K), if any."""
+        return self.server.organization_of(node)
+
     def prepare(
         self, server_round: int, node_ids: list[int], grid: Grid, timeout: float
     ) -> tuple[list[int], dict[str, ConfigRecord]]:

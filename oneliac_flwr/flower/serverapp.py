@@ -17,7 +17,7 @@ from oneliac_flwr.errors import ConfigError, OneliacError
 from oneliac_flwr.flower.privacy import federation_state_dir, start_up_plan
 from oneliac_flwr.privacy.entropy import os_generator
 from oneliac_flwr.plots import plot_run
-from oneliac_flwr.results import RunResults, write_json_atomic
+from oneliac_flwr.results import OUTPUT_MODE, RunResults, write_json_atomic
 from oneliac_flwr.training import evaluate, get_weights, set_weights
 
 __all__ = ["app", "build_server_app", "default_output_dir", "run_federation"]
@@ -88,7 +88,8 @@ def run_federation(grid: Grid, config: ExperimentConfig, *, output_dir: Path, ru
 
     def checkpoint(_record: object) -> None:
         results.rounds = [strategy.records[k] for k in sorted(strategy.records)]
-        write_json_atomic(output_dir / "results.json", results.to_dict())
+        results.nodes = strategy.node_table()
+        write_json_atomic(output_dir / "results.json", results.to_dict(), mode=OUTPUT_MODE)
 
     strategy = build_strategy(  # refuses a bad ledger before anything is written
         config,
@@ -119,12 +120,14 @@ def run_federation(grid: Grid, config: ExperimentConfig, *, output_dir: Path, ru
         results.stopped_reason = "no_round_completed"
         results.stop_detail = "every round failed, was skipped or was refused; no model was trained"
     results.organizations = strategy.organization_summaries()
+    results.nodes = strategy.node_table()
     if strategy.privacy is not None:
         results.privacy_report = strategy.privacy.report()
     if results.rounds_completed > 0:  # an untrained model is never reported as a result
         set_weights(model, result.arrays.to_numpy_ndarrays())
         torch.save(model.state_dict(), output_dir / "model.pt")
-    write_json_atomic(output_dir / "results.json", results.to_dict())
+        (output_dir / "model.pt").chmod(OUTPUT_MODE)
+    write_json_atomic(output_dir / "results.json", results.to_dict(), mode=OUTPUT_MODE)
     plot_run(results, output_dir)
     final = results.final()
     logger.info(

@@ -23,6 +23,7 @@ import logging
 import time
 import traceback
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from typing import Protocol
 
 import numpy as np
@@ -73,6 +74,10 @@ class Aggregator(Protocol):
         record: RoundRecord,
     ) -> Aggregate:
         """Aggregate the accepted replies (raise to fail the round; the model stays)."""
+        ...
+
+    def organization_of(self, node: int) -> str | None:
+        """The organization a node named in the aggregator's own exchanges, or ``None``."""
         ...
 
 
@@ -137,6 +142,9 @@ class OneliacStrategy(Strategy):
         self._global: dict[int, list[np.ndarray]] = {}
         self._organizations: dict[int, str] = {}
         self._sites: dict[str, dict[str, list]] = {}
+        self._sampled: dict[int, list[int]] = {}
+        self._outgoing: dict[int, list[Message]] = {}
+        self._sent_at: dict[int, float] = {}
 
     # ------------------------------------------------------------------ helpers
     @property
@@ -183,11 +191,15 @@ class OneliacStrategy(Strategy):
             participants, extra = self.aggregator.prepare(server_round, node_ids, grid, self._timeout)
             if self.privacy is not None:
                 extra = {**extra, PRIVACY: ConfigRecord(self.privacy.client_config())}
-            record.sampled = sorted(participants)
+            self._sampled[server_round] = sorted(participants)
             kept = [m for m in messages if m.metadata.dst_node_id in set(participants)]
             for message in kept:
                 for key, value in extra.items():
                     message.content[key] = value
+            # The grid sets each message's id when it sends it: replies are matched to the
+            # node addressed, also when the SuperLink itself answers for that node.
+            self._outgoing[server_round] = kept
+            self._sent_at[server_round] = time.monotonic()
             return kept
         except Exception as exc:  # noqa: BLE001 - a failed setup skips the round, never the run
             self._fail(record, "failed", f"configure_train: {type(exc).__name__}: {exc}")
@@ -208,6 +220,7 @@ class OneliacStrategy(Strategy):
                 logger.debug(traceback.format_exc())
                 return self._fail(record, "failed", f"aggregate_train: {type(exc).__name__}: {exc}")
         finally:
+            self._name_nodes(server_round, record)
             if self.privacy is not None:
                 self.privacy.end_round(server_round, record)
 
@@ -223,9 +236,11 @@ class OneliacStrategy(Strategy):
             # A release is counted the moment it arrives, before validation can drop it.
             arrived = sum(1 for m in replies if not m.has_error() and m.has_content() and self._array_key in m.content)
             self.privacy.on_receipt(server_round, arrived)
+        addressed = {m.metadata.message_id: m.metadata.dst_node_id for m in self._outgoing.get(server_round, []) if m.metadata.message_id}
         for message in replies:
-            answered.add(message.metadata.src_node_id)
-            parsed = parse_train_reply(message, array_key=self._array_key)
+            node = addressed.get(message.metadata.reply_to_message_id, message.metadata.src_node_id)
+            answered.add(node)
+            parsed = parse_train_reply(message, array_key=self._array_key, addressed_node=node)
             if isinstance(parsed, Rejection):
                 record.rejected.append(parsed)
                 continue
@@ -236,10 +251,19 @@ class OneliacStrategy(Strategy):
                 record.rejected.append(rejection)
                 continue
             accepted.append(parsed)
-        for node in record.sampled:
-            if node not in answered:
-                org = self._organizations.get(node, f"node-{node}")
-                record.rejected.append(Rejection(node, org, "timeout", f"no reply within {self._timeout:.0f} s"))
+        elapsed = time.monotonic() - self._sent_at.get(server_round, time.monotonic())
+        for node in self._sampled.get(server_round, []):
+            if node in answered:
+                continue
+            if elapsed >= self._timeout:  # only a deadline that really passed is a timeout
+                record.rejected.append(Rejection(node, self.name_of(node), "timeout", f"no reply within the {self._timeout:.0f} s deadline"))
+            else:
+                record.rejected.append(
+                    Rejection(
+                        node, self.name_of(node), "no_reply",
+                        f"no reply; the exchange ended after {elapsed:.1f} s, before the {self._timeout:.0f} s deadline",
+                    )
+                )  # fmt: skip
         self._attribute_received_per_organization(server_round, accepted)
         short = self.core.enough(len(accepted), "accepted submission(s)")
         if short is not None:
@@ -277,6 +301,36 @@ class OneliacStrategy(Strategy):
                     "eval_accuracy": accuracy,
                     "num_examples": examples,
                 }
+
+    def name_of(self, node: int) -> str:
+        """The organization a node declared in any reply of this run (or in its signed
+        secure-sum key advertisement); ``node-<id>`` if it never did."""
+        known = self._organizations.get(node)
+        if known is None:
+            known = self.aggregator.organization_of(node)
+        return known if known is not None else f"node-{node}"
+
+    def node_table(self) -> dict[str, list[int]]:
+        """The one place node ids appear in a record: organization -> the node ids it used
+        (a restarted SuperNode gets a new id)."""
+        table: dict[str, list[int]] = {}
+        for node in sorted(set(self._organizations) | {n for nodes in self._sampled.values() for n in nodes}):
+            table.setdefault(self.name_of(node), []).append(int(node))
+        return table
+
+    def _name_nodes(self, server_round: int, record: RoundRecord) -> None:
+        """Name every node of the round's record by its organization (node ids stay in :meth:`node_table`)."""
+        record.sampled = [self.name_of(n) for n in self._sampled.get(server_round, [])]
+        record.rejected = [
+            replace(r, organization=self.name_of(r.node_id)) if r.organization == f"node-{r.node_id}" else r
+            for r in record.rejected
+        ]
+        if record.secure_sum is not None:
+            for key in ("dropped", "recovered_from_seeds", "silent_in_unmask"):
+                values = record.secure_sum.get(key)
+                if isinstance(values, list):
+                    record.secure_sum[key] = [self.name_of(v) if isinstance(v, int) else v for v in values]
+        self._outgoing.pop(server_round, None)
 
     def _attribute_received_evaluation(self, server_round: int, values: dict[str, float]) -> None:
         """Without DP each organization evaluates the model it *received* inside the training

@@ -255,6 +255,11 @@ class SecureSumServer:
             s_round=message.round,
         )
 
+    def organization_of(self, node: int) -> str | None:
+        """The organization named in ``node``'s signed key advertisement, if it sent one."""
+        reg = self._registry.get(node)
+        return reg.organization if reg is not None else None
+
     def forget(self, node: int) -> None:
         """Drop every key of ``node`` and every share envelope addressed to it."""
         self._registry.pop(node, None)

@@ -15,10 +15,11 @@ from oneliac_flwr.config import BREAST_CANCER_FEATURE_BOUNDS, ExperimentConfig
 from oneliac_flwr.flower.client_privacy import hospital_policy, instruction_refusal, privatize_update
 from oneliac_flwr.flower.clientapp import build_client_app
 from oneliac_flwr.flower.components import new_model
-from oneliac_flwr.flower.records import ARRAYS, CONFIG, INFO, PRIVACY
+from oneliac_flwr.flower.records import ARRAYS, CONFIG, INFO, PRIVACY, parse_train_reply
 from oneliac_flwr.flower.serverapp import run_federation
 from oneliac_flwr.privacy.entropy import os_generator, os_torch_generator
 from oneliac_flwr.privacy.hospital import HospitalPolicy, HospitalPrivacyState
+from oneliac_flwr.results import Rejection
 from oneliac_flwr.training import get_weights
 
 from conftest import NODES, RUN_ID, AppGrid
@@ -272,6 +273,32 @@ def test_finding_no_exception_text_reaches_the_coordinator(tmp_path: Path, hospi
     reply = build_client_app(config)(_train_message(config, instruction), _context(node))
     assert not reply.has_error()
     assert _status(reply) == ("rejected", "data_check") and reply.content[INFO]["reason"] == ""
+
+
+@pytest.mark.parametrize(
+    ("damage", "problem"),
+    [
+        (lambda frame: frame.drop(columns=["f3"]), "feature column not found"),
+        (lambda frame: frame.assign(f3=frame["f3"].where(frame.index % 7 != 0)), "feature column has missing values (NaN)"),
+        (lambda frame: frame.assign(f3="x"), "feature column is not numeric"),
+    ],
+)
+def test_bad_data_is_refused_under_the_organization_id_naming_file_and_column_only(
+    tmp_path: Path, hospital_csv: Path, damage, problem: str
+) -> None:
+    import pandas as pd
+
+    damage(pd.read_csv(hospital_csv)).to_csv(hospital_csv, index=False)
+    config = _csv_config(mode="release")
+    node = _deployment_node(tmp_path, hospital_csv, **{"privacy-unit": "release", "privacy-epsilon": 50.0, "privacy-delta": DELTA})
+    instruction = {"mode": "release", "clip-norm": 1.0, "release-epsilon": 1.0, "delta": DELTA, "mechanism": "gaussian"}
+    reply = build_client_app(config)(_train_message(config, instruction), _context(node))
+    assert _status(reply) == ("rejected", "data_check")
+    assert reply.content[INFO]["organization-id"] == "h1"
+    assert reply.content[INFO]["reason"] == f"{hospital_csv}: column 'f3': {problem}"  # no count, no value
+    parsed = parse_train_reply(reply)
+    assert isinstance(parsed, Rejection) and parsed.organization == "h1"
+    assert parsed.reason == f"refused by the client: {hospital_csv}: column 'f3': {problem}"
 
 
 def test_finding_a_hospital_can_refuse_central_noise_it_cannot_verify() -> None:

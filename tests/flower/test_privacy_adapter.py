@@ -272,6 +272,24 @@ def test_results_say_running_until_the_run_ends(tmp_path: Path) -> None:
     assert json.loads((tmp_path / "results.json").read_text())["stopped_reason"] == "max_rounds_reached"
 
 
+def test_outputs_are_0644_and_name_organizations_with_node_ids_only_in_the_nodes_table(tmp_path: Path) -> None:
+    import stat
+
+    config = _config("none", epsilon=1.0, max_rounds=2)
+    grid = AppGrid(config, drop=lambda node, kind, rnd: node == NODES[1] and kind == "train" and rnd == 2)
+    run_federation(grid, config, output_dir=tmp_path, run_id=RUN_ID)
+    written = [p for p in tmp_path.iterdir() if p.is_file()]
+    assert {p.name for p in written} >= {"results.json", "model.pt"}
+    assert {p.name: stat.S_IMODE(p.stat().st_mode) for p in written} == {p.name: 0o644 for p in written}
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["nodes"] == {f"org-{i}": [node] for i, node in enumerate(NODES)}
+    second = results["rounds"][1]
+    assert second["sampled"] == [f"org-{i}" for i in range(len(NODES))]
+    assert [(r["organization"], r["check"]) for r in second["rejected"]] == [("org-1", "no_reply")]
+    assert "node-" not in json.dumps(results)
+    assert all("node_id" not in r for record in results["rounds"] for r in record["rejected"])
+
+
 def test_calibrated_distributed_noise_lasts_exactly_max_rounds_with_the_share_failure_delta() -> None:
     """Each round also records the share-failure delta; the calibration leaves room for it."""
     config = ExperimentConfig.from_dict(

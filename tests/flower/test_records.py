@@ -62,3 +62,26 @@ def test_well_formed_replies_parse() -> None:
     assert parsed.num_examples == 5 and parsed.metrics["train_loss"] == 0.3 and parsed.organization == "h3"
     evaluation = parse_evaluate_reply(Message(content=RecordDict({METRICS: MetricRecord({"num-examples": 2, "eval_accuracy": 1.0}), INFO: reply_info(organization="h3")}), reply_to=_instruction()))
     assert not isinstance(evaluation, Rejection) and evaluation.metrics["eval_accuracy"] == 1.0
+
+
+def test_a_data_check_refusal_keeps_the_file_and_column_the_client_names() -> None:
+    info = reply_info(organization="h3", status="rejected", check="data_check", reason="/data/h3.csv: column 'age': feature column not found")
+    parsed = parse_train_reply(Message(content=RecordDict({INFO: info}), reply_to=_instruction()))
+    assert isinstance(parsed, Rejection) and (parsed.organization, parsed.check) == ("h3", "data_check")
+    assert parsed.reason == "refused by the client: /data/h3.csv: column 'age': feature column not found"
+
+
+def test_the_superlinks_error_reply_is_rejected_in_the_name_of_the_node_addressed() -> None:
+    from flwr.common.constant import SUPERLINK_NODE_ID, ErrorCode
+
+    reply = Message(error=Error(code=int(ErrorCode.NODE_UNAVAILABLE), reason="Error: Node Unavailable"), reply_to=_instruction())
+    reply.metadata.__dict__["_src_node_id"] = SUPERLINK_NODE_ID
+    parsed = parse_train_reply(reply, addressed_node=9)
+    assert isinstance(parsed, Rejection)
+    assert (parsed.node_id, parsed.organization, parsed.check) == (9, "node-9", "node_unavailable")
+    assert parsed.reason == "SuperLink: Error: Node Unavailable"
+    other = Message(error=Error(code=0, reason="boom"), reply_to=_instruction())
+    other.metadata.__dict__["_src_node_id"] = SUPERLINK_NODE_ID
+    assert parse_train_reply(other, addressed_node=9).check == "superlink_error"  # type: ignore[union-attr]
+    own = parse_train_reply(Message(error=Error(code=0, reason="boom"), reply_to=_instruction()), addressed_node=9)
+    assert isinstance(own, Rejection) and own.check == "error_reply" and own.node_id == 9

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import time
+import uuid
+
 import numpy as np
 import pytest
 from flwr.app import ArrayRecord, ConfigRecord, Error, Message, MetricRecord, RecordDict
+from flwr.common.constant import SUPERLINK_NODE_ID, ErrorCode
+from flwr.server.superlink.linkstate.utils import NODE_UNAVAILABLE_ERROR_REASON
 from flwr.serverapp.strategy import FedAdam, FedAvg, Strategy
 
 from oneliac_flwr.config import ExperimentConfig
@@ -123,11 +128,76 @@ def test_too_few_accepted_skips_the_round_and_keeps_the_model() -> None:
     assert len(record.rejected) == 3
 
 
-def test_a_missing_reply_is_recorded_as_timeout() -> None:
+def test_a_missing_reply_before_the_deadline_is_not_called_a_timeout() -> None:
     strategy = _strategy()
     _run_round(strategy, ScriptedGrid(NODES, lambda n, m: None if n == 33 else _good(n, m)))
-    timeouts = [r for r in strategy.records[1].rejected if r.check == "timeout"]
-    assert [r.node_id for r in timeouts] == [33]
+    [missing] = [r for r in strategy.records[1].rejected if r.organization == "node-33"]
+    assert missing.check == "no_reply" and "before the 3600 s deadline" in missing.reason
+
+
+class SlowGrid(ScriptedGrid):
+    """Waits out the deadline when a node does not answer, as Flower's grids do."""
+
+    def send_and_receive(self, messages, *, timeout=None):
+        replies = super().send_and_receive(messages, timeout=timeout)
+        if len(replies) < len(list(messages)):
+            time.sleep(timeout or 0)
+        return replies
+
+
+def test_a_missing_reply_is_a_timeout_only_once_the_deadline_passed() -> None:
+    strategy = _strategy()
+    grid = SlowGrid(NODES, lambda n, m: None if n == 33 else _good(n, m))
+    strategy.start(grid, ArrayRecord(numpy_ndarrays=GLOBAL), num_rounds=1, timeout=0.2)
+    [missing] = [r for r in strategy.records[1].rejected if r.node_id == 33]
+    assert missing.check == "timeout" and "0 s deadline" in missing.reason
+
+
+class RelayGrid(ScriptedGrid):
+    """Sets message ids like Flower's grids; the SuperLink answers for node 33 (Node Unavailable)."""
+
+    def send_and_receive(self, messages, *, timeout=None):
+        messages = list(messages)
+        for message in messages:
+            message.metadata.__dict__["_message_id"] = uuid.uuid4().hex
+        replies = []
+        for message in messages:
+            if message.metadata.dst_node_id == 33 and message.metadata.message_type == "train":
+                reply = Message(error=Error(code=int(ErrorCode.NODE_UNAVAILABLE), reason=NODE_UNAVAILABLE_ERROR_REASON), reply_to=message)
+                reply.metadata.__dict__["_src_node_id"] = SUPERLINK_NODE_ID  # what the SuperLink sends
+                replies.append(reply)
+            else:
+                replies.append(Message(content=_good(message.metadata.dst_node_id, message), reply_to=message))
+        return replies
+
+
+def test_the_superlinks_error_reply_is_attributed_to_the_node_addressed_once() -> None:
+    strategy = _strategy()
+    grid = RelayGrid(NODES, lambda n, m: _good(n, m))
+    strategy.start(grid, ArrayRecord(numpy_ndarrays=GLOBAL), num_rounds=1, timeout=30)
+    record = strategy.records[1]
+    [rejection] = record.rejected
+    assert rejection.node_id == 33 and rejection.check == "node_unavailable"
+    assert "Node Unavailable" in rejection.reason and "heartbeat" in rejection.reason
+    assert rejection.organization == "node-33"  # it never named itself in this run
+    assert record.sampled == ["h11", "h22", "node-33", "h44"]
+    assert "node-1" not in str(record.to_dict())
+
+
+def test_a_known_organization_keeps_its_name_when_the_superlink_answers_for_it() -> None:
+    strategy = _strategy()
+    plain = ScriptedGrid(NODES, lambda n, m: _good(n, m))
+    strategy.start(plain, ArrayRecord(numpy_ndarrays=GLOBAL), num_rounds=1, timeout=30)
+    relay = RelayGrid(NODES, lambda n, m: _good(n, m))
+    messages = strategy.configure_train(2, ArrayRecord(numpy_ndarrays=GLOBAL), ConfigRecord(), relay)
+    strategy.aggregate_train(2, relay.send_and_receive(messages, timeout=30))
+    record = strategy.records[2]
+    assert [(r.organization, r.check) for r in record.rejected] == [("h33", "node_unavailable")]
+    assert record.sampled == ["h11", "h22", "h33", "h44"]
+    assert sorted(record.participants) == ["h11", "h22", "h44"]
+    assert strategy.node_table() == {"h11": [11], "h22": [22], "h33": [33], "h44": [44]}
+    serialized = record.to_dict()
+    assert all("node_id" not in r for r in serialized["rejected"])
 
 
 def test_an_exception_inside_aggregation_fails_the_round_not_the_run() -> None:
