@@ -31,6 +31,7 @@ from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from oneliac_flwr.api.secure_rounds import SecureRounds, secure_unavailable
 from oneliac_flwr.api.store import AuditEvent, CoordinatorKey, Database, ModelVersion, Organization, Round, Submission
 from oneliac_flwr.config import ExperimentConfig
 from oneliac_flwr.coordinator import RoundCore, mean_server_update, plain_aggregate
@@ -80,8 +81,10 @@ def decode_arrays(blob: bytes, names: list[str]) -> list[np.ndarray]:
 
 def rounds_unavailable(config: ExperimentConfig) -> str | None:
     """Why this configuration cannot run rounds over REST yet, or ``None`` when it can."""
-    if config.aggregation_config.aggregation_method != "fedavg":
-        return "secure_sum rounds over REST are not built yet; set aggregation_config.aggregation_method=fedavg"
+    if config.aggregation_config.aggregation_method == "secure_sum":
+        refusal = secure_unavailable(config)
+        if refusal is not None:
+            return refusal
     if config.privacy_budget.mode != "none":
         return "differential-privacy accounting of REST rounds is not built yet; privacy_budget.mode must be none"
     if config.strategy.name not in STATELESS_STRATEGIES:
@@ -114,6 +117,9 @@ class RoundEngine:
             server_update=mean_server_update,
             rng=np.random.default_rng(secrets.randbits(128)),
         )
+        self.secure: SecureRounds | None = None
+        if self.unavailable is None and settings.aggregation_method == "secure_sum":
+            self.secure = SecureRounds(config, core=self.core)
 
     # ------------------------------------------------------------------ keys and models
     def ensure_key(self) -> None:
@@ -168,11 +174,15 @@ class RoundEngine:
             self.lock(session)
             current = session.scalar(select(Round).order_by(Round.number.desc()).limit(1))
             if current is not None and current.status == "open":
-                roster = json.loads(current.roster)
-                submitted = session.scalar(select(func.count()).select_from(Submission).where(Submission.round == current.number))
-                if (submitted or 0) < len(roster) and now < aware(current.deadline):
-                    return
-                self._close(session, current, now)
+                if self.secure is not None:
+                    if self.secure.step(session, current, now):
+                        return
+                else:
+                    roster = json.loads(current.roster)
+                    submitted = session.scalar(select(func.count()).select_from(Submission).where(Submission.round == current.number))
+                    if (submitted or 0) < len(roster) and now < aware(current.deadline):
+                        return
+                    self._close(session, current, now)
             number = (current.number if current is not None else 0) + 1
             if number > self.max_rounds:
                 return
@@ -182,10 +192,14 @@ class RoundEngine:
             base = session.scalar(select(ModelVersion.version).order_by(ModelVersion.training_round.desc()).limit(1))
             if base is None:
                 return
-            session.add(Round(number=number, status="open", base_version=base, roster=json.dumps(active),
-                              opened_at=now, deadline=now + self.timeout, report="{}"))  # fmt: skip
+            opened = Round(number=number, status="open", base_version=base, roster=json.dumps(active),
+                           opened_at=now, deadline=now + self.timeout, report="{}")  # fmt: skip
+            session.add(opened)
             session.add(AuditEvent(at=now, actor="coordinator", action="round.opened", organization_id=None,
                                    detail=f"round {number}: roster of {len(active)}, base {base}"))  # fmt: skip
+            if self.secure is not None:
+                session.flush()
+                self.secure.open(session, opened, now)
 
     def _close(self, session: Session, current: Round, now: datetime) -> None:
         roster: list[str] = json.loads(current.roster)

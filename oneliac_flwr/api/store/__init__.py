@@ -1,6 +1,21 @@
 """Persistence of the REST coordinator: SQLAlchemy 2 tables, Alembic migrations, transactions."""
 
 from oneliac_flwr.api.store.database import Database
-from oneliac_flwr.api.store.models import AuditEvent, Base, CoordinatorKey, ModelVersion, Organization, Round, Submission
+from oneliac_flwr.api.store.models import (
+    AuditEvent,
+    Base,
+    CoordinatorKey,
+    ModelVersion,
+    Organization,
+    Round,
+    SecureMessage,
+    SecureNode,
+    SecureRoundStage,
+    SecureRun,
+    Submission,
+)
 
-__all__ = ["AuditEvent", "Base", "CoordinatorKey", "Database", "ModelVersion", "Organization", "Round", "Submission"]
+__all__ = [
+    "AuditEvent", "Base", "CoordinatorKey", "Database", "ModelVersion", "Organization", "Round", "SecureMessage",
+    "SecureNode", "SecureRoundStage", "SecureRun", "Submission",
+]  # fmt: skip
