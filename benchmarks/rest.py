@@ -138,6 +138,7 @@ def secure_rounds(hidden: str, *, orgs: int, rounds: int) -> dict:
     from safetensors.numpy import load as safetensors_load
 
     from oneliac_flwr.api.participant import secure_node, take_part_in_secure_round
+    from oneliac_flwr.masked_statistics import MaskedStatistics
     from oneliac_flwr.secure import Identity, SecureSumClient
 
     token = secrets.token_urlsafe(32)
@@ -178,8 +179,11 @@ def secure_rounds(hidden: str, *, orgs: int, rounds: int) -> dict:
                     org_id, http, client = members[index]
                     rng = np.random.default_rng(number * 1000 + index)
                     update = [0.001 * rng.standard_normal(t.shape) for t in tensors.values()]
+                    stats = MaskedStatistics(train_loss=0.5, train_accuracy=0.8, eval_loss=0.5, eval_accuracy=0.8,
+                                             label_fractions=(0.5, 0.5))  # fmt: skip
                     return take_part_in_secure_round(http, organization_id=org_id, secure_client=client, update=update,
-                                                     weight=100.0, model_version=version, wait_seconds=10)  # fmt: skip
+                                                     weight=100.0, model_version=version, statistics=stats,
+                                                     wait_seconds=10)  # fmt: skip
 
                 with concurrent.futures.ThreadPoolExecutor(max_workers=orgs) as pool:
                     receipts = list(pool.map(take_part, range(orgs)))

@@ -1,4 +1,5 @@
-"""Training rounds over REST in ``aggregation_method: fedavg`` (sealed updates).
+"""Training rounds over REST: ``aggregation_method: fedavg`` (sealed updates) here, and the
+secure-sum stages of ``aggregation_method: secure_sum`` in :mod:`oneliac_flwr.api.secure_rounds`.
 
 All round state is in the database. :meth:`RoundEngine.advance` is the one place a round
 changes stage; every process calls it (a ticker each second, and before and after each

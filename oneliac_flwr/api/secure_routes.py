@@ -129,10 +129,13 @@ def install_secure_routes(app: FastAPI, *, prefix: str, database: Database, engi
             raise ApiProblem(409, "not_secure_sum", "Conflict", "this federation does not run secure_sum rounds")
         return engine.secure
 
-    def check_body_org(body: SecureRecordIn, who: str) -> None:
+    def post_record(round: int, body: SecureRecordIn, who: str, kind: str) -> Receipt:
         if body.organization_id != who:
             raise ApiProblem(403, "organization_mismatch", "Forbidden",
                              "organization_id is not the organization of this API key", field="organization_id")  # fmt: skip
+        secure()
+        return _accept(database, engine, number=round, who=who, kind=kind, body_hash=_hash(body.model_dump()),
+                       record=body.record, prefix="record")  # fmt: skip
 
     round_path = Annotated[int, Path(ge=1, le=10**6)]
 
@@ -148,10 +151,7 @@ def install_secure_routes(app: FastAPI, *, prefix: str, database: Database, engi
     @app.post(f"{prefix}/rounds/{{round}}/keys", response_model=Receipt, responses=errors)
     def advertise_keys(round: round_path, body: SecureRecordIn, who: Annotated[str, Depends(organization)]) -> Receipt:
         """Stage K: this organization's signed envelope and mask keys (an AdvertiseKeys record)."""
-        check_body_org(body, who)
-        secure()
-        return _accept(database, engine, number=round, who=who, kind="keys", body_hash=_hash(body.model_dump()),
-                       record=body.record, prefix="record")  # fmt: skip
+        return post_record(round, body, who, "keys")
 
     @app.get(f"{prefix}/rounds/{{round}}/setup", response_model=SecureRecordOut, responses=errors)
     def round_setup(round: round_path, who: Annotated[str, Depends(organization)]) -> SecureRecordOut:
@@ -184,7 +184,4 @@ def install_secure_routes(app: FastAPI, *, prefix: str, database: Database, engi
     @app.post(f"{prefix}/rounds/{{round}}/unmask-response", response_model=Receipt, responses=errors)
     def unmask_response(round: round_path, body: SecureRecordIn, who: Annotated[str, Depends(organization)]) -> Receipt:
         """Stage U: this organization's unmask response (an UnmaskResponse record)."""
-        check_body_org(body, who)
-        secure()
-        return _accept(database, engine, number=round, who=who, kind="unmask", body_hash=_hash(body.model_dump()),
-                       record=body.record, prefix="record")  # fmt: skip
+        return post_record(round, body, who, "unmask")

@@ -278,7 +278,7 @@ def test_below_the_threshold_the_round_fails_and_the_model_is_unchanged(start_se
 
 
 def test_sigkill_and_restart_mid_secure_round(start_service) -> None:  # noqa: ANN001
-    first = start_service(extra=settings(min_participants=3, max_rounds=1))
+    first = start_service(extra=settings(min_participants=3, max_rounds=1, timeout_minutes=5))
     hospitals = register(first, 3)
     for h in hospitals:
         h.join(first)
@@ -293,7 +293,7 @@ def test_sigkill_and_restart_mid_secure_round(start_service) -> None:  # noqa: A
     for i in (0, 1):
         drive([first], hospitals[i], 1, updates[i], weights[i], stop_after="submit", stats=statistics(i))
     first.stop(signal.SIGKILL)
-    second = start_service(extra=settings(min_participants=3, max_rounds=1))
+    second = start_service(extra=settings(min_participants=3, max_rounds=1, timeout_minutes=5))
     with concurrent.futures.ThreadPoolExecutor(max_workers=3) as pool:
         list(pool.map(lambda i: drive([second], hospitals[i], 1, updates[i], weights[i], stats=statistics(i)), range(3)))
     with hospitals[0].http(second) as http:
