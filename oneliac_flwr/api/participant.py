@@ -218,8 +218,11 @@ def take_part_in_secure_round(
         number = status.get("round")
         after = {k: v for k, v in (("after_round", number), ("after_status", status["status"]),
                                      ("after_stage", status.get("stage"))) if v is not None}  # fmt: skip
-        if joined is not None and number != joined:
-            raise RoundClosed(f"round {joined} is over and round {number} started without it")
+        if joined is not None and number != joined:  # the next round opened already: look the joined one up
+            rounds = {r["round"]: r for r in _call(http, "GET", "/rounds")}
+            if joined not in rounds:
+                raise RoundClosed(f"round {joined} is not known to the coordinator (current round {number})")
+            status, number = rounds[joined], joined
         if joined is not None and status["status"] != "open":
             if status["status"] == "ok":
                 say(f"round {number}: done")

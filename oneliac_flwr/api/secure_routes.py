@@ -40,7 +40,7 @@ def _now() -> datetime:
 def field_of(exc: ProtocolViolation, prefix: str) -> str:
     """The request field a protocol refusal names (``<prefix>.<attribute>``)."""
     head = str(exc).split(": ", 1)[0].strip()
-    if head.startswith((prefix, "gradients_encrypted")):
+    if head in (prefix, "gradients_encrypted") or head.startswith((f"{prefix}.", f"{prefix}[")):
         return head
     tail = head.rsplit("/", 1)[-1]
     if "." in tail:

@@ -356,8 +356,8 @@ def test_attacks_on_the_secure_stages_are_refused(start_service) -> None:  # noq
         good = masked_body(a, 1, version, masked)
         stale = http.post(f"{PREFIX}/gradients", json=dict(good, model_version="0.9.9"))
         assert stale.status_code == 409 and stale.json()["field"] == "model_version"
-        wrong = http.post(f"{PREFIX}/gradients", json=dict(good, secure_sum=dict(good["secure_sum"], node_id=1)))
-        assert wrong.status_code == 422 and wrong.json()["field"] == "secure_sum.node_id", wrong.text
+        wrong = http.post(f"{PREFIX}/gradients", json=dict(good, secure_sum=dict(good["secure_sum"], run_id=5)))
+        assert wrong.status_code == 422 and wrong.json()["field"] == "secure_sum.run_id", wrong.text
         first = http.post(f"{PREFIX}/gradients", json=good)
         assert first.status_code == 200, first.text
         again = http.post(f"{PREFIX}/gradients", json=good)  # the replay: the same receipt
