@@ -327,8 +327,8 @@ def create_app(*, coordinator: CoordinatorConfig, experiment: ExperimentConfig, 
         with ``wait_seconds``, answer as soon as the round differs from ``after_round`` /
         ``after_status`` / ``after_stage`` (or when the wait is over)."""
         deadline = time.monotonic() + wait_seconds
+        engine.advance()  # later changes come from submissions and the ticker (each poll is a transaction)
         while True:
-            engine.advance()
             with database.transaction() as session:
                 if engine.secure is not None:
                     engine.lock(session)  # may make this organization's node id
