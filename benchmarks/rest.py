@@ -11,8 +11,13 @@ Then ``--rounds`` plain REST rounds (``aggregation_method: fedavg``, sealed upda
 organization downloads the model, seals a perturbed copy and submits it (sequentially,
 as one client would see it); per round the wall time from the first download to the new
 model version, submission latency p50/p99, ingest MB/s (request bytes over the time spent
-in submissions) and database growth. Secure-sum REST rounds are not built, so they and the
-in-process Flower comparison are not measured here.
+in submissions) and database growth. Then ``--rounds`` secure-sum REST rounds
+(``aggregation_method: secure_sum``) on a fresh service: every organization drives all
+stages concurrently with :func:`oneliac_flwr.api.participant.take_part_in_secure_round` and
+the core ``SecureSumClient`` (wall time from the round opening to the new model version), and
+the in-process Flower simulation's secure-sum round for the same number of parameters and
+organizations (``benchmarks/secure_sum.py``'s ``ours`` method: ``run_simulation`` with our
+ServerApp and ClientApp handlers); ``secure_ratio`` is REST over Flower (target <= 2).
 stdout carries the JSON only.
 """
 
@@ -108,32 +113,115 @@ def _plain_rounds(client: httpx.Client, folder: Path, *, rounds: int, orgs: int)
 _ORG_KEYS: list[tuple[str, str]] = []
 
 
+def _start(folder: Path, overrides: list[str], token: str) -> tuple[subprocess.Popen, httpx.Client]:
+    port = _port()
+    command = [sys.executable, "-m", "oneliac_flwr.api", "serve", *overrides, f"coordinator.port={port}",
+               f"coordinator.database_url=sqlite:///{folder / 'bench.db'}"]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "ONELIAC_ADMIN_TOKEN": token}
+    process = subprocess.Popen(command, cwd=folder, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", trust_env=False, timeout=120,
+                          headers={"Authorization": f"Bearer {token}"})  # fmt: skip
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(f"service exited with {process.returncode}")
+        try:
+            if client.get("/healthz").status_code == 200:
+                return process, client
+        except httpx.HTTPError:
+            time.sleep(0.1)
+
+
+def secure_rounds(hidden: str, *, orgs: int, rounds: int) -> dict:
+    """``rounds`` secure-sum REST rounds of ``orgs`` organizations driving every stage concurrently."""
+    import concurrent.futures
+
+    from safetensors.numpy import load as safetensors_load
+
+    from oneliac_flwr.api.participant import secure_node, take_part_in_secure_round
+    from oneliac_flwr.masked_statistics import MaskedStatistics
+    from oneliac_flwr.secure import Identity, SecureSumClient
+
+    token = secrets.token_urlsafe(32)
+    overrides = ["model=mlp", f"model.hidden_sizes={hidden}", f"aggregation_config.min_participants={orgs}",
+                 f"federation.num_organizations={orgs}", f"aggregation_config.max_rounds={rounds}",
+                 "aggregation_config.aggregation_method=secure_sum", "strategy=fedavg", "privacy_budget=none",
+                 "aggregation_config.timeout_minutes=10"]  # fmt: skip
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        process, admin = _start(folder, overrides, token)
+        try:
+            members = []
+            for i in range(orgs):
+                key = X25519PrivateKey.generate().public_key().public_bytes_raw()
+                body = {"organization_name": f"Hospital {i}", "endpoint": f"https://h{i}.example.org/f",
+                        "encryption_key": "0x" + key.hex()}  # fmt: skip
+                created = admin.post(f"{PREFIX}/organizations", json=body).raise_for_status().json()
+                http = httpx.Client(base_url=str(admin.base_url), trust_env=False, timeout=120,
+                                    headers={"Authorization": f"Bearer {created['api_key']}"})  # fmt: skip
+                node = secure_node(http)
+                client = SecureSumClient(node_id=node.node_id, run_id=node.run_id, identity=Identity.generate(),
+                                         organization=created["organization_id"])  # fmt: skip
+                members.append((created["organization_id"], http, client))
+            per_round, sizes = [], []
+            for number in range(1, rounds + 1):
+                size_before = _db_bytes(folder)
+                deadline = time.perf_counter() + 300
+                while (state := admin.get(f"{PREFIX}/rounds/current").json())["round"] != number or state["status"] != "open":
+                    if time.perf_counter() > deadline:
+                        raise RuntimeError(f"round {number} did not open: {state}")
+                    time.sleep(0.02)
+                started = time.perf_counter()
+                raw = admin.get(f"{PREFIX}/model", headers={"Accept": "application/octet-stream"}).content
+                tensors = safetensors_load(raw)
+                sizes.append(sum(int(t.size) for t in tensors.values()))
+
+                def take_part(index: int, version: str = state["model_version"], tensors: dict = tensors) -> object:
+                    org_id, http, client = members[index]
+                    rng = np.random.default_rng(number * 1000 + index)
+                    update = [0.001 * rng.standard_normal(t.shape) for t in tensors.values()]
+                    stats = MaskedStatistics(train_loss=0.5, train_accuracy=0.8, eval_loss=0.5, eval_accuracy=0.8,
+                                             label_fractions=(0.5, 0.5))  # fmt: skip
+                    return take_part_in_secure_round(http, organization_id=org_id, secure_client=client, update=update,
+                                                     weight=100.0, model_version=version, statistics=stats,
+                                                     wait_seconds=10)  # fmt: skip
+
+                with concurrent.futures.ThreadPoolExecutor(max_workers=orgs) as pool:
+                    receipts = list(pool.map(take_part, range(orgs)))
+                seconds = time.perf_counter() - started
+                per_round.append({"round": number, "seconds": round(seconds, 3), "contributors": receipts[0].contributors,
+                                  "db_growth_bytes": _db_bytes(folder) - size_before})  # fmt: skip
+            for _, http, _ in members:
+                http.close()
+            steady = [r["seconds"] for r in per_round[1:]] or [per_round[0]["seconds"]]
+            return {"organizations": orgs, "parameters": sizes[0], "rounds": per_round,
+                    "mean_round_seconds": round(float(np.mean(steady)), 3),
+                    "rounds_averaged": f"{2 if len(per_round) >= 2 else 1}..{len(per_round)}"}  # fmt: skip
+        finally:
+            admin.close()
+            process.terminate()
+            process.wait(timeout=30)
+
+
+def flower_secure_round(parameters: int, *, orgs: int, rounds: int) -> dict:
+    """The in-process Flower simulation's secure-sum round (``benchmarks/secure_sum.py``, method ``ours``)."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from secure_sum import simulate, summarize_simulation
+
+    return summarize_simulation(simulate("ours", parameters, orgs, rounds, sys.stderr), rounds)
+
+
 def measure(label: str, hidden: str, *, orgs: int, downloads: int, rounds: int) -> dict:
     """Start one service for a model size and measure it."""
     token = secrets.token_urlsafe(32)
-    port = _port()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         _ORG_KEYS.clear()
-        command = [sys.executable, "-m", "oneliac_flwr.api", "serve", "model=mlp", f"model.hidden_sizes={hidden}",
-                   f"aggregation_config.min_participants={orgs}", f"federation.num_organizations={orgs}",
-                   f"aggregation_config.max_rounds={rounds}", "aggregation_config.aggregation_method=fedavg",
-                   "strategy=fedavg", "privacy_budget=none",
-                   f"coordinator.port={port}", f"coordinator.database_url=sqlite:///{folder / 'bench.db'}"]  # fmt: skip
-        env = {**os.environ, "PYTHONPATH": str(ROOT), "ONELIAC_ADMIN_TOKEN": token}
+        overrides = ["model=mlp", f"model.hidden_sizes={hidden}", f"aggregation_config.min_participants={orgs}",
+                     f"federation.num_organizations={orgs}", f"aggregation_config.max_rounds={rounds}",
+                     "aggregation_config.aggregation_method=fedavg", "strategy=fedavg", "privacy_budget=none"]  # fmt: skip
         started = time.perf_counter()
-        process = subprocess.Popen(command, cwd=folder, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        process, client = _start(folder, overrides, token)
         try:
-            client = httpx.Client(base_url=f"http://127.0.0.1:{port}", trust_env=False, timeout=60,
-                                  headers={"Authorization": f"Bearer {token}"})  # fmt: skip
-            while True:
-                if process.poll() is not None:
-                    raise RuntimeError(f"service exited with {process.returncode}")
-                try:
-                    if client.get("/healthz").status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    time.sleep(0.1)
             startup = time.perf_counter() - started
             before = _db_bytes(folder)
             register = []
@@ -178,10 +266,21 @@ def main() -> None:
     parser.add_argument("--orgs", type=int, default=10)
     parser.add_argument("--downloads", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--sizes", nargs="+", choices=sorted(SIZES), default=list(SIZES))
+    parser.add_argument("--secure-only", action="store_true", help="only the secure-sum REST vs Flower comparison")
     args = parser.parse_args()
-    results = [measure(label, hidden, orgs=args.orgs, downloads=args.downloads, rounds=args.rounds) for label, hidden in SIZES.items()]
-    print(json.dumps({"machine": {"cpus": os.cpu_count()}, "orgs": args.orgs, "results": results,
-                      "not_measured": "REST secure-sum rounds (not built) and the in-process Flower comparison"}, indent=2))  # fmt: skip
+    results = []
+    for label in args.sizes:
+        hidden = SIZES[label]
+        result = {"model": label} if args.secure_only else measure(label, hidden, orgs=args.orgs, downloads=args.downloads, rounds=args.rounds)
+        rest = secure_rounds(hidden, orgs=args.orgs, rounds=args.rounds)
+        flower = flower_secure_round(rest["parameters"], orgs=args.orgs, rounds=args.rounds)
+        result["secure_sum"] = {"rest": rest, "flower_simulation": flower}
+        if flower.get("mean_round_seconds"):
+            result["secure_sum"]["secure_ratio"] = round(rest["mean_round_seconds"] / flower["mean_round_seconds"], 2)
+        results.append(result)
+    print(json.dumps({"machine": {"cpus": os.cpu_count(), "load_average": os.getloadavg()}, "orgs": args.orgs,
+                      "results": results}, indent=2))  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -17,6 +17,13 @@ __all__ = [
     "ProtocolViolation",
     "RoundFailed",
     "ValidationFailed",
+    "CoordinatorError",
+    "AuthenticationFailed",
+    "RoundClosed",
+    "StaleModelVersion",
+    "SubmissionRejected",
+    "BudgetExhausted",
+    "CoordinatorUnavailable",
 ]
 
 
@@ -91,3 +98,54 @@ class RoundFailed(SecureAggregationError):
 
 class ValidationFailed(OneliacError):
     """A submission failed one or more validation checks."""
+
+
+class CoordinatorError(OneliacError):
+    """A REST coordinator refused a request or could not be reached (hospital side).
+
+    Parameters
+    ----------
+    message : str
+        What happened (the coordinator's problem detail).
+    status : int or None
+        HTTP status, ``None`` when no answer came.
+    problem : str or None
+        The problem's short name (``urn:oneliac:problem:<name>``).
+    field : str or None
+        The request field the coordinator named.
+    """
+
+    def __init__(self, message: str, *, status: int | None = None, problem: str | None = None,
+                 field: str | None = None) -> None:  # fmt: skip
+        super().__init__(message)
+        self.status, self.problem, self.field = status, problem, field
+
+
+class AuthenticationFailed(CoordinatorError):
+    """The API key is unknown or revoked, or it speaks for another organization (401/403)."""
+
+
+class RoundClosed(CoordinatorError):
+    """The round or stage no longer takes this message (409)."""
+
+
+class StaleModelVersion(RoundClosed):
+    """The update was trained on a model that is not the round's (409)."""
+
+
+class SubmissionRejected(CoordinatorError):
+    """The coordinator refused a message (422/413); ``check`` names the failed check or field."""
+
+    @property
+    def check(self) -> str:
+        """The failed check (``bounds_check``, ...) or the field at fault."""
+        problem = self.problem or ""
+        return problem.removeprefix("validation_") if problem.startswith("validation_") else (self.field or problem)
+
+
+class BudgetExhausted(CoordinatorError):
+    """The federation's privacy budget is exhausted: no more rounds (409)."""
+
+
+class CoordinatorUnavailable(CoordinatorError):
+    """No usable answer: connection failure, timeout or a 5xx."""

@@ -41,6 +41,7 @@ from oneliac_flwr.api.schemas import (
 )
 from oneliac_flwr.api.privacy_routes import declared_privacy, install_privacy_routes, privacy_refusal
 from oneliac_flwr.api.rounds import BUDGET_EXHAUSTED, RoundEngine, aware, model_version_name
+from oneliac_flwr.api.secure_routes import install_secure_routes, submit_masked
 from oneliac_flwr.api.store import AuditEvent, Database, ModelVersion, Organization, Round, Submission
 from oneliac_flwr.config import CoordinatorConfig, ExperimentConfig
 from oneliac_flwr.errors import ProtocolViolation, ValidationFailed
@@ -298,11 +299,16 @@ def create_app(*, coordinator: CoordinatorConfig, experiment: ExperimentConfig, 
         else:
             last = rnd.number >= experiment.aggregation_config.max_rounds or rnd.status == BUDGET_EXHAUSTED
             action = "finished" if last else "wait"
+        view = engine.secure.view(session, rnd, who, _now()) if engine.secure is not None and who != "admin" else None
+        if view is not None and rnd.status == "open":
+            action = view.next_action if who in roster else "wait"
         report = json.loads(rnd.report or "{}")
         return RoundOut(
             round=rnd.number, status=rnd.status, model_version=rnd.base_version, deadline=aware(rnd.deadline),
             roster_size=len(roster), in_roster=who in roster, next_action=action, reason=rnd.reason,
             dropouts=report.get("dropouts"), contributors=report.get("contributors"),
+            stage=view.stage if view else None, node_id=view.node_id if view else None,
+            run_id=view.run_id if view else None,
         )  # fmt: skip
 
     @app.get(f"{API_PREFIX}/coordinator-key", response_model=CoordinatorKeyOut, responses=_ERRORS)
@@ -318,16 +324,20 @@ def create_app(*, coordinator: CoordinatorConfig, experiment: ExperimentConfig, 
         wait_seconds: Annotated[float, Query(ge=0, le=MAX_WAIT_SECONDS)] = 0.0,
         after_round: Annotated[int | None, Query(ge=0, le=10**6)] = None,
         after_status: Annotated[str | None, Query(max_length=20)] = None,
+        after_stage: Annotated[str | None, Query(max_length=20)] = None,
     ) -> RoundOut:
         """What the current round is and what this organization must do next. Long poll:
         with ``wait_seconds``, answer as soon as the round differs from ``after_round`` /
-        ``after_status`` (or when the wait is over)."""
+        ``after_status`` / ``after_stage`` (or when the wait is over)."""
         deadline = time.monotonic() + wait_seconds
+        engine.advance()  # later changes come from submissions and the ticker (each poll is a transaction)
         while True:
-            engine.advance()
             with database.transaction() as session:
+                if engine.secure is not None:
+                    engine.lock(session)  # may make this organization's node id
                 out = round_out(session, current_round(session), who)
-            changed = (after_round is None and after_status is None) or (out.round, out.status) != (after_round, after_status)
+            waited = (after_round, after_status, after_stage)
+            changed = waited == (None, None, None) or (out.round, out.status, out.stage if after_stage else None) != waited
             if changed or time.monotonic() >= deadline:
                 return out
             time.sleep(0.2)
@@ -336,6 +346,8 @@ def create_app(*, coordinator: CoordinatorConfig, experiment: ExperimentConfig, 
     def list_rounds(who: Annotated[str, Depends(caller)]) -> list[RoundOut]:
         """Every round with its outcome, contributors and dropouts (never an update)."""
         with database.transaction() as session:
+            if engine.secure is not None:
+                engine.lock(session)  # may make this organization's node id
             return [round_out(session, r, who) for r in session.scalars(select(Round).order_by(Round.number))]
 
     @app.post(f"{API_PREFIX}/gradients", response_model=Receipt, responses={**_ERRORS, 501: _ERRORS[409]})
@@ -348,6 +360,11 @@ def create_app(*, coordinator: CoordinatorConfig, experiment: ExperimentConfig, 
                              "organization_id is not the organization of this API key", field="organization_id")  # fmt: skip
         if engine.unavailable is not None:
             raise ApiProblem(501, "rounds_unavailable", "Not implemented", engine.unavailable)
+        if engine.secure is not None:
+            return submit_masked(database, engine, body, who)
+        if body.secure_sum is not None:
+            raise ApiProblem(422, "secure_sum_unexpected", "Invalid request",
+                             "this federation runs fedavg rounds: 'secure_sum' is not expected", field="secure_sum")  # fmt: skip
         body_hash = hashlib.sha256(body.model_dump_json().encode()).hexdigest()
         receipt = "rcpt_" + hashlib.sha256(f"{body.round}|{who}|{body_hash}".encode()).hexdigest()[:32]
         engine.advance()
@@ -398,6 +415,7 @@ def create_app(*, coordinator: CoordinatorConfig, experiment: ExperimentConfig, 
         return Receipt(receipt=receipt, round=body.round, organization_id=who, replayed=False)
 
     install_privacy_routes(app, prefix=API_PREFIX, database=database, engine=engine, caller=caller, errors=_ERRORS)
+    install_secure_routes(app, prefix=API_PREFIX, database=database, engine=engine, caller=caller, errors=_ERRORS)
 
     @app.get("/healthz", include_in_schema=False)
     def health() -> dict[str, str]:

@@ -1,4 +1,5 @@
-"""Training rounds over REST in ``aggregation_method: fedavg`` (sealed updates).
+"""Training rounds over REST: ``aggregation_method: fedavg`` (sealed updates) here, and the
+secure-sum stages of ``aggregation_method: secure_sum`` in :mod:`oneliac_flwr.api.secure_rounds`.
 
 All round state is in the database. :meth:`RoundEngine.advance` is the one place a round
 changes stage; every process calls it (a ticker each second, and before and after each
@@ -39,6 +40,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from oneliac_flwr.api.privacy import RestPrivacy
+from oneliac_flwr.api.secure_rounds import SecureRounds, secure_unavailable
 from oneliac_flwr.api.store import AuditEvent, CoordinatorKey, Database, ModelVersion, Organization, Round, Submission
 from oneliac_flwr.config import ExperimentConfig
 from oneliac_flwr.coordinator import RoundCore, mean_server_update, plain_aggregate
@@ -100,8 +102,10 @@ def decode_arrays(blob: bytes, names: list[str]) -> list[np.ndarray]:
 
 def rounds_unavailable(config: ExperimentConfig) -> str | None:
     """Why this configuration cannot run rounds over REST yet, or ``None`` when it can."""
-    if config.aggregation_config.aggregation_method != "fedavg":
-        return "secure_sum rounds over REST are not built yet; set aggregation_config.aggregation_method=fedavg"
+    if config.aggregation_config.aggregation_method == "secure_sum":
+        refusal = secure_unavailable(config)
+        if refusal is not None:
+            return refusal
     if config.strategy.name not in STATELESS_STRATEGIES:
         return (f"the server optimizer state of {config.strategy.name!r} is not persisted yet; "
                 f"REST rounds support {list(STATELESS_STRATEGIES)}")  # fmt: skip
@@ -139,6 +143,9 @@ class RoundEngine:
             rng=np.random.default_rng(secrets.randbits(128)),
         )
         self.privacy = RestPrivacy(config, dimension=_dimension(config)) if config.privacy_budget.mode != "none" else None
+        self.secure: SecureRounds | None = None
+        if self.unavailable is None and settings.aggregation_method == "secure_sum":
+            self.secure = SecureRounds(config, core=self.core)
 
     # ------------------------------------------------------------------ keys and models
     def ensure_key(self) -> None:
@@ -204,11 +211,15 @@ class RoundEngine:
             if current is not None and current.status == BUDGET_EXHAUSTED:
                 return
             if current is not None and current.status == "open":
-                roster = json.loads(current.roster)
-                submitted = session.scalar(select(func.count()).select_from(Submission).where(Submission.round == current.number))
-                if (submitted or 0) < len(roster) and now < aware(current.deadline):
-                    return
-                self._close(session, current, now)
+                if self.secure is not None:
+                    if self.secure.step(session, current, now):
+                        return
+                else:
+                    roster = json.loads(current.roster)
+                    submitted = session.scalar(select(func.count()).select_from(Submission).where(Submission.round == current.number))
+                    if (submitted or 0) < len(roster) and now < aware(current.deadline):
+                        return
+                    self._close(session, current, now)
             number = (current.number if current is not None else 0) + 1
             if number > self.max_rounds:
                 return
@@ -226,10 +237,14 @@ class RoundEngine:
                                        organization_id=None, detail=exhausted))  # fmt: skip
                 logger.info("privacy budget exhausted: %s", exhausted)
                 return
-            session.add(Round(number=number, status="open", base_version=base, roster=json.dumps(active),
-                              opened_at=now, deadline=now + self.timeout, report="{}"))  # fmt: skip
+            opened = Round(number=number, status="open", base_version=base, roster=json.dumps(active),
+                           opened_at=now, deadline=now + self.timeout, report="{}")  # fmt: skip
+            session.add(opened)
             session.add(AuditEvent(at=now, actor="coordinator", action="round.opened", organization_id=None,
                                    detail=f"round {number}: roster of {len(active)}, base {base}"))  # fmt: skip
+            if self.secure is not None:
+                session.flush()
+                self.secure.open(session, opened, now)
 
     def _close(self, session: Session, current: Round, now: datetime) -> None:
         roster: list[str] = json.loads(current.roster)

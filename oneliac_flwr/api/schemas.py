@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
+from typing import Any
 from urllib.parse import urlsplit
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -18,6 +19,9 @@ __all__ = [
     "ModelOut",
     "Receipt",
     "RoundOut",
+    "SecureNodeOut",
+    "SecureRecordIn",
+    "SecureRecordOut",
     "OrganizationCreated",
     "OrganizationIn",
     "OrganizationOut",
@@ -165,6 +169,12 @@ class GradientsIn(BaseModel):
         description="Differential-privacy declaration (required when privacy_budget.mode is release or "
         "organization; checked by privacy_check against GET /privacy/policy).",
     )
+    secure_sum: dict[str, Any] | None = Field(
+        default=None,
+        description="secure_sum mode only: the protocol fields of the masked input (the MaskedInput record, "
+        "bytes as 0x hex); gradients_encrypted is then the masked vector, 0x + hex of its little-endian ring "
+        "elements. sample_count is not used for weighting then (the weight rides inside the masked vector): send 1.",
+    )
 
 
 class Receipt(BaseModel):
@@ -185,10 +195,37 @@ class RoundOut(BaseModel):
     deadline: datetime | None = None
     roster_size: int | None = None
     in_roster: bool | None = None
-    next_action: str = Field(description="submit | wait | finished | none")
+    next_action: str = Field(description="advertise_keys | submit | unmask | wait | finished | none")
     reason: str | None = None
     dropouts: list[str] | None = None
     contributors: int | None = None
+    stage: str | None = Field(default=None, description="secure_sum mode: keys | masking | unmasking | done | failed")
+    node_id: int | None = Field(default=None, description="secure_sum mode: this organization's node id")
+    run_id: int | None = Field(default=None, description="secure_sum mode: the federation's run id")
+
+
+class SecureRecordIn(BaseModel):
+    """A secure-sum stage message: key advertisement or unmask response (bytes as ``0x`` hex)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    organization_id: str = Field(max_length=40, examples=["org_0123456789abcdef"])
+    record: dict[str, Any] = Field(description="The message record (to_record() of the secure-sum message).")
+
+
+class SecureRecordOut(BaseModel):
+    """A secure-sum message for this organization: round setup or unmask request."""
+
+    round: int
+    record: dict[str, Any]
+
+
+class SecureNodeOut(BaseModel):
+    """This organization's secure-sum identity in the federation."""
+
+    organization_id: str
+    node_id: int
+    run_id: int
 
 
 class CoordinatorKeyOut(BaseModel):

@@ -22,7 +22,7 @@ from oneliac_flwr.flower.secure_sum import SecureSumAggregator, ring_for
 from oneliac_flwr.privacy import share_bound
 from oneliac_flwr.secure import RingSpec, plan_ring
 from oneliac_flwr.flower.strategy import OneliacStrategy
-from oneliac_flwr.masked_statistics import slots as statistics_slots
+from oneliac_flwr.coordinator.secure_plan import statistics_slots_for
 from oneliac_flwr.models import new_model
 from oneliac_flwr.results import RoundRecord
 
@@ -87,7 +87,7 @@ def build_strategy(
     if config.aggregation_config.aggregation_method == "secure_sum":
         spec = secure_ring(config, dimension=num_parameters)
         frac_bits, ring_bound = spec.frac_bits, spec.clip_bound
-        slots = statistics_slots(config.dataset.num_classes) if config.privacy_budget.mode == "none" else 0
+        slots = statistics_slots_for(config)
         aggregator = SecureSumAggregator(
             config, run_id=run_id, num_parameters=num_parameters, spec=spec, statistics_slots=slots
         )

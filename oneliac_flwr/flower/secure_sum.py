@@ -25,8 +25,8 @@ from oneliac_flwr.errors import ConfigError, ProtocolViolation, RoundFailed, Sec
 from oneliac_flwr.flower.exchange import send_and_receive
 from oneliac_flwr.flower.records import MASKED, SECURE_SUM, TrainReply
 from oneliac_flwr.coordinator import Aggregate, secure_sum_aggregate
+from oneliac_flwr.coordinator.secure_plan import graph_for, participants_source, ring_for, threshold_for
 from oneliac_flwr.results import Rejection, RoundRecord
-from oneliac_flwr.secure.graph import GraphPlan, plan_graph
 from oneliac_flwr.secure import (
     AdvertiseKeys,
     ConsistencyResponse,
@@ -34,7 +34,6 @@ from oneliac_flwr.secure import (
     RingSpec,
     SecureSumServer,
     UnmaskResponse,
-    plan_ring,
 )
 
 __all__ = [
@@ -46,58 +45,6 @@ logger = logging.getLogger("oneliac_flwr")
 KEYS_ACTION = "secure_keys"
 UNMASK_ACTION = "secure_unmask"
 CONFIRM_ACTION = "secure_confirm"
-
-
-def ring_for(config: ExperimentConfig) -> RingSpec:
-    """The ring the run uses, from ``secure_sum.*`` (refused at start-up if impossible).
-
-    It is sized for :meth:`ExperimentConfig.secure_sum_participants` organizations.
-
-    Raises
-    ------
-    ConfigError
-        If no ring fits; the message names ``secure_sum.max_participants`` and the numbers.
-    """
-    settings = config.secure_sum
-    n = config.secure_sum_participants()
-    try:
-        return plan_ring(
-            clip_bound=settings.clip_norm,
-            weight_bound=settings.weight_bound,
-            max_participants=n,
-            bits=settings.bits,
-            frac_bits=settings.frac_bits,
-        )
-    except ConfigError as exc:
-        raise ConfigError("secure_sum.max_participants", f"{participants_source(config)}: {exc}") from exc
-
-
-def participants_source(config: ExperimentConfig) -> str:
-    """Where the ring's participant bound comes from, for messages."""
-    n = config.secure_sum_participants()
-    if config.secure_sum.max_participants is None:
-        return f"a ring for {n} participants (null: federation.num_organizations = {config.federation.num_organizations})"
-    return f"a ring for {n} participants (secure_sum.max_participants)"
-
-
-def threshold_for(num_participants: int, min_participants: int) -> int:
-    """Shamir threshold: a strict majority of the round, never below ``min_participants``."""
-    return min(num_participants, max(min_participants, num_participants // 2 + 1, 2))
-
-
-def graph_for(config: ExperimentConfig, num_participants: int) -> GraphPlan:
-    """The round's sharing graph and sharing threshold (``docs/secure-sum.md`` section 12).
-
-    Malicious mode always uses the complete graph; otherwise ``secure_sum.graph`` decides.
-    """
-    settings, floor = config.secure_sum, config.aggregation_config.min_participants
-    t = threshold_for(num_participants, floor)
-    if settings.mode == "malicious":
-        return GraphPlan(0, t)
-    return plan_graph(
-        num_participants, complete_threshold=t, graph=settings.graph, colluding_fraction=settings.colluding_fraction,
-        dropout_fraction=settings.dropout_fraction, min_threshold=max(floor, 2),
-    )  # fmt: skip
 
 
 def _payload_bytes(message: Message) -> int:

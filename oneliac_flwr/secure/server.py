@@ -13,15 +13,15 @@ cannot open) of every node's next mask key: the newest sharing per owner.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
 from oneliac_flwr.errors import ConfigError, ProtocolViolation, RoundFailed
 
-from ._fields import check_u64, check_u64_tuple
+from ._fields import check_bytes, check_int, check_u64, check_u64_tuple, require
 from .encoding import RingSpec, decode_sum, error_bound
 from .identity import ANY_ROUND, survivors_statement, verify_key_signature, verify_survivors_signature
 from .keys import load_private_key, pairwise_mask_key, public_bytes, self_mask_key
@@ -40,6 +40,8 @@ from .sharing import combine_shares, reconstruct_many
 __all__ = ["AggregateResult", "SecureSumServer"]
 
 Stage = Literal["idle", "masking", "unmasking"]
+_STATE = "server_state"
+_STATE_VERSION = 1
 
 
 @dataclass(frozen=True, eq=False, kw_only=True)
@@ -608,6 +610,135 @@ class SecureSumServer:
         """Close the open round without a result (dropped nodes must re-key)."""
         if self._round is not None:
             self._close()
+
+    # ------------------------------------------------------------------ persistence
+    def state_dict(self) -> dict[str, Any]:
+        """Serializable state: ``int``, ``str``, ``bool``, ``bytes``, ``None`` and lists of them.
+
+        Holds no secret of any node (public keys, signatures, envelopes the coordinator
+        cannot open, the masked running total and unmask responses of the open round).
+        :meth:`from_state_dict` restores an equal server, so a coordinator process can
+        continue a round another one started.
+        """
+        rnd = self._round
+
+        def sharing(sh: _KeySharing) -> list[Any]:
+            return [sh.s_pk, sh.round, sh.threshold, [[v, i, env] for v, (i, env) in sorted(sh.holders.items())]]
+
+        round_state: dict[str, Any] | None = None
+        if rnd is not None:
+            round_state = {
+                "setup": rnd.setup.to_record(),
+                "total": rnd.total.tobytes(),
+                "accepted": sorted(rnd.accepted),
+                "self_envelopes": [[w, [[v, e] for v, e in sorted(envs.items())]] for w, envs in sorted(rnd.self_envelopes.items())],
+                "requests": None if rnd.requests is None else [[v, r.to_record()] for v, r in sorted(rnd.requests.items())],
+                "counted": list(rnd.counted),
+                "dropped": list(rnd.dropped),
+                "key_plan": [[d, sharing(sh)] for d, sh in sorted(rnd.key_plan.items())],
+                "seed_plan": list(rnd.seed_plan),
+                "responses": [[v, r.to_record()] for v, r in sorted(rnd.responses.items())],
+                "closed": rnd.closed,
+                "signatures": [[v, sig] for v, sig in sorted(rnd.signatures.items())],
+            }  # fmt: skip
+        spec = self._spec
+        return {
+            "version": _STATE_VERSION,
+            "run_id": self._run,
+            "length": self._length,
+            "mode": self._mode,
+            "ring": [spec.bits, spec.frac_bits, float(spec.clip_bound), float(spec.weight_bound), spec.max_participants],
+            "last_round": -1 if self._last_round is None else self._last_round,
+            "registry": [
+                [n, [r.organization, r.federation, r.identity_pk, r.c_pk, r.c_sig, r.s_pk, r.s_sig, r.s_round,
+                     -1 if r.s_threshold is None else r.s_threshold]]
+                for n, r in sorted(self._registry.items())
+            ],  # fmt: skip
+            "sharings": [[n, sharing(sh)] for n, sh in sorted(self._sharings.items())],
+            "round": round_state,
+        }
+
+    @classmethod
+    def from_state_dict(cls, state: Mapping[str, Any], *, spec: RingSpec) -> SecureSumServer:
+        """Restore a server saved with :meth:`state_dict`.
+
+        Parameters
+        ----------
+        state : mapping
+            What :meth:`state_dict` returned (possibly through a JSON codec).
+        spec : RingSpec
+            The run's ring; it must be the one the state was made with.
+
+        Raises
+        ------
+        ProtocolViolation
+            If the state is malformed (names the field) or made with another ring.
+        """
+
+        def get(key: str, where: Mapping[str, Any] = state, prefix: str = _STATE) -> Any:
+            return require(where, key, prefix)
+
+        check_int(get("version"), f"{_STATE}.version", lo=_STATE_VERSION, hi=_STATE_VERSION)
+        ring = get("ring")
+        mine = [spec.bits, spec.frac_bits, float(spec.clip_bound), float(spec.weight_bound), spec.max_participants]
+        if list(ring) != mine:
+            raise ProtocolViolation(f"{_STATE}.ring: the state was made with ring {list(ring)}, not {mine}")
+        try:
+            server = cls(run_id=get("run_id"), spec=spec, length=get("length"), mode=get("mode"))
+        except ConfigError as exc:
+            raise ProtocolViolation(f"{_STATE}.{exc}") from None
+        last = check_int(get("last_round"), f"{_STATE}.last_round", lo=-1)
+        server._last_round = None if last == -1 else last
+
+        def sharing(raw: Any, where: str) -> _KeySharing:
+            s_pk, rnd_no, threshold, holders = raw
+            return _KeySharing(
+                s_pk=check_bytes(s_pk, f"{where}.s_pk"), round=check_int(rnd_no, f"{where}.round", lo=0),
+                threshold=check_int(threshold, f"{where}.threshold", lo=1),
+                holders={check_u64(v, f"{where}.holder"): (check_int(i, f"{where}.index", lo=1), check_bytes(e, f"{where}.envelope"))
+                         for v, i, e in holders},
+            )  # fmt: skip
+
+        try:
+            for node, fields in get("registry"):
+                org, fed, identity, c_pk, c_sig, s_pk, s_sig, s_round, s_t = fields
+                server._registry[check_u64(node, f"{_STATE}.registry")] = _Registration(
+                    organization=org, federation=fed, identity_pk=check_bytes(identity, f"{_STATE}.registry.identity_pk"),
+                    c_pk=check_bytes(c_pk, f"{_STATE}.registry.c_pk"), c_sig=check_bytes(c_sig, f"{_STATE}.registry.c_sig"),
+                    s_pk=None if s_pk is None else check_bytes(s_pk, f"{_STATE}.registry.s_pk"),
+                    s_sig=check_bytes(s_sig, f"{_STATE}.registry.s_sig"),
+                    s_round=check_int(s_round, f"{_STATE}.registry.s_round", lo=0),
+                    s_threshold=None if s_t == -1 else check_int(s_t, f"{_STATE}.registry.s_threshold", lo=1),
+                )  # fmt: skip
+            for node, raw in get("sharings"):
+                server._sharings[check_u64(node, f"{_STATE}.sharings")] = sharing(raw, f"{_STATE}.sharings")
+            raw_round = get("round")
+            if raw_round is not None:
+                where = f"{_STATE}.round"
+                setup = RoundSetup.from_record(get("setup", raw_round, where))
+                total = np.frombuffer(check_bytes(get("total", raw_round, where), f"{where}.total"), dtype=spec.dtype)
+                if total.shape != (server._length,):
+                    raise ProtocolViolation(f"{where}.total: expected {server._length} ring elements, got {total.size}")
+                requests = get("requests", raw_round, where)
+                rnd = _Round(
+                    setup=setup,
+                    total=total.copy(),
+                    accepted=set(check_u64_tuple(get("accepted", raw_round, where), f"{where}.accepted")),
+                    self_envelopes={w: {v: check_bytes(e, f"{where}.self_envelopes") for v, e in envs}
+                                    for w, envs in get("self_envelopes", raw_round, where)},
+                    requests=None if requests is None else {v: UnmaskRequest.from_record(r) for v, r in requests},
+                    counted=check_u64_tuple(get("counted", raw_round, where), f"{where}.counted"),
+                    dropped=check_u64_tuple(get("dropped", raw_round, where), f"{where}.dropped"),
+                    key_plan={d: sharing(raw, f"{where}.key_plan") for d, raw in get("key_plan", raw_round, where)},
+                    seed_plan=check_u64_tuple(get("seed_plan", raw_round, where), f"{where}.seed_plan"),
+                    responses={v: UnmaskResponse.from_record(r) for v, r in get("responses", raw_round, where)},
+                    closed=get("closed", raw_round, where) is True,
+                    signatures={v: check_bytes(sig, f"{where}.signatures") for v, sig in get("signatures", raw_round, where)},
+                )  # fmt: skip
+                server._round = rnd
+        except (TypeError, ValueError) as exc:
+            raise ProtocolViolation(f"{_STATE}: malformed ({exc})") from None
+        return server
 
     # ------------------------------------------------------------------ internals
     def _open(self, what: str) -> _Round:

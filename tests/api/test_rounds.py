@@ -238,11 +238,12 @@ def test_twenty_concurrent_submissions_through_two_processes(start_service) -> N
 
 
 def test_configurations_without_rest_rounds_say_so(start_service) -> None:
-    service = start_service(extra=["aggregation_config.aggregation_method=secure_sum"])
+    service = start_service(extra=["aggregation_config.aggregation_method=secure_sum", "secure_sum.mode=malicious",
+                                   "privacy_budget=none"])
     (org,) = register(service, 1)
     with service.client(token=org["api_key"]) as client:
         state = status(client)
-        assert state["status"] == "unavailable" and "secure_sum" in state["reason"]
+        assert state["status"] == "unavailable" and "secure_sum.mode" in state["reason"]
         payload = {"organization_id": org["organization_id"], "round": 1, "gradients_encrypted": "0x00",
                    "model_version": "1.0.0", "sample_count": 1}  # fmt: skip
         refused = client.post(f"{PREFIX}/gradients", json=payload)
@@ -258,4 +259,7 @@ def test_rounds_unavailable_names_each_missing_piece() -> None:
     fedadam = ExperimentConfig.from_dict({"strategy": {"name": "fedadam"}})
     assert "fedadam" in rounds_unavailable(fedadam)
     secure = ExperimentConfig.from_dict({"aggregation_config": {"aggregation_method": "secure_sum"}})
-    assert "secure_sum" in rounds_unavailable(secure)
+    assert rounds_unavailable(secure) is None  # secure-sum rounds run over REST
+    malicious = ExperimentConfig.from_dict({"aggregation_config": {"aggregation_method": "secure_sum"},
+                                            "secure_sum": {"mode": "malicious"}})  # fmt: skip
+    assert "secure_sum.mode" in rounds_unavailable(malicious)

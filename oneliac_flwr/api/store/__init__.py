@@ -9,17 +9,14 @@ from oneliac_flwr.api.store.models import (
     Organization,
     PrivacyLedgerRow,
     Round,
+    SecureMessage,
+    SecureNode,
+    SecureRoundStage,
+    SecureRun,
     Submission,
 )
 
 __all__ = [
-    "AuditEvent",
-    "Base",
-    "CoordinatorKey",
-    "Database",
-    "ModelVersion",
-    "Organization",
-    "PrivacyLedgerRow",
-    "Round",
-    "Submission",
-]
+    "AuditEvent", "Base", "CoordinatorKey", "Database", "ModelVersion", "Organization", "PrivacyLedgerRow", "Round",
+    "SecureMessage", "SecureNode", "SecureRoundStage", "SecureRun", "Submission",
+]  # fmt: skip

@@ -4,19 +4,13 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Boolean, DateTime, ForeignKey, Integer, LargeBinary, String, Text
+from sqlalchemy import BigInteger, Boolean, DateTime, ForeignKey, Integer, LargeBinary, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 __all__ = [
-    "AuditEvent",
-    "Base",
-    "CoordinatorKey",
-    "ModelVersion",
-    "Organization",
-    "PrivacyLedgerRow",
-    "Round",
-    "Submission",
-]
+    "AuditEvent", "Base", "CoordinatorKey", "ModelVersion", "Organization", "PrivacyLedgerRow", "Round",
+    "SecureMessage", "SecureNode", "SecureRoundStage", "SecureRun", "Submission",
+]  # fmt: skip
 
 
 class Base(DeclarativeBase):
@@ -117,3 +111,54 @@ class PrivacyLedgerRow(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     document: Mapped[str] = mapped_column(Text)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class SecureNode(Base):
+    """The stable secure-sum node id (u64, below 2^63 so PostgreSQL's BIGINT holds it) of an organization."""
+
+    __tablename__ = "secure_nodes"
+
+    organization_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"), primary_key=True)
+    node_id: Mapped[int] = mapped_column(BigInteger, unique=True)
+
+
+class SecureRun(Base):
+    """The federation's secure-sum run: its id and the coordinator's protocol state (one row).
+
+    ``state`` is :meth:`SecureSumServer.state_dict` through the JSON record codec, without
+    the open round's masked running total, which is ``total`` (raw ring elements).
+    """
+
+    __tablename__ = "secure_runs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[int] = mapped_column(BigInteger)
+    state: Mapped[str] = mapped_column(Text)
+    total: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class SecureRoundStage(Base):
+    """Where a secure-sum round is: ``keys``, ``masking``, ``unmasking``, ``done`` or ``failed``."""
+
+    __tablename__ = "secure_round_stages"
+
+    round: Mapped[int] = mapped_column(ForeignKey("rounds.number"), primary_key=True)
+    stage: Mapped[str] = mapped_column(String(20))
+    stage_deadline: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    key_pass: Mapped[int] = mapped_column(Integer, default=0)
+    expected: Mapped[str] = mapped_column(Text, default="[]")  # organizations this stage waits for
+    dropouts: Mapped[str] = mapped_column(Text, default="{}")  # stage -> organizations missing at its close
+
+
+class SecureMessage(Base):
+    """One accepted stage message (its content went into the protocol state): replay detection."""
+
+    __tablename__ = "secure_messages"
+
+    round: Mapped[int] = mapped_column(ForeignKey("rounds.number"), primary_key=True)
+    organization_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"), primary_key=True)
+    stage: Mapped[str] = mapped_column(String(20), primary_key=True)
+    body_sha256: Mapped[str] = mapped_column(String(64))
+    receipt: Mapped[str] = mapped_column(String(64))
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

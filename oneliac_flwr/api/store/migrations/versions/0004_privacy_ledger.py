@@ -1,7 +1,7 @@
 """The federation's differential-privacy ledger (one HMAC-tagged row).
 
 Revision ID: 0004
-Revises: 0002 (re-chained after 0003 at merge)
+Revises: 0003 (re-chained after 0003 at merge)
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0004"
-down_revision = "0002"
+down_revision = "0003"
 branch_labels = None
 depends_on = None
 

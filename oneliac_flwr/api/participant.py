@@ -1,0 +1,272 @@
+"""Hospital side of a secure-sum round over REST: drives every stage with the core client.
+
+The hospital keeps its :class:`~oneliac_flwr.secure.SecureSumClient` (its keys never
+leave it); this module only moves the client's messages over HTTP, through the one
+record codec (:mod:`oneliac_flwr.api.records`), and turns problem answers into the
+:class:`~oneliac_flwr.errors.CoordinatorError` family.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import numpy as np
+
+from oneliac_flwr.api.records import record_from_json, record_to_json
+from oneliac_flwr.errors import (
+    AuthenticationFailed,
+    BudgetExhausted,
+    CoordinatorError,
+    CoordinatorUnavailable,
+    RoundClosed,
+    RoundFailed,
+    StaleModelVersion,
+    SubmissionRejected,
+)
+from oneliac_flwr.masked_statistics import MaskedStatistics, pack_statistics
+from oneliac_flwr.secure import RoundSetup, SecureSumClient, UnmaskRequest
+
+__all__ = ["SecureRoundReceipt", "SecureNode", "secure_node", "take_part_in_secure_round"]
+
+PREFIX = "/api/v1/federated"
+
+
+@dataclass(frozen=True, kw_only=True)
+class SecureNode:
+    """This organization's secure-sum identity in the federation (what ``SecureSumClient`` needs).
+
+    Parameters
+    ----------
+    organization_id : str
+        ``org_...``.
+    node_id, run_id : int
+        Stable node id of the organization and run id of the federation.
+    """
+
+    organization_id: str
+    node_id: int
+    run_id: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class SecureRoundReceipt:
+    """The outcome of a round this organization took part in.
+
+    Parameters
+    ----------
+    round : int
+        The round.
+    model_version : str
+        The model the update was computed from.
+    stages : tuple of str
+        The stages this organization acted in (``keys``, ``masked``, ``unmask``).
+    status : str
+        The round's outcome (``ok``).
+    contributors : int or None
+        Organizations whose updates are in the sum.
+    dropouts : tuple of str
+        Organizations that dropped out.
+    """
+
+    round: int
+    model_version: str
+    stages: tuple[str, ...]
+    status: str
+    contributors: int | None
+    dropouts: tuple[str, ...]
+
+
+def _raise_for(response: httpx.Response) -> None:
+    if response.status_code < 400:
+        return
+    try:
+        problem = response.json()
+    except ValueError:
+        problem = {}
+    detail = str(problem.get("detail") or response.text[:200])
+    slug = str(problem.get("type", "")).rsplit(":", 1)[-1] or None
+    field = problem.get("field")
+    kwargs: dict[str, Any] = {"status": response.status_code, "problem": slug, "field": field}
+    code = response.status_code
+    if code in (401, 403):
+        raise AuthenticationFailed(detail, **kwargs)
+    if code == 409:
+        if slug and "budget" in slug:
+            raise BudgetExhausted(detail, **kwargs)
+        if slug == "stale_model_version":
+            raise StaleModelVersion(detail, **kwargs)
+        raise RoundClosed(detail, **kwargs)
+    if code in (413, 422):
+        raise SubmissionRejected(detail, **kwargs)
+    if code >= 500:
+        raise CoordinatorUnavailable(detail, **kwargs)
+    raise CoordinatorError(detail, **kwargs)
+
+
+def _call(http: httpx.Client, method: str, path: str, **kwargs: Any) -> Any:
+    try:
+        response = http.request(method, PREFIX + path, **kwargs)
+    except httpx.HTTPError as exc:
+        raise CoordinatorUnavailable(f"{method} {path}: {exc}") from exc
+    _raise_for(response)
+    return response.json()
+
+
+def secure_node(http: httpx.Client) -> SecureNode:
+    """This organization's node id and the run id (to build its ``SecureSumClient``).
+
+    Parameters
+    ----------
+    http : httpx.Client
+        Client with the coordinator's base URL and ``Authorization: Bearer sk_live_...``.
+    """
+    body = _call(http, "GET", "/secure-sum/node")
+    return SecureNode(organization_id=body["organization_id"], node_id=int(body["node_id"]), run_id=int(body["run_id"]))
+
+
+def masked_vector(update: Sequence[np.ndarray], *, setup: RoundSetup, statistics: MaskedStatistics | None) -> np.ndarray:
+    """The flat vector a hospital masks: the update clipped to the ring's bound, then the
+    masked statistics (:mod:`oneliac_flwr.masked_statistics`), as the Flower client does."""
+    flat = np.concatenate([np.asarray(u, np.float64).ravel() for u in update])
+    norm = float(np.linalg.norm(flat))
+    if norm > setup.clip_bound:
+        flat = flat * (setup.clip_bound / norm)
+    if statistics is not None:
+        flat = np.concatenate([flat, pack_statistics(statistics, bound=setup.clip_bound)])
+    return flat
+
+
+def take_part_in_secure_round(
+    http: httpx.Client,
+    *,
+    organization_id: str,
+    secure_client: SecureSumClient,
+    update: Sequence[np.ndarray],
+    weight: float,
+    model_version: str,
+    statistics: MaskedStatistics | None = None,
+    wait_seconds: float = 10.0,
+    give_up_after: float = 3600.0,
+    progress: Callable[[str], None] | None = None,
+) -> SecureRoundReceipt:
+    """Take part in the open secure-sum round: keys, masked upload and unmasking, over HTTP.
+
+    Parameters
+    ----------
+    http : httpx.Client
+        Client with the coordinator's base URL and ``Authorization: Bearer sk_live_...``.
+    organization_id : str
+        This hospital's ``org_...``.
+    secure_client : SecureSumClient
+        This hospital's secure-sum client, built with :func:`secure_node`'s node and run
+        ids; it keeps its keys across rounds (save it with ``state_dict()``).
+    update : sequence of numpy.ndarray
+        The model update (local model minus ``model_version``'s weights), clipped here to
+        the ring's bound.
+    weight : float
+        The update's weight (its sample count), capped at the ring's weight bound; it
+        travels inside the masked vector.
+    model_version : str
+        The model the update was computed from; it must be the round's base model.
+    statistics : MaskedStatistics, optional
+        Training and evaluation statistics appended to the masked vector (without DP).
+        Required when the coordinator expects statistics slots (the round setup's length
+        is the update's size plus the slots).
+    wait_seconds : float
+        Long-poll wait of each status request.
+    give_up_after : float
+        Seconds after which the round is given up (:class:`CoordinatorUnavailable`).
+    progress : callable, optional
+        Called with a short text at each step.
+
+    Returns
+    -------
+    SecureRoundReceipt
+        The round's outcome once it closed ``ok``.
+
+    Raises
+    ------
+    AuthenticationFailed
+        401/403: unknown key, or not this organization's.
+    StaleModelVersion
+        The round trains another model than ``model_version``.
+    RoundClosed
+        A stage closed before this organization's message arrived.
+    SubmissionRejected
+        The coordinator refused a message (``check`` names the check or field).
+    RoundFailed
+        The round failed (the reason the coordinator recorded).
+    CoordinatorUnavailable
+        No answer, a 5xx, or the round did not end within ``give_up_after``.
+    """
+
+    def say(text: str) -> None:
+        if progress is not None:
+            progress(text)
+
+    started = time.monotonic()
+    joined: int | None = None
+    stages: list[str] = []
+    after: dict[str, Any] = {}
+    while time.monotonic() - started < give_up_after:
+        params = {"wait_seconds": wait_seconds, **after} if after else {}
+        status = _call(http, "GET", "/rounds/current", params=params)
+        number = status.get("round")
+        after = {k: v for k, v in (("after_round", number), ("after_status", status["status"]),
+                                     ("after_stage", status.get("stage"))) if v is not None}  # fmt: skip
+        if joined is not None and number != joined:  # the next round opened already: look the joined one up
+            rounds = {r["round"]: r for r in _call(http, "GET", "/rounds")}
+            if joined not in rounds:
+                raise RoundClosed(f"round {joined} is not known to the coordinator (current round {number})")
+            status, number = rounds[joined], joined
+        if joined is not None and status["status"] != "open":
+            if status["status"] == "ok":
+                say(f"round {number}: done")
+                return SecureRoundReceipt(
+                    round=number, model_version=model_version, stages=tuple(stages), status=status["status"],
+                    contributors=status.get("contributors"), dropouts=tuple(status.get("dropouts") or ()),
+                )  # fmt: skip
+            raise RoundFailed(f"round {number} {status['status']}: {status.get('reason')}")
+        if status["status"] != "open" or not status.get("in_roster"):
+            say(f"waiting for a round (status {status['status']})")
+            continue
+        if joined is None:
+            if status.get("model_version") != model_version:
+                raise StaleModelVersion(f"round {number} trains model {status.get('model_version')}, not {model_version}",
+                                        status=409, problem="stale_model_version", field="model_version")  # fmt: skip
+            joined = number
+        action = status["next_action"]
+        if action == "advertise_keys":
+            say(f"round {number}: advertising keys")
+            message = secure_client.advertise_keys(round=number)
+            _call(http, "POST", f"/rounds/{number}/keys",
+                  json={"organization_id": organization_id, "record": record_to_json(message.to_record())})  # fmt: skip
+            stages.append("keys")
+        elif action == "submit":
+            say(f"round {number}: masked upload")
+            setup = RoundSetup.from_record(record_from_json(_call(http, "GET", f"/rounds/{number}/setup")["record"]))
+            flat = masked_vector(update, setup=setup, statistics=statistics)
+            masked = secure_client.mask(flat, weight=min(float(weight), float(setup.weight_bound)), setup=setup)
+            wire = np.ascontiguousarray(masked.masked, dtype=np.dtype(masked.masked.dtype).newbyteorder("<"))
+            _call(http, "POST", "/gradients", json={
+                "organization_id": organization_id, "round": number, "gradients_encrypted": "0x" + wire.tobytes().hex(),
+                "model_version": model_version, "sample_count": 1, "secure_sum": record_to_json(masked.to_record()),
+            })  # fmt: skip
+            stages.append("masked")
+        elif action == "unmask":
+            say(f"round {number}: unmasking")
+            request = UnmaskRequest.from_record(
+                record_from_json(_call(http, "GET", f"/rounds/{number}/unmask-request")["record"])
+            )
+            response = secure_client.unmask(request)
+            _call(http, "POST", f"/rounds/{number}/unmask-response",
+                  json={"organization_id": organization_id, "record": record_to_json(response.to_record())})  # fmt: skip
+            stages.append("unmask")
+        else:
+            say(f"round {number}: waiting ({status.get('stage')})")
+        after = {} if action != "wait" else after
+    raise CoordinatorUnavailable(f"round {joined} did not end within {give_up_after} s")

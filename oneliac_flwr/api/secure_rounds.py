@@ -1,0 +1,439 @@
+"""Secure-sum rounds over REST (``aggregation_method: secure_sum``): the stage machine.
+
+The same protocol as the Flower adapter (:mod:`oneliac_flwr.flower.secure_sum`), with the
+same parameter choices (:mod:`oneliac_flwr.coordinator.secure_plan`) and the same core
+(:class:`~oneliac_flwr.secure.SecureSumServer`, then
+:func:`~oneliac_flwr.coordinator.secure_sum_aggregate` and
+:class:`~oneliac_flwr.coordinator.RoundCore`):
+
+``keys``
+    stage K, only for roster organizations without a mask key usable in this round
+    (a second pass if the round's size changed its sharing threshold);
+``masking``
+    stage M: each participant downloads the round setup and posts its masked vector;
+``unmasking``
+    stage U: each counted organization downloads its unmask request and posts the response;
+``done`` / ``failed``
+    the sum was unmasked and the model updated, or the round failed (reason recorded,
+    model unchanged).
+
+Each stage closes when every organization it waits for has answered, or at its own
+deadline (``aggregation_config.timeout_minutes``, as each Flower exchange); the missing
+ones are dropouts, recovered by the protocol while ``t`` remain.
+
+No federation state is kept in process memory. The coordinator's protocol state is
+:meth:`SecureSumServer.state_dict` in the ``secure_runs`` row, loaded and saved in the
+same transaction as every message it takes and every stage change, under the round lock
+(:meth:`RoundEngine.lock <oneliac_flwr.api.rounds.RoundEngine.lock>`), so any
+coordinator process continues any round from the database alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import numpy as np
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from oneliac_flwr.api.records import record_from_json, record_to_json
+from oneliac_flwr.api.store import AuditEvent, ModelVersion, Organization, Round, SecureMessage, SecureNode, SecureRoundStage, SecureRun
+from oneliac_flwr.config import ExperimentConfig
+from oneliac_flwr.coordinator import RoundCore, secure_sum_aggregate
+from oneliac_flwr.coordinator.secure_plan import graph_for, ring_for, statistics_slots_for, threshold_for
+from oneliac_flwr.errors import ConfigError, ProtocolViolation, RoundFailed, SecureAggregationError
+from oneliac_flwr.secure import AdvertiseKeys, MaskedInput, SecureSumServer, UnmaskRequest, UnmaskResponse
+from oneliac_flwr.secure.messages import RoundSetup
+
+__all__ = ["SecureRounds", "StageView", "secure_unavailable"]
+
+logger = logging.getLogger("oneliac_flwr.api")
+
+KEYS, MASKING, UNMASKING, DONE, FAILED = "keys", "masking", "unmasking", "done", "failed"
+MAX_KEY_PASSES = 2
+_MESSAGE_STAGE = {KEYS: "keys", MASKING: "masked", UNMASKING: "unmask"}
+
+
+def secure_unavailable(config: ExperimentConfig) -> str | None:
+    """Why secure-sum rounds cannot run over REST with this configuration, or ``None``."""
+    if config.secure_sum.mode == "malicious":
+        return ("secure_sum.mode=malicious (the consistency stage) is not available over REST yet; "
+                "set secure_sum.mode=semi-honest")  # fmt: skip
+    return None
+
+
+@dataclass(frozen=True, kw_only=True)
+class StageView:
+    """What one organization sees of a secure round.
+
+    Parameters
+    ----------
+    stage : str
+        ``keys``, ``masking``, ``unmasking``, ``done`` or ``failed``.
+    next_action : str
+        ``advertise_keys``, ``submit``, ``unmask`` or ``wait`` for this organization.
+    node_id, run_id : int
+        This organization's stable node id and the federation's run id.
+    """
+
+    stage: str
+    next_action: str
+    node_id: int
+    run_id: int
+
+
+def _ids(text: str) -> list[str]:
+    return list(json.loads(text))
+
+
+class SecureRounds:
+    """The secure-sum stages of REST rounds, every piece of state in the database.
+
+    Parameters
+    ----------
+    config : ExperimentConfig
+        ``secure_sum.*`` (ring, graph), ``aggregation_config`` (threshold floor, stage
+        deadline), ``dataset.num_classes`` and ``privacy_budget.mode`` (statistics slots).
+    core : RoundCore
+        The coordinator core that turns the unmasked mean into the next model.
+
+    Raises
+    ------
+    ConfigError
+        If no ring fits ``secure_sum.*`` (names the field).
+    """
+
+    def __init__(self, config: ExperimentConfig, *, core: RoundCore) -> None:
+        self.config = config
+        self.spec = ring_for(config)
+        self.slots = statistics_slots_for(config)
+        self.core = core
+        self.timeout = timedelta(minutes=config.aggregation_config.timeout_minutes)
+        self.min_participants = config.aggregation_config.min_participants
+
+    # ------------------------------------------------------------------ identities and state
+    def node_id(self, session: Session, organization_id: str) -> int:
+        """The organization's stable node id (made once, under the round lock)."""
+        row = session.get(SecureNode, organization_id)
+        if row is None:
+            taken = set(session.scalars(select(SecureNode.node_id)))
+            node = secrets.randbits(63)
+            while node in taken:
+                node = secrets.randbits(63)
+            row = SecureNode(organization_id=organization_id, node_id=node)
+            session.add(row)
+            session.flush()
+        return row.node_id
+
+    def organization_of(self, session: Session) -> dict[int, str]:
+        """Node id to organization id."""
+        return {r.node_id: r.organization_id for r in session.scalars(select(SecureNode))}
+
+    def _run_row(self, session: Session, now: datetime) -> SecureRun:
+        row = session.get(SecureRun, 1)
+        if row is None:
+            run_id = secrets.randbits(63)
+            length = self._length(session)
+            state = SecureSumServer(run_id=run_id, spec=self.spec, length=length).state_dict()
+            row = SecureRun(id=1, run_id=run_id, state=json.dumps(record_to_json(state, field="server_state")),
+                            total=None, updated_at=now)  # fmt: skip
+            session.add(row)
+            session.flush()
+        return row
+
+    def run_id(self, session: Session, now: datetime) -> int:
+        """The federation's run id (made once, under the round lock)."""
+        return self._run_row(session, now).run_id
+
+    def _length(self, session: Session) -> int:
+        row = session.scalar(select(ModelVersion).where(ModelVersion.training_round == 0))
+        if row is None:
+            raise ProtocolViolation("the federation has no initial model yet")
+        from safetensors.numpy import load as safetensors_load
+
+        return sum(int(a.size) for a in safetensors_load(row.weights).values()) + self.slots
+
+    def load(self, session: Session, now: datetime) -> SecureSumServer:
+        """The coordinator's protocol state, as the last transaction left it."""
+        row = self._run_row(session, now)
+        state = record_from_json(json.loads(row.state), field="server_state")
+        if state.get("round") is not None:
+            state["round"]["total"] = row.total or b""
+        return SecureSumServer.from_state_dict(state, spec=self.spec)
+
+    def save(self, session: Session, server: SecureSumServer, now: datetime) -> None:
+        """Store the protocol state (in the caller's transaction)."""
+        row = self._run_row(session, now)
+        state = server.state_dict()
+        total = None
+        if state.get("round") is not None:
+            total = state["round"]["total"]
+            state["round"]["total"] = b""
+        row.state = json.dumps(record_to_json(state, field="server_state"))
+        row.total = total
+        row.updated_at = now
+
+    # ------------------------------------------------------------------ transitions (under the lock)
+    def open(self, session: Session, rnd: Round, now: datetime) -> None:
+        """A round was just opened with its roster: start stage K, or stage M if nobody needs keys."""
+        roster = _ids(rnd.roster)
+        nodes = {self.node_id(session, org): org for org in roster}
+        server = self.load(session, now)
+        server.abort_round()  # a round left open by a failed stage never blocks the next
+        stage = SecureRoundStage(round=rnd.number, stage=KEYS, stage_deadline=now + self.timeout, key_pass=0,
+                                 expected="[]", dropouts="{}")  # fmt: skip
+        session.add(stage)
+        self._keys_or_setup(session, rnd, stage, server, sorted(nodes), nodes, now)
+        self.save(session, server, now)
+
+    def _keys_or_setup(self, session: Session, rnd: Round, stage: SecureRoundStage, server: SecureSumServer,
+                       participants: list[int], names: dict[int, str], now: datetime) -> None:  # fmt: skip
+        plan = graph_for(self.config, len(participants))
+        need = server.needs_keys(participants, round=rnd.number, threshold=plan.threshold)
+        if need and stage.key_pass < MAX_KEY_PASSES:
+            stage.key_pass += 1
+            self._enter(rnd, stage, KEYS, [names[n] for n in need], now)
+            return
+        participants = [n for n in participants if n not in need]
+        self._record_dropouts(stage, "keys_refit", [names[n] for n in need])
+        if len(participants) > self.spec.max_participants:
+            self._fail(session, rnd, stage, server, f"{len(participants)} participants exceed the secure-sum ring's "
+                       f"bound {self.spec.max_participants} (secure_sum.max_participants)", now)  # fmt: skip
+            return
+        if len(participants) < max(self.min_participants, 2):
+            self._fail(session, rnd, stage, server, f"{len(participants)} participant(s) with keys, below "
+                       f"min_participants {self.min_participants}", now)  # fmt: skip
+            return
+        threshold = threshold_for(len(participants), self.min_participants)
+        plan = graph_for(self.config, len(participants))
+        try:
+            server.round_setup(round=rnd.number, participants=sorted(participants), threshold=threshold,
+                               graph_degree=plan.degree, sharing_threshold=plan.threshold)  # fmt: skip
+        except (SecureAggregationError, ConfigError) as exc:
+            self._fail(session, rnd, stage, server, f"round setup: {exc}", now)
+            return
+        self._enter(rnd, stage, MASKING, [names[n] for n in sorted(participants)], now)
+
+    def _enter(self, rnd: Round, stage: SecureRoundStage, name: str, expected: list[str], now: datetime) -> None:
+        stage.stage, stage.expected = name, json.dumps(sorted(expected))
+        stage.stage_deadline = now + self.timeout
+        rnd.deadline = stage.stage_deadline
+
+    @staticmethod
+    def _record_dropouts(stage: SecureRoundStage, name: str, missing: list[str]) -> None:
+        if missing:
+            dropouts = json.loads(stage.dropouts)
+            dropouts[name] = sorted(set(dropouts.get(name, [])) | set(missing))
+            stage.dropouts = json.dumps(dropouts)
+
+    def _answered(self, session: Session, rnd: Round, stage: SecureRoundStage) -> set[str]:
+        kind = self.message_stage(stage)
+        return set(session.scalars(select(SecureMessage.organization_id).where(
+            SecureMessage.round == rnd.number, SecureMessage.stage == kind)))  # fmt: skip
+
+    @staticmethod
+    def message_stage(stage: SecureRoundStage) -> str:
+        """Name under which this stage's messages are kept (stage K per pass)."""
+        kind = _MESSAGE_STAGE[stage.stage]
+        return f"{kind}{stage.key_pass}" if stage.stage == KEYS else kind
+
+    def step(self, session: Session, rnd: Round, now: datetime) -> bool:
+        """Close the current stage if complete or past its deadline; ``True`` while the round stays open."""
+        stage = session.get(SecureRoundStage, rnd.number)
+        if stage is None or stage.stage in (DONE, FAILED):
+            return rnd.status == "open"
+        expected = set(_ids(stage.expected))
+        answered = self._answered(session, rnd, stage) & expected
+        if answered != expected and now < self._aware(stage.stage_deadline):
+            return True
+        missing = sorted(expected - answered)
+        self._record_dropouts(stage, stage.stage, missing)
+        names = self.organization_of(session)
+        nodes = {org: node for node, org in names.items()}
+        server = self.load(session, now)
+        if stage.stage == KEYS:
+            left_out = {nodes[o] for o in missing}
+            participants = [nodes[o] for o in _ids(rnd.roster) if nodes[o] not in left_out]
+            participants = [n for n in participants if names[n] not in json.loads(stage.dropouts).get(KEYS, [])]
+            self._keys_or_setup(session, rnd, stage, server, sorted(participants), names, now)
+        elif stage.stage == MASKING:
+            try:
+                requests = server.unmask_requests()
+            except RoundFailed as exc:
+                self._fail(session, rnd, stage, server, str(exc), now)
+            else:
+                self._enter(rnd, stage, UNMASKING, [names[n] for n in requests], now)
+        else:
+            self._finish(session, rnd, stage, server, names, now)
+        self.save(session, server, now)
+        return rnd.status == "open"
+
+    @staticmethod
+    def _aware(moment: datetime) -> datetime:
+        from oneliac_flwr.api.rounds import aware
+
+        return aware(moment)
+
+    def _fail(self, session: Session, rnd: Round, stage: SecureRoundStage, server: SecureSumServer, reason: str,
+              now: datetime) -> None:  # fmt: skip
+        server.abort_round()
+        stage.stage = FAILED
+        self._close(session, rnd, stage, "failed", reason, contributors=0, now=now)
+
+    def _close(self, session: Session, rnd: Round, stage: SecureRoundStage, status: str, reason: str | None, *,
+               contributors: int, now: datetime, extra: dict[str, Any] | None = None) -> None:  # fmt: skip
+        dropouts = json.loads(stage.dropouts)
+        missing = sorted({org for orgs in dropouts.values() for org in orgs})
+        report = {"roster": _ids(rnd.roster), "dropouts": missing, "dropouts_by_stage": dropouts,
+                  "contributors": contributors, **(extra or {})}  # fmt: skip
+        rnd.status, rnd.reason, rnd.report, rnd.closed_at = status, reason, json.dumps(report), now
+        session.add(AuditEvent(at=now, actor="coordinator", action=f"round.{status}", organization_id=None,
+                               detail=f"round {rnd.number} (secure sum): {contributors} contributor(s), "
+                                      f"{len(missing)} dropout(s)" + (f"; {reason}" if reason else "")))  # fmt: skip
+        logger.info("round %d %s (secure sum, %d contributors)%s", rnd.number, status, contributors,
+                    f": {reason}" if reason else "")  # fmt: skip
+
+    def _finish(self, session: Session, rnd: Round, stage: SecureRoundStage, server: SecureSumServer,
+                names: dict[int, str], now: datetime) -> None:  # fmt: skip
+        from oneliac_flwr.api.rounds import RoundEngine, encode_arrays, model_version_name
+
+        try:
+            result = server.finalize()
+        except RoundFailed as exc:
+            self._fail(session, rnd, stage, server, str(exc), now)
+            return
+        weights, global_arrays = RoundEngine.model_arrays(session, rnd.base_version)
+        outcome = secure_sum_aggregate(
+            result.weighted_sum, counted=list(result.counted), global_arrays=global_arrays,
+            statistics_slots=self.slots, clip_bound=self.spec.clip_bound, frac_bits=self.spec.frac_bits, noise_std=0.0,
+        )  # fmt: skip
+        extra = {"counted": sorted(names[n] for n in result.counted), "error_bound_sum": float(result.error_bound),
+                 "recovered_dropouts": int(result.recovered_dropouts),
+                 "silent_in_unmask": sorted(names[n] for n in result.silent_in_unmask),
+                 "aggregate_check": outcome.check.to_dict(), "label_distribution": outcome.label_distribution}  # fmt: skip
+        if outcome.failure is not None:
+            stage.stage = FAILED
+            self._close(session, rnd, stage, "failed", outcome.failure, contributors=0, now=now, extra=extra)
+            return
+        accuracy = outcome.aggregate.metrics.get("received_eval_accuracy")
+        if accuracy is not None:  # the hospitals' evaluation of the model they received: the base version
+            base = session.get(ModelVersion, rnd.base_version)
+            if base is not None:
+                base.accuracy = float(accuracy)
+        result_core = self.core.complete(rnd.number, outcome.aggregate, global_arrays)
+        stage.stage = DONE if result_core.status == "ok" else FAILED
+        contributors = len(result.counted)
+        if result_core.status == "ok" and result_core.arrays is not None:
+            weights_file = encode_arrays(weights, result_core.arrays)
+            session.add(ModelVersion(version=model_version_name(rnd.number), training_round=rnd.number,
+                                     weights=weights_file, sha256=hashlib.sha256(weights_file).hexdigest(),
+                                     contributors=contributors, accuracy=None, epsilon_spent=None,
+                                     created_at=now))  # fmt: skip
+        self._close(session, rnd, stage, result_core.status, result_core.reason, contributors=contributors, now=now,
+                    extra=extra)  # fmt: skip
+
+    # ------------------------------------------------------------------ what an organization sees
+    def view(self, session: Session, rnd: Round, organization_id: str, now: datetime) -> StageView | None:
+        """This organization's stage and next action in ``rnd`` (``None`` before the stage row exists)."""
+        stage = session.get(SecureRoundStage, rnd.number)
+        if stage is None:
+            return None
+        node = self.node_id(session, organization_id)
+        action = "wait"
+        if stage.stage in (KEYS, MASKING, UNMASKING) and organization_id in _ids(stage.expected):
+            done = session.get(SecureMessage, (rnd.number, organization_id, self.message_stage(stage)))
+            if done is None:
+                action = {KEYS: "advertise_keys", MASKING: "submit", UNMASKING: "unmask"}[stage.stage]
+        return StageView(stage=stage.stage, next_action=action, node_id=node, run_id=self.run_id(session, now))
+
+    def stage_of(self, session: Session, number: int) -> SecureRoundStage | None:
+        """The stage row of round ``number``."""
+        return session.get(SecureRoundStage, number)
+
+    def setup(self, session: Session, number: int, now: datetime) -> RoundSetup:
+        """The open round's setup (stage M and U).
+
+        Raises
+        ------
+        ProtocolViolation
+            The round is not in stage M or U.
+        """
+        stage = session.get(SecureRoundStage, number)
+        server = self.load(session, now)
+        state = server.state_dict().get("round")
+        if stage is None or stage.stage not in (MASKING, UNMASKING) or state is None:
+            raise ProtocolViolation(f"round {number} has no round setup to download now")
+        return RoundSetup.from_record(state["setup"])
+
+    def unmask_request(self, session: Session, number: int, organization_id: str, now: datetime) -> UnmaskRequest:
+        """This organization's unmask request (stage U).
+
+        Raises
+        ------
+        ProtocolViolation
+            The round is not in stage U or nothing was asked of this organization.
+        """
+        stage = session.get(SecureRoundStage, number)
+        if stage is None or stage.stage != UNMASKING:
+            raise ProtocolViolation(f"round {number} is not in stage U (unmasking)")
+        node = self.node_id(session, organization_id)
+        requests = self.load(session, now).state_dict()["round"]["requests"] or []
+        for recipient, record in requests:
+            if recipient == node:
+                return UnmaskRequest.from_record(record)
+        raise ProtocolViolation(f"no unmask request for {organization_id} in round {number}")
+
+    # ------------------------------------------------------------------ messages (under the lock)
+    def accept(self, session: Session, *, number: int, organization_id: str, kind: str, record: dict[str, Any],
+               masked: np.ndarray | None, now: datetime) -> None:  # fmt: skip
+        """Feed one stage message to the protocol state (raises, and stores nothing, if refused).
+
+        Parameters
+        ----------
+        kind : {"keys", "masked", "unmask"}
+            The stage the message belongs to; it must be the round's current stage.
+
+        Raises
+        ------
+        ProtocolViolation
+            Wrong stage, not expected from this organization, or refused by the protocol
+            (the message names the field).
+        """
+        stage = session.get(SecureRoundStage, number)
+        if stage is None or stage.stage not in _MESSAGE_STAGE or _MESSAGE_STAGE[stage.stage] != kind:
+            current = stage.stage if stage is not None else "none"
+            raise StageClosed(f"round {number} is in stage {current!r}, not taking {kind!r} messages")
+        if organization_id not in _ids(stage.expected):
+            raise StageClosed(f"round {number}'s stage {stage.stage!r} expects nothing from {organization_id}")
+        node = self.node_id(session, organization_id)
+        server = self.load(session, now)
+        if kind == "keys":
+            server.register_keys(node, AdvertiseKeys.from_record(record))
+        elif kind == "masked":
+            if masked is None:
+                raise ProtocolViolation("gradients_encrypted: the masked vector is missing")
+            server.receive_masked(node, MaskedInput.from_record(record, masked=masked))
+        else:
+            server.receive_unmask(node, UnmaskResponse.from_record(record))
+        self.save(session, server, now)
+
+    def message_kind_now(self, session: Session, number: int) -> str | None:
+        """The message stage name (``keys1``, ``masked``, ``unmask``) the round takes now."""
+        stage = session.get(SecureRoundStage, number)
+        if stage is None or stage.stage not in _MESSAGE_STAGE:
+            return None
+        return self.message_stage(stage)
+
+    def ring_dtype(self) -> np.dtype:
+        """dtype of a masked vector's ring elements (little-endian on the wire)."""
+        return np.dtype(self.spec.dtype).newbyteorder("<")
+
+
+class StageClosed(ProtocolViolation):
+    """A stage message arrived for a stage that is not (or no longer) open for its sender."""

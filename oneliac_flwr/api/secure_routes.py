@@ -1,0 +1,187 @@
+"""HTTP endpoints of the secure-sum stages (``aggregation_method: secure_sum``).
+
+- ``GET  /secure-sum/node``: this organization's node id and the run id;
+- ``POST /rounds/{round}/keys``: stage K, the key advertisement;
+- ``GET  /rounds/{round}/setup``: stage M, the round setup;
+- ``POST /gradients`` (:func:`submit_masked`): stage M, the masked vector;
+- ``GET  /rounds/{round}/unmask-request`` and ``POST /rounds/{round}/unmask-response``: stage U.
+
+Message records travel through the one codec :mod:`oneliac_flwr.api.records`. A message
+goes into the protocol state under the round lock, in the same transaction that records
+it (:class:`~oneliac_flwr.api.store.SecureMessage`), so the same body again gets the same
+receipt and a different one 409.
+"""
+
+
+import hashlib
+import json
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import numpy as np
+from fastapi import Depends, FastAPI, Path
+
+from oneliac_flwr.api.problems import ApiProblem
+from oneliac_flwr.api.records import record_from_json, record_to_json
+from oneliac_flwr.api.rounds import RoundEngine
+from oneliac_flwr.api.schemas import GradientsIn, Receipt, SecureNodeOut, SecureRecordIn, SecureRecordOut
+from oneliac_flwr.api.secure_rounds import SecureRounds, StageClosed
+from oneliac_flwr.api.store import AuditEvent, Database, Round, SecureMessage
+from oneliac_flwr.errors import ProtocolViolation
+
+__all__ = ["install_secure_routes", "submit_masked"]
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def field_of(exc: ProtocolViolation, prefix: str) -> str:
+    """The request field a protocol refusal names (``<prefix>.<attribute>``)."""
+    head = str(exc).split(": ", 1)[0].strip()
+    if head in (prefix, "gradients_encrypted") or head.startswith((f"{prefix}.", f"{prefix}[")):
+        return head
+    tail = head.rsplit("/", 1)[-1]
+    if "." in tail:
+        return f"{prefix}.{tail.split('.', 1)[1]}"
+    return prefix
+
+
+def _hash(body: Any) -> str:
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def _accept(database: Database, engine: RoundEngine, *, number: int, who: str, kind: str, body_hash: str,
+            record: Any, prefix: str, masked_hex: str | None = None, model_version: str | None = None) -> Receipt:  # fmt: skip
+    """Take one stage message: replay, stage and roster checks, the protocol's checks, then store."""
+    secure = engine.secure
+    if secure is None:
+        raise ApiProblem(409, "not_secure_sum", "Conflict", "this federation does not run secure_sum rounds")
+    receipt = "rcpt_" + hashlib.sha256(f"{number}|{who}|{kind}|{body_hash}".encode()).hexdigest()[:32]
+    engine.advance()
+    with database.transaction() as session:
+        engine.lock(session)
+        rnd = session.get(Round, number)
+        if rnd is None:
+            raise ApiProblem(409, "round_not_open", "Conflict", f"round {number} is not open", field="round")
+        if who not in json.loads(rnd.roster):
+            raise ApiProblem(403, "not_in_roster", "Forbidden", f"{who} is not on round {number}'s roster")
+        stage_kind = secure.message_kind_now(session, number)
+        kinds = [k for k in (stage_kind, kind) if k is not None and (k == kind or k.startswith(kind))]
+        for name in dict.fromkeys(kinds):
+            existing = session.get(SecureMessage, (number, who, name))
+            if existing is not None:
+                if existing.body_sha256 == body_hash:
+                    return Receipt(receipt=existing.receipt, round=number, organization_id=who, replayed=True)
+                raise ApiProblem(409, "conflicting_resubmission", "Conflict",
+                                 f"a different {kind} message for round {number} was already accepted", field=prefix)  # fmt: skip
+        if rnd.status != "open" or stage_kind is None or not stage_kind.startswith(kind):
+            raise ApiProblem(409, "stage_closed", "Conflict",
+                             f"round {number} does not take {kind} messages now (round {rnd.status})", field="round")  # fmt: skip
+        if model_version is not None and model_version != rnd.base_version:
+            raise ApiProblem(409, "stale_model_version", "Conflict",
+                             f"round {number} trains model {rnd.base_version}, not {model_version}", field="model_version")  # fmt: skip
+        try:
+            decoded = record_from_json(record, field=prefix)
+            masked = None
+            if masked_hex is not None:
+                blob = bytes.fromhex(masked_hex[2:])
+                dtype = secure.ring_dtype()
+                if len(blob) % dtype.itemsize:
+                    raise ProtocolViolation(f"gradients_encrypted: {len(blob)} bytes is not a whole number of "
+                                            f"{dtype.itemsize}-byte ring elements")  # fmt: skip
+                masked = np.frombuffer(blob, dtype=dtype).astype(secure.spec.dtype)
+            secure.accept(session, number=number, organization_id=who, kind=kind, record=decoded, masked=masked, now=_now())
+        except StageClosed as exc:
+            raise ApiProblem(409, "stage_closed", "Conflict", str(exc), field="round") from None
+        except ProtocolViolation as exc:
+            raise ApiProblem(422, "secure_sum_rejected", "Invalid request", str(exc), field=field_of(exc, prefix)) from None
+        session.add(SecureMessage(round=number, organization_id=who, stage=stage_kind, body_sha256=body_hash,
+                                  receipt=receipt, received_at=_now()))  # fmt: skip
+        session.add(AuditEvent(at=_now(), actor=who, action=f"secure_sum.{kind}", organization_id=who,
+                               detail=f"round {number}"))  # fmt: skip
+    engine.advance()
+    return Receipt(receipt=receipt, round=number, organization_id=who, replayed=False)
+
+
+def submit_masked(database: Database, engine: RoundEngine, body: GradientsIn, who: str) -> Receipt:
+    """``POST /gradients`` in secure_sum mode: the masked vector and its protocol fields (stage M)."""
+    if body.secure_sum is None:
+        raise ApiProblem(422, "secure_sum_missing", "Invalid request",
+                         "secure_sum mode: send the masked input's protocol fields in 'secure_sum'", field="secure_sum")  # fmt: skip
+    return _accept(database, engine, number=body.round, who=who, kind="masked", body_hash=_hash(body.model_dump()),
+                   record=body.secure_sum, prefix="secure_sum", masked_hex=body.gradients_encrypted,
+                   model_version=body.model_version)  # fmt: skip
+
+
+def install_secure_routes(app: FastAPI, *, prefix: str, database: Database, engine: RoundEngine,
+                          caller: Callable[..., str], errors: dict[int | str, dict[str, Any]]) -> None:  # fmt: skip
+    """Add the secure-sum stage endpoints to ``app``."""
+
+    def organization(who: Annotated[str, Depends(caller)]) -> str:
+        if who == "admin":
+            raise ApiProblem(403, "forbidden", "Forbidden", "secure-sum messages need an organization's API key")
+        return who
+
+    def secure() -> SecureRounds:
+        if engine.secure is None:
+            raise ApiProblem(409, "not_secure_sum", "Conflict", "this federation does not run secure_sum rounds")
+        return engine.secure
+
+    def post_record(round: int, body: SecureRecordIn, who: str, kind: str) -> Receipt:
+        if body.organization_id != who:
+            raise ApiProblem(403, "organization_mismatch", "Forbidden",
+                             "organization_id is not the organization of this API key", field="organization_id")  # fmt: skip
+        secure()
+        return _accept(database, engine, number=round, who=who, kind=kind, body_hash=_hash(body.model_dump()),
+                       record=body.record, prefix="record")  # fmt: skip
+
+    round_path = Annotated[int, Path(ge=1, le=10**6)]
+
+    @app.get(f"{prefix}/secure-sum/node", response_model=SecureNodeOut, responses=errors)
+    def secure_node(who: Annotated[str, Depends(organization)]) -> SecureNodeOut:
+        """This organization's stable secure-sum node id and the federation's run id."""
+        machine = secure()
+        with database.transaction() as session:
+            engine.lock(session)
+            return SecureNodeOut(organization_id=who, node_id=machine.node_id(session, who),
+                                 run_id=machine.run_id(session, _now()))  # fmt: skip
+
+    @app.post(f"{prefix}/rounds/{{round}}/keys", response_model=Receipt, responses=errors)
+    def advertise_keys(round: round_path, body: SecureRecordIn, who: Annotated[str, Depends(organization)]) -> Receipt:
+        """Stage K: this organization's signed envelope and mask keys (an AdvertiseKeys record)."""
+        return post_record(round, body, who, "keys")
+
+    @app.get(f"{prefix}/rounds/{{round}}/setup", response_model=SecureRecordOut, responses=errors)
+    def round_setup(round: round_path, who: Annotated[str, Depends(organization)]) -> SecureRecordOut:
+        """Stage M: the round setup (participants, their keys, ring, threshold, graph)."""
+        machine = secure()
+        with database.transaction() as session:
+            engine.lock(session)
+            rnd = session.get(Round, round)
+            if rnd is None or who not in json.loads(rnd.roster):
+                raise ApiProblem(403 if rnd is not None else 409, "not_in_roster" if rnd is not None else "round_not_open",
+                                 "Forbidden" if rnd is not None else "Conflict", f"no round {round} setup for {who}")  # fmt: skip
+            try:
+                setup = machine.setup(session, round, _now())
+            except ProtocolViolation as exc:
+                raise ApiProblem(409, "stage_closed", "Conflict", str(exc), field="round") from None
+        return SecureRecordOut(round=round, record=record_to_json(setup.to_record()))
+
+    @app.get(f"{prefix}/rounds/{{round}}/unmask-request", response_model=SecureRecordOut, responses=errors)
+    def unmask_request(round: round_path, who: Annotated[str, Depends(organization)]) -> SecureRecordOut:
+        """Stage U: what this organization must reveal (shares of counted nodes' seeds, of dropped nodes' keys)."""
+        machine = secure()
+        with database.transaction() as session:
+            engine.lock(session)
+            try:
+                request = machine.unmask_request(session, round, who, _now())
+            except ProtocolViolation as exc:
+                raise ApiProblem(409, "stage_closed", "Conflict", str(exc), field="round") from None
+        return SecureRecordOut(round=round, record=record_to_json(request.to_record()))
+
+    @app.post(f"{prefix}/rounds/{{round}}/unmask-response", response_model=Receipt, responses=errors)
+    def unmask_response(round: round_path, body: SecureRecordIn, who: Annotated[str, Depends(organization)]) -> Receipt:
+        """Stage U: this organization's unmask response (an UnmaskResponse record)."""
+        return post_record(round, body, who, "unmask")

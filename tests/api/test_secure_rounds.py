@@ -1,0 +1,371 @@
+"""Secure-sum rounds over REST, against real uvicorn processes and the core secure-sum client."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from safetensors.numpy import load as safetensors_load
+
+from oneliac_flwr.api.participant import masked_vector, secure_node, take_part_in_secure_round
+from oneliac_flwr.api.records import record_from_json, record_to_json
+from oneliac_flwr.masked_statistics import MaskedStatistics
+from oneliac_flwr.secure import Identity, RoundSetup, SecureSumClient, UnmaskRequest, plan_ring
+from oneliac_flwr.secure.encoding import error_bound
+
+from conftest import PREFIX, hospital
+
+MAX_PARTICIPANTS = 6
+
+
+def settings(*, min_participants: int = 3, timeout_minutes: float = 1.0, max_rounds: int = 3) -> list[str]:
+    return [
+        "aggregation_config.aggregation_method=secure_sum", "strategy=fedavg", "privacy_budget=none",
+        f"secure_sum.max_participants={MAX_PARTICIPANTS}", f"aggregation_config.min_participants={min_participants}",
+        f"aggregation_config.timeout_minutes={timeout_minutes}", f"aggregation_config.max_rounds={max_rounds}",
+    ]  # fmt: skip
+
+
+SPEC = plan_ring(clip_bound=1.0, weight_bound=1000, max_participants=MAX_PARTICIPANTS)
+
+
+@dataclass
+class Hospital:
+    """One organization: its registration, its core secure-sum client, its HTTP client per service."""
+
+    org: dict[str, Any]
+    identity: Identity = field(default_factory=Identity.generate)
+    client: SecureSumClient | None = None
+
+    @property
+    def id(self) -> str:
+        return self.org["organization_id"]
+
+    def http(self, service) -> httpx.Client:  # noqa: ANN001
+        return service.client(token=self.org["api_key"])
+
+    def join(self, service) -> None:  # noqa: ANN001
+        with self.http(service) as http:
+            node = secure_node(http)
+        self.client = SecureSumClient(node_id=node.node_id, run_id=node.run_id, identity=self.identity,
+                                      organization=self.id)  # fmt: skip
+
+
+def register(service, n: int) -> list[Hospital]:  # noqa: ANN001
+    with service.client() as admin:
+        return [Hospital(admin.post(f"{PREFIX}/organizations", json=hospital(f"Hospital {i}", i)).json()) for i in range(n)]
+
+
+def model(http: httpx.Client, version: str | None = None) -> tuple[list[np.ndarray], dict]:
+    meta = http.get(f"{PREFIX}/model", params={"version": version} if version else None).json()
+    tensors = safetensors_load(bytes.fromhex(meta["weights"][2:]))
+    return [tensors[n] for n in sorted(tensors)], meta
+
+
+def status(http: httpx.Client, **params: Any) -> dict:
+    response = http.get(f"{PREFIX}/rounds/current", params=params)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 90.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError("condition not reached in time")
+
+
+def update_of(arrays: list[np.ndarray], index: int, round_: int) -> list[np.ndarray]:
+    rng = np.random.default_rng(100 * round_ + index)
+    return [0.01 * rng.standard_normal(a.shape) for a in arrays]
+
+
+def statistics(index: int) -> MaskedStatistics:
+    return MaskedStatistics(train_loss=0.5, train_accuracy=0.8, eval_loss=0.4, eval_accuracy=0.6 + 0.1 * index,
+                            label_fractions=(0.5, 0.5))  # fmt: skip
+
+
+def drive(services: list, h: Hospital, round_: int, update: list[np.ndarray], weight: float, *,  # noqa: ANN001
+          stop_at: str | None = None, stop_after: str | None = None, stats: MaskedStatistics | None = None) -> dict:  # fmt: skip
+    """Raw HTTP: act on round ``round_`` until it closes (or stop before ``stop_at``, or right after
+    ``stop_after``); on a transport error, go on through the next service."""
+    assert h.client is not None
+    attempt = 0
+    stage = None
+    while True:
+        service = services[attempt % len(services)]
+        try:
+            with h.http(service) as http:
+                while True:
+                    params = {"wait_seconds": 5, "after_round": round_, "after_status": "open", "after_stage": stage} if stage else {}
+                    state = status(http, **params)
+                    stage = state.get("stage")
+                    if state["round"] is None or state["round"] < round_:
+                        stage = None
+                        time.sleep(0.2)
+                        continue
+                    if state["round"] > round_ or state["status"] != "open":
+                        return state
+                    action = state["next_action"]
+                    if action == stop_at:
+                        return state
+                    if action == "advertise_keys":
+                        message = h.client.advertise_keys(round=round_)
+                        answer = http.post(f"{PREFIX}/rounds/{round_}/keys",
+                                           json={"organization_id": h.id, "record": record_to_json(message.to_record())})  # fmt: skip
+                        assert answer.status_code == 200, answer.text
+                    elif action == "submit":
+                        setup = RoundSetup.from_record(record_from_json(http.get(f"{PREFIX}/rounds/{round_}/setup").json()["record"]))
+                        masked = h.client.mask(masked_vector(update, setup=setup, statistics=stats), weight=weight, setup=setup)
+                        answer = http.post(f"{PREFIX}/gradients", json=masked_body(h, round_, state["model_version"], masked))
+                        assert answer.status_code == 200, answer.text
+                    elif action == "unmask":
+                        got = http.get(f"{PREFIX}/rounds/{round_}/unmask-request").json()
+                        response = h.client.unmask(UnmaskRequest.from_record(record_from_json(got["record"])))
+                        answer = http.post(f"{PREFIX}/rounds/{round_}/unmask-response",
+                                           json={"organization_id": h.id, "record": record_to_json(response.to_record())})  # fmt: skip
+                        assert answer.status_code == 200, answer.text
+                    else:
+                        continue
+                    if action == stop_after:
+                        return state
+                    stage = None  # look again at once
+        except httpx.TransportError:
+            attempt += 1
+            time.sleep(0.5)
+
+
+def masked_body(h: Hospital, round_: int, version: str, masked: Any) -> dict:
+    wire = np.ascontiguousarray(masked.masked, dtype=np.dtype(masked.masked.dtype).newbyteorder("<"))
+    return {"organization_id": h.id, "round": round_, "gradients_encrypted": "0x" + wire.tobytes().hex(),
+            "model_version": version, "sample_count": 1, "secure_sum": record_to_json(masked.to_record())}  # fmt: skip
+
+
+def expected_model(base: list[np.ndarray], updates: dict[int, list[np.ndarray]], weights: dict[int, float]) -> list[np.ndarray]:
+    total = sum(weights.values())
+    out = []
+    for k, array in enumerate(base):
+        clipped = {}
+        for i, update in updates.items():
+            norm = float(np.sqrt(sum(float(np.sum(u**2)) for u in update)))
+            clipped[i] = update[k] * min(1.0, 1.0 / norm)
+        out.append((array + sum(weights[i] * clipped[i] for i in updates) / total).astype(array.dtype))
+    return out
+
+
+def run_round(services: list, hospitals: list[Hospital], round_: int, weights: dict[int, float], *,  # noqa: ANN001
+              stop_at: dict[int, str] | None = None, stats: bool = False) -> tuple[dict, list[np.ndarray], dict]:  # fmt: skip
+    with hospitals[0].http(services[0]) as http:
+        wait_until(lambda: (s := status(http))["round"] == round_ and s["status"] == "open")
+        base, meta = model(http)
+    updates = {i: update_of(base, i, round_) for i in range(len(hospitals))}
+    stop_at = stop_at or {}
+    with concurrent.futures.ThreadPoolExecutor(max_workers=len(hospitals)) as pool:
+        futures = [pool.submit(drive, services, h, round_, updates[i], weights[i], stop_at=stop_at.get(i),
+                               stats=statistics(i) if stats else None) for i, h in enumerate(hospitals)]  # fmt: skip
+        for future in futures:
+            future.result()
+    with hospitals[0].http(services[0]) as http:
+        final = wait_until(lambda: (s := status(http, wait_seconds=5, after_round=round_, after_status="open"))["round"] != round_ or s["status"] != "open")
+        rounds = {r["round"]: r for r in http.get(f"{PREFIX}/rounds").json()}
+    del final
+    return rounds[round_], base, updates
+
+
+def assert_model(http: httpx.Client, base: list[np.ndarray], updates: dict, weights: dict, counted: list[int]) -> None:
+    served, _ = model(http)
+    expected = expected_model(base, {i: updates[i] for i in counted}, {i: weights[i] for i in counted})
+    tolerance = error_bound(SPEC, len(counted)) / sum(weights[i] for i in counted) + 1e-6
+    for a, b in zip(served, expected, strict=True):
+        np.testing.assert_allclose(a, b, rtol=0, atol=tolerance)
+
+
+def register_then_serve(start_service, n: int, **kwargs: Any) -> tuple[Any, list[Hospital]]:  # noqa: ANN001
+    """Register ``n`` organizations before any round can open (the roster is fixed at opening)."""
+    setup = start_service(extra=["aggregation_config.min_participants=100", "federation.num_organizations=100"])
+    hospitals = register(setup, n)
+    setup.stop()
+    service = start_service(extra=settings(**kwargs))
+    for h in hospitals:
+        h.join(service)
+    return service, hospitals
+
+
+def test_three_organizations_three_secure_rounds_give_the_weighted_mean(start_service) -> None:  # noqa: ANN001
+    service = start_service(extra=settings(min_participants=3))
+    hospitals = register(service, 3)
+    for h in hospitals:
+        h.join(service)
+    weights = {0: 100.0, 1: 300.0, 2: 600.0}
+    for round_ in (1, 2, 3):
+        report, base, updates = run_round([service], hospitals, round_, weights, stats=True)
+        assert report["status"] == "ok", report
+        assert report["contributors"] == 3 and report["dropouts"] == []
+        with hospitals[0].http(service) as http:
+            assert_model(http, base, updates, weights, [0, 1, 2])
+            _, received = model(http, f"1.0.{round_ - 1}")
+            expected_accuracy = sum(weights[i] * (0.6 + 0.1 * i) for i in range(3)) / sum(weights.values())
+            assert received["accuracy"] == pytest.approx(expected_accuracy, abs=1e-3)
+            assert model(http)[1]["accuracy"] is None  # nobody evaluated the newest version yet
+    with hospitals[0].http(service) as http:
+        assert status(http)["next_action"] == "finished"
+
+
+def test_participant_driver_takes_part_in_a_round(start_service) -> None:  # noqa: ANN001
+    service = start_service(extra=settings(min_participants=3, max_rounds=1))
+    hospitals = register(service, 3)
+    for h in hospitals:
+        h.join(service)
+    with hospitals[0].http(service) as http:
+        base, meta = model(http)
+    updates = {i: update_of(base, i, 1) for i in range(3)}
+    weights = {0: 10.0, 1: 20.0, 2: 30.0}
+    seen: list[str] = []
+
+    def take_part(i: int):
+        with hospitals[i].http(service) as http:
+            return take_part_in_secure_round(
+                http, organization_id=hospitals[i].id, secure_client=hospitals[i].client, update=updates[i],
+                weight=weights[i], model_version=meta["model_version"], statistics=statistics(i), wait_seconds=5,
+                give_up_after=120, progress=seen.append,
+            )  # fmt: skip
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=3) as pool:
+        receipts = list(pool.map(take_part, range(3)))
+    assert all(r.status == "ok" and r.round == 1 and r.contributors == 3 for r in receipts)
+    assert receipts[0].stages == ("keys", "masked", "unmask") and seen
+    with hospitals[0].http(service) as http:
+        assert_model(http, base, updates, weights, [0, 1, 2])
+
+
+@pytest.mark.parametrize("stage", ["advertise_keys", "submit", "unmask"])
+def test_a_dropout_at_each_stage_is_recovered(start_service, stage: str) -> None:  # noqa: ANN001
+    service, hospitals = register_then_serve(start_service, 4, min_participants=3, timeout_minutes=0.15, max_rounds=2)
+    weights = {0: 50.0, 1: 60.0, 2: 70.0, 3: 80.0}
+    if stage == "advertise_keys":
+        report, base, updates = run_round([service], hospitals, 1, weights, stop_at={3: stage}, stats=True)
+    else:  # the dropout happens in round 2, when keys were carried over from round 1
+        first, _, _ = run_round([service], hospitals, 1, weights, stats=True)
+        assert first["status"] == "ok"
+        report, base, updates = run_round([service], hospitals, 2, weights, stop_at={3: stage}, stats=True)
+    assert report["status"] == "ok", report
+    counted = [0, 1, 2, 3] if stage == "unmask" else [0, 1, 2]
+    assert report["contributors"] == len(counted)
+    if stage != "unmask":
+        assert report["dropouts"] == [hospitals[3].id]
+    with hospitals[0].http(service) as http:
+        assert_model(http, base, updates, weights, counted)
+
+
+def test_below_the_threshold_the_round_fails_and_the_model_is_unchanged(start_service) -> None:  # noqa: ANN001
+    service, hospitals = register_then_serve(start_service, 4, min_participants=3, timeout_minutes=0.15, max_rounds=1)
+    weights = {0: 50.0, 1: 60.0, 2: 70.0, 3: 80.0}
+    report, _, _ = run_round([service], hospitals, 1, weights, stop_at={2: "submit", 3: "submit"}, stats=True)
+    assert report["status"] == "failed" and "below the threshold" in report["reason"]
+    assert sorted(report["dropouts"]) == sorted([hospitals[2].id, hospitals[3].id])
+    with hospitals[0].http(service) as http:
+        assert model(http)[1]["model_version"] == "1.0.0"
+
+
+def test_sigkill_and_restart_mid_secure_round(start_service) -> None:  # noqa: ANN001
+    first = start_service(extra=settings(min_participants=3, max_rounds=1, timeout_minutes=5))
+    hospitals = register(first, 3)
+    for h in hospitals:
+        h.join(first)
+    with hospitals[0].http(first) as http:
+        wait_until(lambda: status(http)["status"] == "open")
+        base, _ = model(http)
+    updates = {i: update_of(base, i, 1) for i in range(3)}
+    weights = {0: 1.0, 1: 2.0, 2: 3.0}
+    # everyone advertises keys and two upload their masked vectors; then the coordinator dies
+    with concurrent.futures.ThreadPoolExecutor(max_workers=3) as pool:
+        list(pool.map(lambda i: drive([first], hospitals[i], 1, updates[i], weights[i], stop_after="advertise_keys", stats=statistics(i)), range(3)))
+    for i in (0, 1):
+        drive([first], hospitals[i], 1, updates[i], weights[i], stop_after="submit", stats=statistics(i))
+    first.stop(signal.SIGKILL)
+    second = start_service(extra=settings(min_participants=3, max_rounds=1, timeout_minutes=5))
+    with concurrent.futures.ThreadPoolExecutor(max_workers=3) as pool:
+        list(pool.map(lambda i: drive([second], hospitals[i], 1, updates[i], weights[i], stats=statistics(i)), range(3)))
+    with hospitals[0].http(second) as http:
+        rounds = http.get(f"{PREFIX}/rounds").json()
+        assert rounds[0]["status"] == "ok" and rounds[0]["contributors"] == 3
+        assert_model(http, base, updates, weights, [0, 1, 2])
+
+
+def test_two_coordinator_processes_serve_one_secure_federation(start_service) -> None:  # noqa: ANN001
+    services = [start_service(extra=settings(min_participants=3, max_rounds=2)) for _ in range(2)]
+    hospitals = register(services[0], 3)
+    for h in hospitals:
+        h.join(services[1])
+    weights = {0: 5.0, 1: 6.0, 2: 7.0}
+    for round_ in (1, 2):
+        with concurrent.futures.ThreadPoolExecutor(max_workers=3) as pool:
+            with hospitals[0].http(services[0]) as http:
+                wait_until(lambda: (s := status(http))["round"] == round_ and s["status"] == "open")
+                base, _ = model(http)
+            updates = {i: update_of(base, i, round_) for i in range(3)}
+            # each hospital alternates between the two processes
+            list(pool.map(lambda i: drive(services[i % 2:] + services[: i % 2], hospitals[i], round_, updates[i], weights[i],
+                                        stats=statistics(i)), range(3)))
+        with hospitals[0].http(services[1]) as http:
+            wait_until(lambda: model(http)[1]["training_round"] == round_)
+            assert_model(http, base, updates, weights, [0, 1, 2])
+    with services[0].client() as admin:
+        events = [e["action"] for e in admin.get(f"{PREFIX}/audit", params={"limit": 1000}).json()]
+    assert events.count("round.opened") == 2 and events.count("round.ok") == 2  # each transition exactly once
+
+
+def test_attacks_on_the_secure_stages_are_refused(start_service) -> None:  # noqa: ANN001
+    service = start_service(extra=settings(min_participants=3, max_rounds=1))
+    hospitals = register(service, 3)
+    for h in hospitals:
+        h.join(service)
+    a, b, c = hospitals
+    with a.http(service) as http:
+        wait_until(lambda: status(http)["next_action"] == "advertise_keys")
+        version = status(http)["model_version"]
+        keys = record_to_json(a.client.advertise_keys(round=1).to_record())
+        # A posts as B: 403
+        posed = http.post(f"{PREFIX}/rounds/1/keys", json={"organization_id": b.id, "record": keys})
+        assert posed.status_code == 403 and posed.json()["field"] == "organization_id"
+        # a malformed record field: 422 naming it
+        broken = dict(keys, c_pk="0x1234")
+        refused = http.post(f"{PREFIX}/rounds/1/keys", json={"organization_id": a.id, "record": broken})
+        assert refused.status_code == 422 and refused.json()["field"] == "record.c_pk", refused.text
+        bad_hex = dict(keys, s_pk="0xzz")
+        refused = http.post(f"{PREFIX}/rounds/1/keys", json={"organization_id": a.id, "record": bad_hex})
+        assert refused.status_code == 422 and refused.json()["field"] == "record.s_pk", refused.text
+        assert http.post(f"{PREFIX}/rounds/1/keys", json={"organization_id": a.id, "record": keys}).status_code == 200
+    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+        list(pool.map(lambda h: drive([service], h, 1, [], 1.0, stop_at="submit"), (b, c)))
+    with a.http(service) as http:
+        wait_until(lambda: status(http)["next_action"] == "submit")
+        base, _ = model(http)
+        setup = RoundSetup.from_record(record_from_json(http.get(f"{PREFIX}/rounds/1/setup").json()["record"]))
+        masked = a.client.mask(masked_vector(update_of(base, 0, 1), setup=setup, statistics=statistics(0)), weight=3.0, setup=setup)
+        good = masked_body(a, 1, version, masked)
+        stale = http.post(f"{PREFIX}/gradients", json=dict(good, model_version="0.9.9"))
+        assert stale.status_code == 409 and stale.json()["field"] == "model_version"
+        wrong = http.post(f"{PREFIX}/gradients", json=dict(good, secure_sum=dict(good["secure_sum"], run_id=5)))
+        assert wrong.status_code == 422 and wrong.json()["field"] == "secure_sum.run_id", wrong.text
+        first = http.post(f"{PREFIX}/gradients", json=good)
+        assert first.status_code == 200, first.text
+        again = http.post(f"{PREFIX}/gradients", json=good)  # the replay: the same receipt
+        assert again.json() == {**first.json(), "replayed": True}
+        altered_hex = good["gradients_encrypted"][:-2] + ("00" if good["gradients_encrypted"][-2:] != "00" else "01")
+        altered = http.post(f"{PREFIX}/gradients", json=dict(good, gradients_encrypted=altered_hex))
+        assert altered.status_code == 409 and altered.json()["type"].endswith("conflicting_resubmission")
+    with b.http(service) as http:  # B replays A's masked input under its own name: refused, nothing stored
+        replayed = http.post(f"{PREFIX}/gradients", json=dict(good, organization_id=b.id))
+        assert replayed.status_code == 422 and replayed.json()["field"] == "secure_sum.node_id"
+        assert status(http)["next_action"] == "submit"
