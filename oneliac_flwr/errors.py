@@ -17,6 +17,15 @@ __all__ = [
     "ProtocolViolation",
     "RoundFailed",
     "ValidationFailed",
+    "CoordinatorError",
+    "AuthenticationFailed",
+    "RoundClosed",
+    "StaleModelVersion",
+    "SubmissionRejected",
+    "CoordinatorBudgetExhausted",
+    "RoundNotAggregated",
+    "CoordinatorUnavailable",
+    "FeatureUnavailable",
 ]
 
 
@@ -66,4 +75,79 @@ class RoundFailed(SecureAggregationError):
 
 
 class ValidationFailed(OneliacError):
-    """A submission failed one or more validation checks."""
+    """A submission failed one or more validation checks.
+
+    Parameters
+    ----------
+    message : str
+        What failed (by convention it starts with the check's name).
+    check : str, optional
+        The name of the (first) failed check, e.g. ``"nan_check"``.
+    """
+
+    def __init__(self, message: str, *, check: str | None = None) -> None:
+        super().__init__(message)
+        self.check = check
+
+
+class CoordinatorError(OneliacError):
+    """The coordinator refused a request, or could not be reached (SDK side).
+
+    Built at the HTTP boundary from the coordinator's problem document
+    (``{type, title, status, detail, field}``); ``str(error)`` is its ``detail``.
+
+    Parameters
+    ----------
+    detail : str
+        The coordinator's message.
+    status : int or None
+        HTTP status (``None``: no answer at all).
+    problem : str
+        The problem's short name (``type`` without ``urn:oneliac:problem:``).
+    field : str or None
+        The request field at fault.
+    """
+
+    def __init__(self, detail: str, *, status: int | None = None, problem: str = "", field: str | None = None) -> None:
+        OneliacError.__init__(self, detail)
+        self.detail, self.status, self.problem, self.field = detail, status, problem, field
+
+
+class AuthenticationFailed(CoordinatorError):
+    """Wrong, revoked or missing API key, or an organization id that is not the key's."""
+
+
+class RoundClosed(CoordinatorError):
+    """The round is not open (late, or already closed), or was already answered differently."""
+
+
+class StaleModelVersion(RoundClosed):
+    """The update was trained on an older model than the open round's (``current_version``)."""
+
+    def __init__(self, detail: str, *, current_version: str | None = None, **kwargs: object) -> None:
+        super().__init__(detail, **kwargs)  # type: ignore[arg-type]
+        self.current_version = current_version
+
+
+class SubmissionRejected(CoordinatorError, ValidationFailed):
+    """The coordinator ran a named check on the submission and it failed (``check``)."""
+
+    def __init__(self, detail: str, *, check: str | None = None, **kwargs: object) -> None:
+        CoordinatorError.__init__(self, detail, **kwargs)  # type: ignore[arg-type]
+        self.check = check
+
+
+class RoundNotAggregated(CoordinatorError):
+    """The round closed without a new model (too few accepted submissions, or it failed)."""
+
+
+class CoordinatorBudgetExhausted(CoordinatorError, PrivacyBudgetExhausted):
+    """The coordinator's privacy budget for the federation is exhausted."""
+
+
+class CoordinatorUnavailable(CoordinatorError):
+    """The coordinator cannot be reached, times out, or fails (5xx) after retries."""
+
+
+class FeatureUnavailable(CoordinatorUnavailable):
+    """The coordinator does not offer this yet (501, or an endpoint it does not have)."""
