@@ -149,6 +149,12 @@ class CoordinatorClient:
         """Close the connection pool."""
         self._client.close()
 
+    def __enter__(self) -> CoordinatorClient:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
     def request(
         self,
         method: str,

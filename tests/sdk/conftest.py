@@ -36,20 +36,15 @@ def fedavg_settings(*, min_participants: int = 3, max_rounds: int = 3, timeout_m
     ]
 
 
-@pytest.fixture(params=["sqlite"])
-def sqlite_only(request: pytest.FixtureRequest) -> str:
-    return request.param
-
-
 def register(service, state_dirs: list[Path]) -> list[dict]:  # noqa: ANN001 - Service
     """Register one organization per state directory, with its own keys (as ``init`` prints them)."""
     from oneliac_flwr.sdk.state import StateDirectory
 
     out = []
     with service.client() as admin:
-        for i, folder in enumerate(state_dirs):
+        for folder in state_dirs:
             keys = StateDirectory(folder).registration()
-            body = {"organization_name": f"Hospital {i}", "endpoint": f"https://h{i}.example.org/federated",
+            body = {"organization_name": folder.name, "endpoint": f"https://{folder.name}.example.org/federated",
                     "encryption_key": keys["encryption_key"], "identity_key": keys["identity_key"]}  # fmt: skip
             response = admin.post(f"{PREFIX}/organizations", json=body)
             assert response.status_code == 201, response.text
@@ -65,11 +60,6 @@ def breast_cancer_frames(parts: int) -> tuple[list[pd.DataFrame], pd.DataFrame]:
     frame = load_breast_cancer(as_frame=True).frame
     train, test = train_test_split(frame, test_size=0.2, random_state=0, stratify=frame["target"])
     return [train.iloc[i::parts].reset_index(drop=True) for i in range(parts)], test.reset_index(drop=True)
-
-
-@pytest.fixture
-def quiet() -> Callable[[str], None] | None:
-    return None
 
 
 @pytest.fixture
