@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import numpy as np
+import pytest
+
 from oneliac.federated import FederatedLearner
+from oneliac_flwr.config import ExperimentConfig
+from oneliac_flwr.errors import ConfigError, FeatureUnavailable
 from oneliac_flwr.data.federated import feature_schema
 from oneliac_flwr.sdk.data import local_table
 
@@ -35,3 +40,57 @@ def test_three_hospitals_three_fedavg_rounds(start_service, hospital_dirs) -> No
     assert accuracy >= 0.93 > float((initial.predict(held_out.features) == held_out.labels).mean())
     for learner in learners:
         learner.close()
+
+
+def test_environment_fallbacks_local_analysis_and_sample_level_dp(start_service, hospital_dirs, monkeypatch) -> None:  # noqa: ANN001
+    service = start_service(extra=fedavg_settings(min_participants=3))
+    (folder,) = hospital_dirs(1)
+    (org,) = register(service, [folder])
+    frames, _ = breast_cancer_frames(2)
+
+    monkeypatch.delenv("ONELIAC_URL", raising=False)
+    monkeypatch.delenv("ONELIAC_API_KEY", raising=False)
+    with pytest.raises(ConfigError, match="base_url.*ONELIAC_URL"):
+        FederatedLearner(org["organization_id"], state_dir=folder)
+    monkeypatch.setenv("ONELIAC_URL", service.base_url)
+    with pytest.raises(ConfigError, match="api_key.*ONELIAC_API_KEY"):
+        FederatedLearner(org["organization_id"], state_dir=folder)
+    monkeypatch.setenv("ONELIAC_API_KEY", org["api_key"])
+    monkeypatch.setenv("ONELIAC_STATE_DIR", str(folder))
+    learner = FederatedLearner(org["organization_id"], progress=None)
+    assert learner.base_url == service.base_url and learner.state.path == folder
+    initial = learner.download_model()  # authenticated with the key from the environment
+    assert initial.model_version == "1.0.0" and initial.training_round == 0 and initial.accuracy is None
+
+    # local analysis: nothing is sent, missing values are counted
+    frame = frames[0].copy()
+    frame.loc[[0, 1, 2], "mean radius"] = np.nan
+    stats = learner.analyze_local_data(frame)
+    assert stats.label_distribution == {str(k): int(v) for k, v in frame["target"].value_counts().sort_index().items()}
+    assert stats.num_examples == len(frame) and stats.missing_values["mean radius"] == 3
+    assert stats.feature_ranges["mean texture"] == (frame["mean texture"].min(), frame["mean texture"].max())
+
+    # a hospital whose own policy is sample-level trains with DP-SGD and accounts it on its disk
+    dp_config = ExperimentConfig.from_dict({"privacy_budget": {"mode": "sample", "epsilon": 4.0, "delta": 1e-5}})
+    private = FederatedLearner(org["organization_id"], config=dp_config, state_dir=folder.parent / "dp", progress=None)
+    assert private.policy.unit == "sample" and private.get_current_epsilon() == 0.0
+    local = private.train_local(frames[0], epochs=1, batch_size=32)
+    spent = private.get_current_epsilon()
+    assert 0.0 < spent <= 4.0 and local.gradients.declared().mechanism == "gaussian"
+    assert local.num_examples > 0 and set(local.gradients) == set(initial.names)
+    reopened = FederatedLearner(org["organization_id"], config=dp_config, state_dir=folder.parent / "dp", progress=None)
+    assert reopened.get_current_epsilon() == spent  # persisted
+    for each in (learner, private, reopened):
+        each.close()
+
+
+def test_a_secure_sum_federation_is_a_typed_error_until_the_seam_is_filled(start_service, hospital_dirs) -> None:  # noqa: ANN001
+    service = start_service(extra=["aggregation_config.aggregation_method=secure_sum", "privacy_budget=none"])
+    (folder,) = hospital_dirs(1)
+    (org,) = register(service, [folder])
+    frames, _ = breast_cancer_frames(2)
+    with FederatedLearner(org["organization_id"], org["api_key"], base_url=service.base_url, state_dir=folder,
+                          progress=None) as learner:  # fmt: skip
+        local = learner.train_local(frames[0], epochs=1)
+        with pytest.raises(FeatureUnavailable, match="secure_sum"):
+            learner.submit_gradients(local.gradients, round=1)
