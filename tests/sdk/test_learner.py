@@ -71,7 +71,7 @@ def test_environment_fallbacks_local_analysis_and_sample_level_dp(start_service,
     assert stats.feature_ranges["mean texture"] == (frame["mean texture"].min(), frame["mean texture"].max())
 
     # a hospital whose own policy is sample-level trains with DP-SGD and accounts it on its disk
-    dp_config = ExperimentConfig.from_dict({"privacy_budget": {"mode": "sample", "epsilon": 4.0, "delta": 1e-5}})
+    dp_config = ExperimentConfig.from_dict({"privacy_budget": {"mode": "sample", "epsilon": 4.0, "delta": 1e-5, "noise_multiplier": 1.0}})
     private = FederatedLearner(org["organization_id"], config=dp_config, state_dir=folder.parent / "dp", progress=None)
     assert private.policy.unit == "sample" and private.get_current_epsilon() == 0.0
     local = private.train_local(frames[0], epochs=1, batch_size=32)
