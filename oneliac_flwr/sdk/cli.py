@@ -14,12 +14,10 @@ import json
 import os
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
-from oneliac_flwr.config import ExperimentConfig
 from oneliac_flwr.errors import OneliacError
 from oneliac_flwr.sdk.dp import DifferentialPrivacy
-from oneliac_flwr.sdk.learner import STATE_DIR_ENV, FederatedLearner
+from oneliac_flwr.sdk.learner import STATE_DIR_ENV, FederatedLearner, config_from_file
 from oneliac_flwr.sdk.state import StateDirectory
 
 __all__ = ["main"]
@@ -47,7 +45,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--ca-bundle", default=None, help="CA bundle to verify the coordinator's TLS certificate")
     run.add_argument("--config", default=None,
                      help="the federation's settings as the operator shares them (JSON of the config groups), "
-                          "used while the coordinator does not publish them")  # fmt: skip
+                          "used while the coordinator does not publish them (default $ONELIAC_CONFIG)")  # fmt: skip
     return parser
 
 
@@ -69,13 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"error: --organization-id or {ORGANIZATION_ENV} is required", file=sys.stderr)
             return 2
         dp = None if args.dp_epsilon is None else DifferentialPrivacy(args.dp_epsilon, delta=args.dp_delta)
-        config = None
-        if args.config is not None:
-            try:
-                config = ExperimentConfig.from_dict(json.loads(Path(args.config).read_text()))
-            except (OSError, ValueError) as exc:
-                print(f"error: --config {args.config}: {exc}", file=sys.stderr)
-                return 2
+        config = None if args.config is None else config_from_file(args.config)
         with FederatedLearner(args.organization_id, base_url=args.url, state_dir=args.state_dir, config=config,
                               verify=args.ca_bundle or True) as learner:  # fmt: skip
             receipts = learner.run(args.csv, rounds=args.rounds, epochs=args.epochs, batch_size=args.batch_size,

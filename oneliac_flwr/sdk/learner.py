@@ -9,6 +9,7 @@ typed error of :mod:`oneliac_flwr.errors`; nothing of httpx leaks out.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -39,12 +40,30 @@ from oneliac_flwr.sdk.submission import (
 from oneliac_flwr.sdk.transport import CoordinatorClient
 from oneliac_flwr.sdk.update import ModelUpdate, as_update
 
-__all__ = ["API_KEY_ENV", "STATE_DIR_ENV", "URL_ENV", "FederatedLearner"]
+__all__ = ["API_KEY_ENV", "CONFIG_ENV", "STATE_DIR_ENV", "URL_ENV", "FederatedLearner", "config_from_file"]
 
 URL_ENV = "ONELIAC_URL"
 API_KEY_ENV = "ONELIAC_API_KEY"
 STATE_DIR_ENV = "ONELIAC_STATE_DIR"
+CONFIG_ENV = "ONELIAC_CONFIG"
 _RELEASE_LABEL = "release:"
+
+
+def config_from_file(path: str | os.PathLike[str]) -> ExperimentConfig:
+    """The federation's settings from a JSON file of config groups (as the operator shares them).
+
+    Raises
+    ------
+    ConfigError
+        If the file cannot be read or is not a valid configuration (names the field).
+    """
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError("config", f"{path}: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError("config", f"{path}: expected a JSON object of config groups")
+    return ExperimentConfig.from_dict(data)
 
 
 def _stderr_progress(message: str) -> None:
@@ -67,7 +86,8 @@ class FederatedLearner:
         history); default ``$ONELIAC_STATE_DIR``, else ``~/.oneliac/<organization_id>``.
     config : ExperimentConfig, optional
         The federation's configuration as the operator shared it, used while the
-        coordinator does not publish its own (see :mod:`oneliac_flwr.sdk.settings`).
+        coordinator does not publish its own (see :mod:`oneliac_flwr.sdk.settings`);
+        default: the JSON file named by ``$ONELIAC_CONFIG``, else the built-in default.
     privacy_policy : HospitalPolicy, optional
         The hospital's own cap (unit, epsilon, delta). Default: the one saved in
         ``state_dir``, else the federation's ``privacy_budget`` (saved on first use).
@@ -119,6 +139,8 @@ class FederatedLearner:
         self.state = StateDirectory(folder)
         self._progress = progress
         self._client = CoordinatorClient(url, key, timeout=timeout, retries=retries, verify=verify, on_retry=progress)
+        if config is None and os.environ.get(CONFIG_ENV):
+            config = config_from_file(os.environ[CONFIG_ENV])
         self._local_config = config
         self._policy_override = privacy_policy
         self._round_timeout = round_timeout
