@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import PREFIX, breast_cancer_frames, fedavg_settings
+from sdk_helpers import PREFIX, breast_cancer_frames, fedavg_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -26,7 +26,7 @@ from oneliac_flwr.sdk.submission import submit_fedavg
 from oneliac_flwr.sdk.transport import CoordinatorClient
 from oneliac_flwr.sdk.update import ModelUpdate
 
-from conftest import breast_cancer_frames, fedavg_settings, register
+from sdk_helpers import breast_cancer_frames, fedavg_settings, register
 
 
 def wait_for(predicate, timeout: float = 60.0):  # noqa: ANN001

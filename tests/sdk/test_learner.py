@@ -11,7 +11,7 @@ from oneliac_flwr.errors import ConfigError, FeatureUnavailable
 from oneliac_flwr.data.federated import feature_schema
 from oneliac_flwr.sdk.data import local_table
 
-from conftest import breast_cancer_frames, fedavg_settings, register
+from sdk_helpers import breast_cancer_frames, fedavg_settings, register
 
 
 def test_three_hospitals_three_fedavg_rounds(start_service, hospital_dirs) -> None:  # noqa: ANN001
