@@ -22,8 +22,10 @@ __all__ = [
     "RoundClosed",
     "StaleModelVersion",
     "SubmissionRejected",
-    "BudgetExhausted",
+    "CoordinatorBudgetExhausted",
+    "RoundNotAggregated",
     "CoordinatorUnavailable",
+    "FeatureUnavailable",
 ]
 
 
@@ -97,55 +99,82 @@ class RoundFailed(SecureAggregationError):
 
 
 class ValidationFailed(OneliacError):
-    """A submission failed one or more validation checks."""
-
-
-class CoordinatorError(OneliacError):
-    """A REST coordinator refused a request or could not be reached (hospital side).
+    """A submission failed one or more validation checks.
 
     Parameters
     ----------
     message : str
-        What happened (the coordinator's problem detail).
-    status : int or None
-        HTTP status, ``None`` when no answer came.
-    problem : str or None
-        The problem's short name (``urn:oneliac:problem:<name>``).
-    field : str or None
-        The request field the coordinator named.
+        What failed (by convention it starts with the check's name).
+    check : str, optional
+        The name of the (first) failed check, e.g. ``"nan_check"``.
     """
 
-    def __init__(self, message: str, *, status: int | None = None, problem: str | None = None,
-                 field: str | None = None) -> None:  # fmt: skip
+    def __init__(self, message: str, *, check: str | None = None) -> None:
         super().__init__(message)
-        self.status, self.problem, self.field = status, problem, field
+        self.check = check
+
+
+class CoordinatorError(OneliacError):
+    """The coordinator refused a request, or could not be reached (SDK side).
+
+    Built at the HTTP boundary from the coordinator's problem document
+    (``{type, title, status, detail, field}``); ``str(error)`` is its ``detail``.
+
+    Parameters
+    ----------
+    detail : str
+        The coordinator's message.
+    status : int or None
+        HTTP status (``None``: no answer at all).
+    problem : str
+        The problem's short name (``type`` without ``urn:oneliac:problem:``).
+    field : str or None
+        The request field at fault.
+    """
+
+    def __init__(self, detail: str, *, status: int | None = None, problem: str = "", field: str | None = None) -> None:
+        OneliacError.__init__(self, detail)
+        self.detail, self.status, self.problem, self.field = detail, status, problem, field
 
 
 class AuthenticationFailed(CoordinatorError):
-    """The API key is unknown or revoked, or it speaks for another organization (401/403)."""
+    """Wrong, revoked or missing API key, or an organization id that is not the key's."""
 
 
 class RoundClosed(CoordinatorError):
-    """The round or stage no longer takes this message (409)."""
+    """The round is not open (late, or already closed), or was already answered differently."""
 
 
 class StaleModelVersion(RoundClosed):
-    """The update was trained on a model that is not the round's (409)."""
+    """The update was trained on an older model than the open round's (``current_version``)."""
+
+    def __init__(self, detail: str, *, current_version: str | None = None, status: int | None = None,
+                 problem: str = "", field: str | None = None) -> None:  # fmt: skip
+        super().__init__(detail, status=status, problem=problem, field=field)
+        self.current_version = current_version
 
 
-class SubmissionRejected(CoordinatorError):
-    """The coordinator refused a message (422/413); ``check`` names the failed check or field."""
+class SubmissionRejected(CoordinatorError, ValidationFailed):
+    """The coordinator refused a submission or stage message (422, 413): ``check`` names the failed
+    check (``nan_check``, ...) or the field at fault."""
 
-    @property
-    def check(self) -> str:
-        """The failed check (``bounds_check``, ...) or the field at fault."""
-        problem = self.problem or ""
-        return problem.removeprefix("validation_") if problem.startswith("validation_") else (self.field or problem)
+    def __init__(self, detail: str, *, check: str | None = None, status: int | None = None, problem: str = "",
+                 field: str | None = None) -> None:  # fmt: skip
+        CoordinatorError.__init__(self, detail, status=status, problem=problem, field=field)
+        self.check = check
 
 
-class BudgetExhausted(CoordinatorError):
-    """The federation's privacy budget is exhausted: no more rounds (409)."""
+class RoundNotAggregated(CoordinatorError):
+    """The round closed without a new model (too few accepted submissions, or it failed)."""
+
+
+class CoordinatorBudgetExhausted(CoordinatorError, PrivacyBudgetExhausted):
+    """The coordinator's privacy budget for the federation is exhausted."""
 
 
 class CoordinatorUnavailable(CoordinatorError):
-    """No usable answer: connection failure, timeout or a 5xx."""
+    """The coordinator cannot be reached, times out, or fails (5xx) after retries."""
+
+
+class FeatureUnavailable(CoordinatorUnavailable):
+    """The coordinator does not offer this yet (501, or an endpoint it does not have)."""

@@ -17,16 +17,8 @@ import httpx
 import numpy as np
 
 from oneliac_flwr.api.records import record_from_json, record_to_json
-from oneliac_flwr.errors import (
-    AuthenticationFailed,
-    BudgetExhausted,
-    CoordinatorError,
-    CoordinatorUnavailable,
-    RoundClosed,
-    RoundFailed,
-    StaleModelVersion,
-    SubmissionRejected,
-)
+from oneliac_flwr.errors import CoordinatorUnavailable, RoundClosed, RoundFailed, StaleModelVersion
+from oneliac_flwr.sdk.transport import problem_error
 from oneliac_flwr.masked_statistics import MaskedStatistics, pack_statistics
 from oneliac_flwr.secure import RoundSetup, SecureSumClient, UnmaskRequest
 
@@ -81,30 +73,8 @@ class SecureRoundReceipt:
 
 
 def _raise_for(response: httpx.Response) -> None:
-    if response.status_code < 400:
-        return
-    try:
-        problem = response.json()
-    except ValueError:
-        problem = {}
-    detail = str(problem.get("detail") or response.text[:200])
-    slug = str(problem.get("type", "")).rsplit(":", 1)[-1] or None
-    field = problem.get("field")
-    kwargs: dict[str, Any] = {"status": response.status_code, "problem": slug, "field": field}
-    code = response.status_code
-    if code in (401, 403):
-        raise AuthenticationFailed(detail, **kwargs)
-    if code == 409:
-        if slug and "budget" in slug:
-            raise BudgetExhausted(detail, **kwargs)
-        if slug == "stale_model_version":
-            raise StaleModelVersion(detail, **kwargs)
-        raise RoundClosed(detail, **kwargs)
-    if code in (413, 422):
-        raise SubmissionRejected(detail, **kwargs)
-    if code >= 500:
-        raise CoordinatorUnavailable(detail, **kwargs)
-    raise CoordinatorError(detail, **kwargs)
+    if response.status_code >= 400:
+        raise problem_error(response)
 
 
 def _call(http: httpx.Client, method: str, path: str, **kwargs: Any) -> Any:

@@ -6,10 +6,11 @@ from oneliac_flwr.data.federated import (
     deployment_organization,
     feature_schema,
     num_features,
+    organization_from_table,
     partition_indices,
     simulation_organization,
 )
-from oneliac_flwr.data.hospital_csv import load_csv
+from oneliac_flwr.data.hospital_csv import load_csv, table_from_frame
 from oneliac_flwr.data.partition import (
     SingleClassPartitionWarning,
     dirichlet_partition,
@@ -32,9 +33,11 @@ __all__ = [
     "load_breast_cancer",
     "load_csv",
     "num_features",
+    "organization_from_table",
     "partition_indices",
     "prepare_organization",
     "simulation_organization",
     "site_partition",
+    "table_from_frame",
     "validation_mask",
 ]

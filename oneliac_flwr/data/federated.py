@@ -33,6 +33,7 @@ __all__ = [
     "deployment_organization",
     "feature_schema",
     "num_features",
+    "organization_from_table",
     "partition_indices",
     "simulation_organization",
 ]
@@ -118,6 +119,12 @@ def deployment_organization(config: ExperimentConfig, data_path: str, *, seed_sa
             f"{data_path}: label column {dataset.label_column!r} has class indices >= dataset.num_classes "
             f"({dataset.num_classes})"
         )
+    return _prepare(config, table, salt=seed_salt)
+
+
+def organization_from_table(config: ExperimentConfig, table: Table, *, seed_salt: int = 0) -> OrganizationData:
+    """An organization's own table, split (keyed hash) and scaled (public schema) as a
+    deployed organization's CSV is (:func:`deployment_organization`)."""
     return _prepare(config, table, salt=seed_salt)
 
 

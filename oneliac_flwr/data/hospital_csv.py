@@ -11,7 +11,7 @@ import pandas as pd
 from oneliac_flwr.data.tables import Table
 from oneliac_flwr.errors import DataError
 
-__all__ = ["load_csv", "read_csv_frame"]
+__all__ = ["load_csv", "read_csv_frame", "table_from_frame"]
 
 
 def read_csv_frame(path: str | Path) -> tuple[Path, pd.DataFrame]:
@@ -67,6 +67,31 @@ def load_csv(
         values or is listed as a feature column.
     """
     file, frame = read_csv_frame(path)
+    return table_from_frame(
+        frame, source=file, label_column=label_column, feature_columns=feature_columns, class_labels=class_labels,
+        id_column=id_column,
+    )  # fmt: skip
+
+
+def table_from_frame(
+    frame: pd.DataFrame,
+    *,
+    source: str | Path,
+    label_column: str,
+    feature_columns: Sequence[str] | None = None,
+    class_labels: Sequence[str] | None = None,
+    id_column: str | None = None,
+) -> Table:
+    """A hospital's table from a pandas DataFrame, with the checks of :func:`load_csv`.
+
+    ``source`` names the frame in error messages (a file path, or e.g. ``"DataFrame"``).
+
+    Raises
+    ------
+    DataError
+        As :func:`load_csv`.
+    """
+    file = Path(source)
     if frame.empty:
         raise DataError(f"{file}: has no rows", file=str(file), problem="has no rows")
     if label_column not in frame.columns:

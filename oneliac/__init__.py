@@ -1,0 +1,1 @@
+"""The documented import paths of the hospital SDK (re-exports of :mod:`oneliac_flwr.sdk`)."""

@@ -1,0 +1,462 @@
+"""``FederatedLearner``: a hospital's side of the federation, as the product documents it.
+
+A small surface over the coordinator's REST API and the project's core: local training
+(:mod:`oneliac_flwr.training`), the named checks (:mod:`oneliac_flwr.validation`), the
+hospital's own privacy state (:mod:`oneliac_flwr.privacy.hospital`) and sealed
+submissions (:mod:`oneliac_flwr.secure.sealed`). Every coordinator problem becomes a
+typed error of :mod:`oneliac_flwr.errors`; nothing of httpx leaks out.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from oneliac_flwr.config import ExperimentConfig
+from oneliac_flwr.data.analysis import analyze_local_data
+from oneliac_flwr.errors import ConfigError, PrivacyBudgetExhausted, PrivacyError
+from oneliac_flwr.privacy.hospital import HospitalPolicy
+from oneliac_flwr.sdk.checks import ValidationResults, run_checks
+from oneliac_flwr.sdk.data import LocalData, columns, prepare, raw_columns
+from oneliac_flwr.sdk.dp import DifferentialPrivacy
+from oneliac_flwr.sdk.local_training import LocalModel, train_from_global
+from oneliac_flwr.sdk.model import GlobalModel, fetch_model
+from oneliac_flwr.sdk.reports import DataStatistics, PrivacyReport, fetch_privacy_report
+from oneliac_flwr.sdk.settings import FederationSettings, load_settings
+from oneliac_flwr.sdk.state import StateDirectory
+from oneliac_flwr.sdk.submission import (
+    Progress,
+    Receipt,
+    RoundStatus,
+    current_status,
+    submit_fedavg,
+    submit_secure_sum,
+    wait_for_open_round,
+    wait_for_round,
+)
+from oneliac_flwr.sdk.transport import CoordinatorClient
+from oneliac_flwr.sdk.update import ModelUpdate, as_update
+
+__all__ = ["API_KEY_ENV", "CONFIG_ENV", "STATE_DIR_ENV", "URL_ENV", "FederatedLearner", "config_from_file"]
+
+URL_ENV = "ONELIAC_URL"
+API_KEY_ENV = "ONELIAC_API_KEY"
+STATE_DIR_ENV = "ONELIAC_STATE_DIR"
+CONFIG_ENV = "ONELIAC_CONFIG"
+_RELEASE_LABEL = "release:"
+
+
+def config_from_file(path: str | os.PathLike[str]) -> ExperimentConfig:
+    """The federation's settings from a JSON file of config groups (as the operator shares them).
+
+    Raises
+    ------
+    ConfigError
+        If the file cannot be read or is not a valid configuration (names the field).
+    """
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError("config", f"{path}: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError("config", f"{path}: expected a JSON object of config groups")
+    return ExperimentConfig.from_dict(data)
+
+
+def _stderr_progress(message: str) -> None:
+    print(f"[oneliac] {message}", file=sys.stderr, flush=True)
+
+
+class FederatedLearner:
+    """A hospital taking part in a federation through the REST coordinator.
+
+    Parameters
+    ----------
+    organization_id : str
+        The id the operator registered (``org_...``).
+    api_key : str, optional
+        The organization's API key (``sk_live_...``); default ``$ONELIAC_API_KEY``.
+    base_url : str, optional
+        The coordinator (``https://...``); default ``$ONELIAC_URL``.
+    state_dir : path-like, optional
+        The hospital's owner-only state directory (identity, keys, privacy ledger, DP-SGD
+        history); default ``$ONELIAC_STATE_DIR``, else ``~/.oneliac/<organization_id>``.
+    config : ExperimentConfig, optional
+        The federation's configuration as the operator shared it, used while the
+        coordinator does not publish its own (see :mod:`oneliac_flwr.sdk.settings`);
+        default: the JSON file named by ``$ONELIAC_CONFIG``, else the built-in default.
+    privacy_policy : HospitalPolicy, optional
+        The hospital's own cap (unit, epsilon, delta). Default: the one saved in
+        ``state_dir``, else the federation's ``privacy_budget`` (saved on first use).
+    verify : bool or str
+        TLS verification (``True`` or a CA bundle path).
+    timeout : float
+        Seconds per request.
+    retries : int
+        Extra attempts after a transient failure.
+    round_timeout : float, optional
+        Seconds to wait for a round to open or aggregate; default the federation's
+        ``aggregation_config.timeout_minutes`` plus a minute.
+    progress : callable or None
+        Receives one line per step while waiting; default prints to stderr, ``None``
+        is silent.
+
+    Raises
+    ------
+    ConfigError
+        If no coordinator URL or API key is given (argument or environment), or the
+        state directory is not owner-only.
+    """
+
+    def __init__(
+        self,
+        organization_id: str,
+        api_key: str | None = None,
+        *,
+        base_url: str | None = None,
+        state_dir: str | os.PathLike[str] | None = None,
+        config: ExperimentConfig | None = None,
+        privacy_policy: HospitalPolicy | None = None,
+        verify: bool | str = True,
+        timeout: float = 30.0,
+        retries: int = 4,
+        round_timeout: float | None = None,
+        progress: Progress | None = _stderr_progress,
+    ) -> None:
+        if not isinstance(organization_id, str) or not organization_id.strip():
+            raise ConfigError("organization_id", f"expected the registered id (org_...), got {organization_id!r}")
+        self.organization_id = organization_id
+        url = base_url or os.environ.get(URL_ENV)
+        key = api_key or os.environ.get(API_KEY_ENV)
+        if not url:
+            raise ConfigError("base_url", f"give the coordinator's URL, or set {URL_ENV}")
+        if not key:
+            raise ConfigError("api_key", f"give the organization's API key (sk_live_...), or set {API_KEY_ENV}")
+        folder = state_dir or os.environ.get(STATE_DIR_ENV) or Path.home() / ".oneliac" / organization_id
+        self.state = StateDirectory(folder)
+        self._progress = progress
+        self._client = CoordinatorClient(url, key, timeout=timeout, retries=retries, verify=verify, on_retry=progress)
+        if config is None and os.environ.get(CONFIG_ENV):
+            config = config_from_file(os.environ[CONFIG_ENV])
+        self._local_config = config
+        self._policy_override = privacy_policy
+        self._round_timeout = round_timeout
+        self._settings: FederationSettings | None = None
+        self._models: dict[str, GlobalModel] = {}
+        self._data: LocalData | None = None
+
+    # ------------------------------------------------------------------ plumbing
+    def close(self) -> None:
+        """Close the HTTP connections."""
+        self._client.close()
+
+    def __enter__(self) -> FederatedLearner:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    @property
+    def base_url(self) -> str:
+        """The coordinator's address."""
+        return self._client.base_url
+
+    @property
+    def settings(self) -> FederationSettings:
+        """The federation's configuration (published by the coordinator, or the local copy)."""
+        if self._settings is None:
+            self._settings = load_settings(self._client, self._local_config)
+        return self._settings
+
+    @property
+    def config(self) -> ExperimentConfig:
+        """Shorthand for ``settings.config``."""
+        return self.settings.config
+
+    @property
+    def policy(self) -> HospitalPolicy:
+        """The hospital's own privacy policy (saved in the state directory)."""
+        if self._policy_override is not None:
+            self.state.save_policy(self._policy_override)
+            return self._policy_override
+        budget = self.config.privacy_budget
+        return self.state.policy(HospitalPolicy(unit=budget.mode, epsilon=budget.epsilon, delta=budget.delta))
+
+    def _timeout(self) -> float:
+        if self._round_timeout is not None:
+            return self._round_timeout
+        return 60.0 * self.config.aggregation_config.timeout_minutes + 60.0
+
+    def round_status(self) -> RoundStatus:
+        """The current round and what this organization must do next."""
+        return current_status(self._client)
+
+    # ------------------------------------------------------------------ model
+    def download_model(self, version: str = "latest") -> GlobalModel:
+        """A global model version, checksum verified, as a ready torch module.
+
+        Parameters
+        ----------
+        version : str
+            ``"latest"`` or a kept version (``"1.0.3"``).
+
+        Returns
+        -------
+        GlobalModel
+            With ``model_version``, ``accuracy``, ``organizations_contributed``,
+            ``training_round`` (and ``epsilon_spent``, ``checksum_sha256``).
+        """
+        if version != "latest" and version in self._models:
+            return self._models[version]
+        model = fetch_model(self._client, self.config, version=version)
+        self._models[model.model_version] = model
+        return model
+
+    # ------------------------------------------------------------------ training
+    def train_local(self, data: LocalData | None = None, epochs: int | None = None, batch_size: int | None = None) -> LocalModel:
+        """Train from the current global model on the hospital's data.
+
+        Parameters
+        ----------
+        data : DataFrame, CSV path or (X, y)
+            The hospital's rows (see :mod:`oneliac_flwr.sdk.data`); default: the data of
+            the previous call.
+        epochs, batch_size : int, optional
+            Default: the federation's ``training`` settings.
+
+        Returns
+        -------
+        LocalModel
+            ``.gradients`` (the update, same structure as the weights), ``.metrics``,
+            ``.num_examples``, ``.model_version``.
+
+        Raises
+        ------
+        PrivacyBudgetExhausted
+            Under a sample-level policy, if this round's DP-SGD would exceed the cap.
+        DataError, ConfigError
+            If the data or the settings do not fit the federation's model.
+        """
+        if data is None:
+            if self._data is None:
+                raise ConfigError("data", "pass the hospital's data (a DataFrame, a CSV path or an (X, y) pair)")
+            data = self._data
+        self._data = data
+        config = self.config
+        epochs = config.training.local_epochs if epochs is None else int(epochs)
+        batch_size = config.training.batch_size if batch_size is None else int(batch_size)
+        if batch_size < 1:
+            raise ConfigError("batch_size", f"must be >= 1, got {batch_size}")
+        status = self.round_status()
+        base = self.download_model(status.model_version if status.status == "open" and status.model_version else "latest")
+        salt = int.from_bytes(self.organization_id.encode()[:8].ljust(8, b"\0"), "little") % (2**31)
+        prepared = prepare(data, config, salt=salt)
+        policy = self.policy
+        if policy.unit == "sample":
+            with self.state.privacy(organization=self.organization_id, policy=policy) as state:
+                return train_from_global(base, prepared, config, epochs=epochs, batch_size=batch_size, state=state)
+        return train_from_global(base, prepared, config, epochs=epochs, batch_size=batch_size, state=None)
+
+    # ------------------------------------------------------------------ checks
+    def _sample_count(self, update: ModelUpdate) -> int:
+        """What is declared as the update's weight: 1 under DP (the count is data), else the rows."""
+        if update.release is not None or self.policy.unit != "none":
+            return 1
+        if update.num_examples is None:
+            raise ConfigError("gradients.num_examples", "unknown: submit LocalModel.gradients, or a noised copy of it")
+        return int(update.num_examples)
+
+    def _epsilon_after(self, update: ModelUpdate) -> float | None:
+        """The hospital's epsilon once ``update`` is released (``None`` without DP)."""
+        policy = self.policy
+        with self.state.privacy(organization=self.organization_id, policy=policy) as state:
+            if update.release is None:
+                return state.epsilon() if policy.unit != "none" else None
+            if self._recorded(state, update):
+                return state.epsilon()
+            return state.ledger.epsilon_if([update.release.event()])
+
+    @staticmethod
+    def _recorded(state: Any, update: ModelUpdate) -> bool:
+        label = _RELEASE_LABEL + update.release.release_id if update.release else ""
+        return any(entry.label == label for entry in state.ledger.entries)
+
+    def _base_version(self, update: ModelUpdate) -> str:
+        if update.model_version is not None:
+            return update.model_version
+        status = self.round_status()
+        return status.model_version or self.download_model().model_version
+
+    def validate_submission(self, gradients: ModelUpdate | Any, checks: list[str] | None = None) -> ValidationResults:
+        """Run the coordinator's named checks locally, with the federation's bounds.
+
+        Parameters
+        ----------
+        gradients : ModelUpdate or mapping of str to numpy.ndarray
+            The update to send.
+        checks : list of str, optional
+            e.g. ``["bounds_check", "nan_check", "privacy_check"]``; default the
+            federation's ``validation.checks``.
+
+        Returns
+        -------
+        ValidationResults
+            One result per check with its reason (``results["nan_check"].reason``).
+        """
+        update = as_update(gradients)
+        base = self.download_model(self._base_version(update))
+        return run_checks(update, checks=checks, config=self.config, global_arrays=base.arrays(),
+                          sample_count=self._sample_count(update), epsilon_spent=self._epsilon_after(update))  # fmt: skip
+
+    # ------------------------------------------------------------------ submission
+    def submit_gradients(self, gradients: ModelUpdate | Any, round: int, *, wait: bool = True) -> Receipt:
+        """Record the release in the hospital's ledger, then submit the update for ``round``.
+
+        Parameters
+        ----------
+        gradients : ModelUpdate
+            ``LocalModel.gradients``, or its noised copy from
+            :meth:`DifferentialPrivacy.add_noise_to_gradients`.
+        round : int
+            The open round.
+        wait : bool
+            Wait (with progress) until the round aggregates.
+
+        Returns
+        -------
+        Receipt
+            The coordinator's receipt; with ``wait``, the round's new model version.
+
+        Raises
+        ------
+        ValidationFailed
+            A named check failed locally (``.check``); nothing was sent or recorded.
+        PrivacyBudgetExhausted
+            The release would exceed the hospital's own cap; nothing was sent or recorded.
+        PrivacyError
+            The hospital's policy requires a noised update and this one is not.
+        AuthenticationFailed, RoundClosed, StaleModelVersion, SubmissionRejected
+            The coordinator refused it.
+        RoundNotAggregated
+            The round closed without a new model.
+        FeatureUnavailable
+            The federation runs secure sum, not available over REST yet.
+        CoordinatorUnavailable
+            The coordinator cannot be reached.
+        """
+        update = as_update(gradients)
+        round = int(round)
+        status = self.round_status()
+        if self.settings.aggregation_method == "secure_sum" or "secure_sum" in (status.reason or ""):
+            return Receipt(receipt=submit_secure_sum(), round=round, organization_id=self.organization_id, status="")  # SEAM
+        policy = self.policy
+        if policy.unit in ("organization", "release") and update.release is None:
+            raise PrivacyError(
+                f"this hospital's policy is {policy.unit}-level DP: add noise first "
+                "(DifferentialPrivacy(...).add_noise_to_gradients(model.gradients, sensitivity=...))"
+            )
+        if policy.unit == "sample" and update.training_privacy is None and update.release is None:
+            raise PrivacyError("this hospital's policy is sample-level DP: submit the gradients of train_local (DP-SGD)")
+        version = self._base_version(update)
+        self.validate_submission(update).raise_for_failure()
+        if update.release is not None:
+            event = update.release.event()
+            with self.state.privacy(organization=self.organization_id, policy=policy) as state:
+                if not self._recorded(state, update):  # the same noisy bytes again are not a new release
+                    if state.ledger.would_exceed([event]):
+                        raise PrivacyBudgetExhausted(
+                            f"this release would raise this hospital's epsilon from {state.epsilon():.4f} to "
+                            f"{state.ledger.epsilon_if([event]):.4f}, above its cap {policy.epsilon:g}; nothing was sent"
+                        )
+                    state.record_release([event], round_number=round, label=_RELEASE_LABEL + update.release.release_id)
+        base = self.download_model(version)
+        receipt = submit_fedavg(self._client, self.state, update, organization_id=self.organization_id, round=round,
+                                model_version=version, base=base.arrays(), sample_count=self._sample_count(update))  # fmt: skip
+        if self._progress is not None:
+            self._progress(f"round {round}: submission accepted ({receipt})")
+        if not wait:
+            return Receipt(receipt=receipt, round=round, organization_id=self.organization_id, status="submitted")
+        final = wait_for_round(self._client, round, timeout=self._timeout(), progress=self._progress)
+        latest = self.download_model()
+        produced = latest.model_version if latest.training_round == round else None
+        return Receipt(receipt=receipt, round=round, organization_id=self.organization_id, status=final.status,
+                       model_version=produced, organizations_contributed=final.contributors)  # fmt: skip
+
+    # ------------------------------------------------------------------ privacy
+    def get_current_epsilon(self) -> float:
+        """This hospital's cumulative epsilon, from its persisted ledger (or DP-SGD history)."""
+        with self.state.privacy(organization=self.organization_id, policy=self.policy) as state:
+            return float(state.epsilon())
+
+    def get_privacy_report(self, round: int) -> PrivacyReport:
+        """The coordinator's privacy report up to ``round`` (``total_epsilon``, ``participants``, ...).
+
+        Raises
+        ------
+        FeatureUnavailable
+            While the coordinator publishes no privacy report.
+        """
+        return fetch_privacy_report(self._client, round)
+
+    # ------------------------------------------------------------------ data
+    def analyze_local_data(self, data: LocalData | None = None) -> DataStatistics:
+        """Label distribution, counts, missing values and feature ranges; local only, nothing is sent.
+
+        Parameters
+        ----------
+        data : DataFrame, CSV path or (X, y), optional
+            Default: the data of the last :meth:`train_local`.
+        """
+        data = self._data if data is None else data
+        if data is None:
+            raise ConfigError("data", "pass the hospital's data (a DataFrame, a CSV path or an (X, y) pair)")
+        features, labels, names = raw_columns(data, self.config.dataset)
+        summary = analyze_local_data(features, labels, feature_names=names)
+        return DataStatistics.from_summary(summary, label_column=columns(self.config.dataset)[0])
+
+    # ------------------------------------------------------------------ loop
+    def run(
+        self,
+        data: LocalData,
+        rounds: int,
+        *,
+        epochs: int | None = None,
+        batch_size: int | None = None,
+        dp: DifferentialPrivacy | None = None,
+        sensitivity: float = 1.0,
+    ) -> list[Receipt]:
+        """Take part in ``rounds`` rounds: wait for a round, train, (noise,) submit, download.
+
+        Parameters
+        ----------
+        data : DataFrame, CSV path or (X, y)
+            The hospital's rows.
+        rounds : int
+            Rounds to take part in.
+        epochs, batch_size : int, optional
+            Local training settings (default: the federation's).
+        dp : DifferentialPrivacy, optional
+            Noise each update with this release before sending.
+        sensitivity : float
+            Clip bound of each release.
+
+        Returns
+        -------
+        list of Receipt
+            One per round, in order.
+        """
+        if int(rounds) < 1:
+            raise ConfigError("rounds", f"must be >= 1, got {rounds}")
+        receipts: list[Receipt] = []
+        last: int | None = None
+        for _ in range(int(rounds)):
+            status = wait_for_open_round(self._client, after_round=last, timeout=self._timeout(), progress=self._progress)
+            local = self.train_local(data, epochs, batch_size)
+            update = local.gradients if dp is None else dp.add_noise_to_gradients(local.gradients, sensitivity)
+            number = int(status.round or 0)  # next_action "submit" always names a round
+            receipts.append(self.submit_gradients(update, number))
+            last = number
+        return receipts

@@ -1,0 +1,224 @@
+"""Sending an update for a round and waiting for the round to aggregate.
+
+``fedavg`` rounds: the hospital's local model (base weights + update) is sealed to the
+coordinator's published X25519 key (:func:`oneliac_flwr.secure.sealed.seal`, bound to
+organization, round and base version) and posted once; the exact body is kept in the
+state directory before it is sent, so a retry, even after a crash, resends the same bytes
+and the coordinator answers the same receipt (submissions are idempotent per
+organization and round).
+
+``secure_sum`` rounds go through :func:`submit_secure_sum`, the one seam where the
+REST secure-sum driver plugs in (it is not built yet).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from safetensors.numpy import save as safetensors_save
+
+from oneliac_flwr.errors import CoordinatorError, FeatureUnavailable, RoundNotAggregated
+from oneliac_flwr.sdk.state import StateDirectory
+from oneliac_flwr.sdk.transport import CoordinatorClient
+from oneliac_flwr.sdk.update import ModelUpdate
+from oneliac_flwr.secure.sealed import seal, sealing_context
+
+__all__ = ["Progress", "Receipt", "RoundStatus", "submit_fedavg", "submit_secure_sum", "wait_for_round"]
+
+Progress = Callable[[str], None]
+LONG_POLL_SECONDS = 25.0
+
+
+@dataclass(frozen=True)
+class RoundStatus:
+    """``GET /rounds/current`` for this organization."""
+
+    round: int | None
+    status: str
+    model_version: str | None
+    next_action: str
+    roster_size: int | None
+    in_roster: bool | None
+    deadline: str | None
+    reason: str | None
+    contributors: int | None
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> RoundStatus:
+        """From the coordinator's JSON answer."""
+        return cls(**{name: data.get(name) for name in cls.__dataclass_fields__})
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """An accepted submission and the round it went into.
+
+    Attributes
+    ----------
+    receipt : str
+        The coordinator's receipt (the same for a replayed body).
+    round : int
+        The round.
+    organization_id : str
+        This organization.
+    status : str
+        The round's outcome: ``ok`` (aggregated) or ``submitted`` (not waited for).
+    model_version : str or None
+        The model version the round produced.
+    organizations_contributed : int or None
+        Contributors to that version.
+    """
+
+    receipt: str
+    round: int
+    organization_id: str
+    status: str
+    model_version: str | None = None
+    organizations_contributed: int | None = None
+
+
+def sealed_body(
+    update: ModelUpdate,
+    *,
+    organization_id: str,
+    round: int,
+    model_version: str,
+    base: Mapping[str, np.ndarray],
+    coordinator_key: bytes,
+    sample_count: int,
+) -> dict[str, Any]:
+    """The ``POST /gradients`` body of a fedavg round: ``base + update``, sealed."""
+    names = sorted(base)
+    local = {n: np.ascontiguousarray((base[n] + update[n]).astype(base[n].dtype)) for n in names} if sorted(update) == names \
+        else {n: np.ascontiguousarray(update[n]) for n in update}  # fmt: skip  (the coordinator names the mismatch)
+    context = sealing_context(organization_id=organization_id, round=round, model_version=model_version)
+    sealed = seal(safetensors_save(local), coordinator_key, context=context)
+    return {"organization_id": organization_id, "round": int(round), "gradients_encrypted": "0x" + sealed.hex(),
+            "model_version": model_version, "sample_count": int(sample_count)}  # fmt: skip
+
+
+def submit_fedavg(
+    client: CoordinatorClient,
+    state: StateDirectory,
+    update: ModelUpdate,
+    *,
+    organization_id: str,
+    round: int,
+    model_version: str,
+    base: Mapping[str, np.ndarray],
+    sample_count: int,
+) -> str:
+    """Seal and post the update (the same bytes on every retry); the receipt.
+
+    Raises
+    ------
+    CoordinatorError
+        The coordinator's typed refusal (stale version, closed round, a failed check, ...).
+    ProtocolViolation
+        If the coordinator's sealing key differs from the one pinned on first use.
+    """
+    digest = f"{update.digest()}|{model_version}|{sample_count}"
+    body = state.submission(round, digest)
+    if body is None:
+        published = client.get_json("/coordinator-key")
+        key = bytes.fromhex(str(published["public_key"])[2:])
+        state.pin_coordinator_key(client.base_url, key)
+        body = sealed_body(update, organization_id=organization_id, round=round, model_version=model_version,
+                           base=base, coordinator_key=key, sample_count=sample_count)  # fmt: skip
+        state.save_submission(round, digest, body)
+    return str(client.post_json("/gradients", body)["receipt"])
+
+
+def submit_secure_sum(*_: object, **__: object) -> str:
+    """SEAM: one secure-sum round over REST for this organization.
+
+    It will call the REST secure-sum driver (``oneliac_flwr.api.participant.
+    take_part_in_secure_round(http, organization_id=..., secure_client=..., update=...,
+    weight=...)``) with the hospital's ``SecureSumClient`` built from the state
+    directory's identity, and return its receipt.
+
+    Raises
+    ------
+    FeatureUnavailable
+        Always, until the coordinator runs secure-sum rounds over REST.
+    """
+    raise FeatureUnavailable(
+        "this coordinator runs aggregation_method=secure_sum, and secure-sum rounds over REST are not built yet "
+        "in the SDK; ask the operator for a fedavg federation, or take part through the Flower path",
+        problem="secure_sum_unavailable",
+    )
+
+
+def current_status(client: CoordinatorClient, *, wait: float = 0.0, after: RoundStatus | None = None) -> RoundStatus:
+    """The current round for this organization (long poll for a change of ``after``)."""
+    params: dict[str, Any] = {}
+    if wait > 0:
+        params["wait_seconds"] = wait
+        if after is not None:
+            params.update(after_round=after.round if after.round is not None else 0, after_status=after.status)
+    return RoundStatus.from_json(client.get_json("/rounds/current", params=params or None, wait=wait))
+
+
+def wait_for_round(
+    client: CoordinatorClient, round: int, *, timeout: float, progress: Progress | None
+) -> RoundStatus:
+    """Wait (long poll) until ``round`` has closed; its final status.
+
+    Raises
+    ------
+    RoundNotAggregated
+        If the round closed without a new model (the coordinator's reason).
+    CoordinatorUnavailable
+        If it has not closed after ``timeout`` seconds.
+    """
+    deadline = time.monotonic() + timeout
+    status = current_status(client)
+    while status.round == round and status.status == "open":
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise CoordinatorError(f"round {round} still open after {timeout:.0f} s (deadline {status.deadline})",
+                                   problem="wait_timeout")  # fmt: skip
+        if progress is not None:
+            progress(f"round {round}: submitted; waiting for the other organizations "
+                     f"(roster {status.roster_size}, deadline {status.deadline})")  # fmt: skip
+        status = current_status(client, wait=min(LONG_POLL_SECONDS, remaining), after=status)
+    if status.round != round:  # a later round already opened: look the outcome up
+        rounds = [RoundStatus.from_json(r) for r in client.get_json("/rounds")]
+        status = next((r for r in rounds if r.round == round), status)
+    if status.status != "ok":
+        raise RoundNotAggregated(f"round {round} ended {status.status}: {status.reason or 'no reason given'}",
+                                 problem=f"round_{status.status}")  # fmt: skip
+    if progress is not None:
+        progress(f"round {round}: aggregated ({status.contributors} contributor(s))")
+    return status
+
+
+def wait_for_open_round(
+    client: CoordinatorClient, *, after_round: int | None, timeout: float, progress: Progress | None
+) -> RoundStatus:
+    """Wait (long poll) until a round after ``after_round`` asks this organization to submit.
+
+    Raises
+    ------
+    RoundNotAggregated
+        If the federation has finished (``max_rounds`` reached) or is unavailable.
+    CoordinatorError
+        If no round opens within ``timeout`` seconds.
+    """
+    deadline = time.monotonic() + timeout
+    status = current_status(client)
+    while not (status.next_action == "submit" and (after_round is None or (status.round or 0) > after_round)):
+        if status.next_action in ("finished", "none"):
+            raise RoundNotAggregated(f"no further round: {status.status} ({status.reason or 'max_rounds reached'})",
+                                     problem=f"federation_{status.next_action}")  # fmt: skip
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise CoordinatorError(f"no round opened for this organization within {timeout:.0f} s", problem="wait_timeout")
+        if progress is not None:
+            progress(f"waiting for a round to open (now: round {status.round}, {status.status})")
+        status = current_status(client, wait=min(LONG_POLL_SECONDS, remaining), after=status)
+    return status

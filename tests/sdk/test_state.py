@@ -1,0 +1,61 @@
+"""The hospital's state directory: owner-only, refused when others can read it."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+import pytest
+
+from oneliac_flwr.errors import ConfigError, ProtocolViolation
+from oneliac_flwr.privacy import GaussianRelease
+from oneliac_flwr.privacy.hospital import HospitalPolicy
+from oneliac_flwr.sdk.state import StateDirectory
+from oneliac_flwr.secure import fingerprint
+
+
+def modes(root: Path) -> dict[str, int]:
+    return {str(p.relative_to(root)): stat.S_IMODE(p.stat().st_mode) for p in [root, *root.rglob("*")]}
+
+
+def test_everything_is_owner_only(tmp_path: Path) -> None:
+    root = tmp_path / "hospital"
+    state = StateDirectory(root)
+    keys = state.registration()
+    policy = state.policy(HospitalPolicy(unit="release", epsilon=1.0, delta=1e-5))
+    with state.privacy(organization="org_0123456789abcdef", policy=policy) as privacy:
+        privacy.record_release([GaussianRelease(5.0)], round_number=1, label="release:x")
+    state.pin_coordinator_key("http://127.0.0.1:1", bytes(range(1, 33)))
+    state.save_submission(1, "digest", {"round": 1})
+    found = modes(root)
+    assert {"identity.ed25519", "encryption.x25519", "policy.json", "coordinator.json",
+            "privacy/privacy_state.json", "privacy/state.key", "submissions/round-1.json"} <= set(found)  # fmt: skip
+    for name, mode in found.items():
+        assert mode == (0o700 if (root / name).is_dir() else 0o600), (name, oct(mode))
+    # the printed keys are the stored ones, and stable
+    again = StateDirectory(root)
+    assert again.registration() == keys and keys["encryption_key"].startswith("0x") and len(keys["encryption_key"]) == 66
+    assert keys["encryption_key_fingerprint"] == fingerprint(bytes.fromhex(keys["encryption_key"][2:]))
+    assert again.policy(HospitalPolicy(unit="none", epsilon=9.0, delta=1e-5)) == policy  # the saved policy wins
+
+
+def test_readable_directory_or_key_is_refused(tmp_path: Path) -> None:
+    root = tmp_path / "shared"
+    root.mkdir(mode=0o755)
+    root.chmod(0o755)
+    with pytest.raises(ConfigError, match="owner-only"):
+        StateDirectory(root)
+    root.chmod(0o700)
+    state = StateDirectory(root)
+    state.encryption_key()
+    (root / "encryption.x25519").chmod(0o644)
+    with pytest.raises(ConfigError, match="must be 0600"):
+        state.encryption_key()
+
+
+def test_a_changed_coordinator_key_is_refused(tmp_path: Path) -> None:
+    state = StateDirectory(tmp_path / "h")
+    state.pin_coordinator_key("https://coordinator", b"\x01" * 32)
+    state.pin_coordinator_key("https://coordinator", b"\x01" * 32)
+    with pytest.raises(ProtocolViolation, match="coordinator_key_check"):
+        state.pin_coordinator_key("https://coordinator", b"\x02" * 32)
