@@ -243,6 +243,8 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the work folder (logs) and print its path")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="oneliac-deployment-bench-"))
+    # SIGTERM (e.g. from `timeout`) unwinds like Ctrl-C, so every process started here is stopped
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
         report = run(args.rounds, work)
     finally:
