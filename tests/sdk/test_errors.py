@@ -13,7 +13,7 @@ from oneliac_flwr.config import ExperimentConfig
 from oneliac_flwr.errors import (
     AuthenticationFailed,
     CoordinatorUnavailable,
-    FeatureUnavailable,
+    CoordinatorError,
     PrivacyBudgetExhausted,
     RoundClosed,
     StaleModelVersion,
@@ -117,8 +117,8 @@ def test_wrong_key_closed_round_stale_version_nan_and_budget(start_service, hosp
         d.submit_gradients(other, round=2, wait=False)
     assert d.get_current_epsilon() == pytest.approx(own.get_current_epsilon(), rel=1e-12)
 
-    # not offered by this coordinator yet: typed, not a raw 404
-    with pytest.raises(FeatureUnavailable):
+    # this federation runs without DP on the coordinator: a typed error, not a raw 404
+    with pytest.raises(CoordinatorError, match="privacy is off"):
         d.get_privacy_report(round=2)
     for learner in (a, b, c, d):
         learner.close()
