@@ -21,6 +21,7 @@ from oneliac_flwr.secure import Identity, RoundSetup, SecureSumClient, UnmaskReq
 from oneliac_flwr.secure.encoding import error_bound
 
 from conftest import PREFIX, hospital
+from conftest import wait_until as poll_until
 
 MAX_PARTICIPANTS = 6
 
@@ -75,14 +76,9 @@ def status(http: httpx.Client, **params: Any) -> dict:
     return response.json()
 
 
-def wait_until(predicate: Callable[[], Any], timeout: float = 90.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError("condition not reached in time")
+def wait_until(predicate: Callable[[], Any]) -> Any:
+    """The shared poll, with this module's longer wait (secure rounds have more stages)."""
+    return poll_until(predicate, timeout=90.0, interval=0.2)
 
 
 def update_of(arrays: list[np.ndarray], index: int, round_: int) -> list[np.ndarray]:

@@ -16,7 +16,7 @@ from oneliac_flwr.api.rounds import encode_arrays
 from oneliac_flwr.coordinator import RoundCore, plain_aggregate
 from oneliac_flwr.secure.sealed import seal, sealing_context
 
-from conftest import PREFIX, hospital
+from conftest import PREFIX, hospital, wait_until
 
 ROUNDS = ["aggregation_config.aggregation_method=fedavg", "strategy=fedavg", "privacy_budget=none"]
 
@@ -70,16 +70,6 @@ def status(client: httpx.Client, **params) -> dict:
     response = client.get(f"{PREFIX}/rounds/current", params=params)
     assert response.status_code == 200, response.text
     return response.json()
-
-
-def wait_until(predicate, timeout: float = 60.0):  # noqa: ANN001
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.3)
-    raise AssertionError("condition not reached in time")
 
 
 def test_three_organizations_three_rounds_match_flower_fedavg(start_service) -> None:

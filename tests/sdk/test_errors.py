@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 
 import numpy as np
 import pytest
@@ -26,17 +25,8 @@ from oneliac_flwr.sdk.submission import submit_fedavg
 from oneliac_flwr.sdk.transport import CoordinatorClient
 from oneliac_flwr.sdk.update import ModelUpdate
 
+from api_conftest import wait_until
 from sdk_helpers import breast_cancer_frames, fedavg_settings, register
-
-
-def wait_for(predicate, timeout: float = 60.0):  # noqa: ANN001
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.3)
-    raise AssertionError("condition not reached in time")
 
 
 def with_nan(update: ModelUpdate) -> ModelUpdate:
@@ -61,7 +51,7 @@ def test_wrong_key_closed_round_stale_version_nan_and_budget(start_service, hosp
     assert wrong.value.status == 401
 
     # round 1 opens with A, B and C; D registers after it opened, with its own cap of epsilon 0.12
-    wait_for(lambda: a.round_status().next_action == "submit")
+    wait_until(lambda: a.round_status().next_action == "submit")
     (late_org,) = register(service, dirs[3:])
     cap = HospitalPolicy(unit="none", epsilon=0.12, delta=1e-5)
     # the coordinator does not publish its configuration yet: the hospital holds the operator's copy
@@ -73,7 +63,7 @@ def test_wrong_key_closed_round_stale_version_nan_and_budget(start_service, hosp
     for learner, frame in ((a, frames[0]), (b, frames[1]), (c, frames[2])):
         receipt = learner.submit_gradients(learner.train_local(frame, epochs=1).gradients, round=1, wait=False)
         assert receipt.status == "submitted"
-    wait_for(lambda: (s := d.round_status()).round == 2 and s.status == "open" and s.next_action == "submit")
+    wait_until(lambda: (s := d.round_status()).round == 2 and s.status == "open" and s.next_action == "submit")
 
     # a submission for a closed round, and one trained on an older model
     with pytest.raises(RoundClosed, match="round 1 is not open") as closed:
