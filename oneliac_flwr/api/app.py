@@ -285,11 +285,14 @@ def create_app(*, coordinator: CoordinatorConfig, experiment: ExperimentConfig, 
     def current_round(session) -> Round | None:  # noqa: ANN001 - Session
         return session.scalar(select(Round).order_by(Round.number.desc()).limit(1))
 
+    method = experiment.aggregation_config.aggregation_method
+
     def round_out(session, rnd: Round | None, who: str) -> RoundOut:  # noqa: ANN001 - Session
         if engine.unavailable is not None:
-            return RoundOut(round=None, status="unavailable", next_action="none", reason=engine.unavailable)
+            return RoundOut(round=None, status="unavailable", next_action="none", reason=engine.unavailable,
+                            aggregation_method=method)  # fmt: skip
         if rnd is None:
-            return RoundOut(round=None, status="waiting", next_action="wait",
+            return RoundOut(round=None, status="waiting", next_action="wait", aggregation_method=method,
                             reason=f"waiting for {experiment.aggregation_config.min_participants} active organizations")  # fmt: skip
         roster = json.loads(rnd.roster)
         submitted = session.scalar(select(Submission.organization_id).where(
@@ -308,7 +311,7 @@ def create_app(*, coordinator: CoordinatorConfig, experiment: ExperimentConfig, 
             roster_size=len(roster), in_roster=who in roster, next_action=action, reason=rnd.reason,
             dropouts=report.get("dropouts"), contributors=report.get("contributors"),
             stage=view.stage if view else None, node_id=view.node_id if view else None,
-            run_id=view.run_id if view else None,
+            run_id=view.run_id if view else None, aggregation_method=method,
         )  # fmt: skip
 
     @app.get(f"{API_PREFIX}/coordinator-key", response_model=CoordinatorKeyOut, responses=_ERRORS)

@@ -9,7 +9,7 @@ record codec (:mod:`oneliac_flwr.api.records`), and turns problem answers into t
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,6 +62,9 @@ class SecureRoundReceipt:
         Organizations whose updates are in the sum.
     dropouts : tuple of str
         Organizations that dropped out.
+    receipt : str or None
+        The coordinator's receipt of the masked upload (``None`` if this organization's
+        masked upload was not needed in this call, e.g. a resumed round).
     """
 
     round: int
@@ -70,6 +73,7 @@ class SecureRoundReceipt:
     status: str
     contributors: int | None
     dropouts: tuple[str, ...]
+    receipt: str | None = None
 
 
 def _raise_for(response: httpx.Response) -> None:
@@ -122,6 +126,8 @@ def take_part_in_secure_round(
     wait_seconds: float = 10.0,
     give_up_after: float = 3600.0,
     progress: Callable[[str], None] | None = None,
+    privacy: Mapping[str, Any] | None = None,
+    on_step: Callable[[SecureSumClient], None] | None = None,
 ) -> SecureRoundReceipt:
     """Take part in the open secure-sum round: keys, masked upload and unmasking, over HTTP.
 
@@ -152,6 +158,14 @@ def take_part_in_secure_round(
         Seconds after which the round is given up (:class:`CoordinatorUnavailable`).
     progress : callable, optional
         Called with a short text at each step.
+    privacy : mapping, optional
+        The release's declaration sent with the masked upload (``privacy`` field:
+        ``clip_norm``, ``noise_multiplier``, ``mechanism``), required by a federation
+        under differential privacy (``privacy_check``). Under DP pass ``weight=1`` and no
+        ``statistics``: nothing data-dependent may travel outside the released update.
+    on_step : callable, optional
+        Called with ``secure_client`` after each step that changed its state (keys,
+        masking, unmasking), to persist it (``state_dict()``) before the next request.
 
     Returns
     -------
@@ -181,6 +195,7 @@ def take_part_in_secure_round(
     started = time.monotonic()
     joined: int | None = None
     stages: list[str] = []
+    receipt: str | None = None
     after: dict[str, Any] = {}
     while time.monotonic() - started < give_up_after:
         params = {"wait_seconds": wait_seconds, **after} if after else {}
@@ -199,6 +214,7 @@ def take_part_in_secure_round(
                 return SecureRoundReceipt(
                     round=number, model_version=model_version, stages=tuple(stages), status=status["status"],
                     contributors=status.get("contributors"), dropouts=tuple(status.get("dropouts") or ()),
+                    receipt=receipt,
                 )  # fmt: skip
             raise RoundFailed(f"round {number} {status['status']}: {status.get('reason')}")
         if status["status"] != "open" or not status.get("in_roster"):
@@ -213,6 +229,8 @@ def take_part_in_secure_round(
         if action == "advertise_keys":
             say(f"round {number}: advertising keys")
             message = secure_client.advertise_keys(round=number)
+            if on_step is not None:
+                on_step(secure_client)
             _call(http, "POST", f"/rounds/{number}/keys",
                   json={"organization_id": organization_id, "record": record_to_json(message.to_record())})  # fmt: skip
             stages.append("keys")
@@ -222,10 +240,15 @@ def take_part_in_secure_round(
             flat = masked_vector(update, setup=setup, statistics=statistics)
             masked = secure_client.mask(flat, weight=min(float(weight), float(setup.weight_bound)), setup=setup)
             wire = np.ascontiguousarray(masked.masked, dtype=np.dtype(masked.masked.dtype).newbyteorder("<"))
-            _call(http, "POST", "/gradients", json={
+            if on_step is not None:
+                on_step(secure_client)
+            body = {
                 "organization_id": organization_id, "round": number, "gradients_encrypted": "0x" + wire.tobytes().hex(),
                 "model_version": model_version, "sample_count": 1, "secure_sum": record_to_json(masked.to_record()),
-            })  # fmt: skip
+            }  # fmt: skip
+            if privacy is not None:
+                body["privacy"] = dict(privacy)
+            receipt = str(_call(http, "POST", "/gradients", json=body)["receipt"])
             stages.append("masked")
         elif action == "unmask":
             say(f"round {number}: unmasking")
@@ -233,6 +256,8 @@ def take_part_in_secure_round(
                 record_from_json(_call(http, "GET", f"/rounds/{number}/unmask-request")["record"])
             )
             response = secure_client.unmask(request)
+            if on_step is not None:
+                on_step(secure_client)
             _call(http, "POST", f"/rounds/{number}/unmask-response",
                   json={"organization_id": organization_id, "record": record_to_json(response.to_record())})  # fmt: skip
             stages.append("unmask")

@@ -9,9 +9,15 @@ keeps no ledger in memory: every transaction takes a fresh guard over the stored
 edited row stops the service (at start-up, and before any round moves on).
 
 Supported over REST: ``privacy_budget.mode`` ``none``, ``release`` (each hospital clips
-and noises its own update and declares it; ``privacy_check`` verifies the declaration)
-and ``organization`` with ``noise_placement: central`` (the coordinator clips each update
-and the guard adds Gaussian noise to the mean). Anything else is refused at start-up.
+and noises its own update and declares it; ``privacy_check`` verifies the declaration),
+with ``fedavg`` or ``secure_sum`` rounds, and ``organization`` with ``noise_placement:
+central`` under ``fedavg`` (the coordinator clips each update and the guard adds Gaussian
+noise to the mean). Anything else is refused at start-up.
+
+Where a release is accounted is the Flower path's rule: a sealed ``fedavg`` update on
+receipt (:meth:`LedgerGuard.on_receipt`), a secure sum when it is unmasked
+(:meth:`LedgerGuard.on_reveal`, with the number of counted organizations), before any
+check can drop the round.
 
 The MAC key is a file on the coordinator's host, ``<state_dir>/<federation>/``
 ``coordinator-ledger.key`` (mode 0600), not in the database: someone who can write the
@@ -56,14 +62,19 @@ def privacy_unsupported(config: ExperimentConfig) -> ConfigError | None:
     if budget.noise_placement != "central":
         return ConfigError(
             "privacy_budget.noise_placement",
-            f"{budget.noise_placement!r} noise needs secure-sum rounds with DP over REST, which are not built; use 'central'",
+            f"{budget.noise_placement!r} noise (shares added by the hospitals inside the secure sum) is not built "
+            "over REST; use 'central', or privacy_budget.mode='release' with secure_sum",
         )
-    if config.aggregation_config.aggregation_method != "fedavg":
+    method = config.aggregation_config.aggregation_method
+    if method == "secure_sum" and budget.mode != "release":
         return ConfigError(
             "privacy_budget.mode",
-            f"differential privacy over REST runs with aggregation_config.aggregation_method=fedavg only, "
-            f"got {config.aggregation_config.aggregation_method!r}",
+            f"{budget.mode!r} with aggregation_config.aggregation_method=secure_sum is not built over REST (the "
+            "coordinator would have to noise the unmasked sum at the quantized sensitivity); use 'release' "
+            "(each hospital clips and noises its own update) or aggregation_method=fedavg",
         )
+    if method not in ("fedavg", "secure_sum"):
+        return ConfigError("aggregation_config.aggregation_method", f"unknown method {method!r}")
     return None
 
 

@@ -105,7 +105,10 @@ def install_privacy_routes(
                 raise ApiProblem(404, "no_release", "Not found", f"round {round} released nothing (no ledger entry)",
                                  field="round")  # fmt: skip
             accepted = dict(session.execute(select(Submission.round, func.count()).group_by(Submission.round)).all())
-        release = engine.privacy.mode == "release"  # type: ignore[union-attr]
+        # fedavg release mode: the accepted updates (each one a release); secure sum: the organizations
+        # counted in the unmasked sum (what the ledger recorded on reveal)
+        release = engine.privacy.mode == "release" and engine.secure is None  # type: ignore[union-attr]
+        recorded = "on receipt" if release else "when unmasked" if engine.secure is not None else "when noised"
         return [
             PrivacyReportOut(
                 round=r["round"], epsilon_round=r["epsilon_round"], epsilon_cumulative=r["epsilon_cumulative"],
@@ -113,7 +116,7 @@ def install_privacy_routes(
                 mechanism=r["mechanism"], noise_multiplier=r["noise_multiplier"], clip_norm=r["clip_norm"],
                 participants=int(accepted.get(r["round"], 0)) if release else int(r["participants"] or 0),
                 mode=engine.privacy.mode,  # type: ignore[union-attr]
-                recorded="on receipt" if release else "when noised",
+                recorded=recorded,
             )  # fmt: skip
             for r in rows
         ]

@@ -145,7 +145,7 @@ class RoundEngine:
         self.privacy = RestPrivacy(config, dimension=_dimension(config)) if config.privacy_budget.mode != "none" else None
         self.secure: SecureRounds | None = None
         if self.unavailable is None and settings.aggregation_method == "secure_sum":
-            self.secure = SecureRounds(config, core=self.core)
+            self.secure = SecureRounds(config, core=self.core, privacy=self.privacy)
 
     # ------------------------------------------------------------------ keys and models
     def ensure_key(self) -> None:
@@ -331,6 +331,30 @@ class RoundEngine:
             policy=submission_policy(self.config, global_arrays,
                                      expected=self.privacy.expected if self.privacy is not None else None),  # fmt: skip
             checks=checks,
+            declared=declared,
+            server_round=current.number,
+        )
+        if not report.passed:
+            raise ValidationFailed("; ".join(report.reasons()))
+
+    def check_declaration(self, session: Session, *, current: Round, sample_count: int,
+                          declared: DeclaredPrivacy | None) -> None:  # fmt: skip
+        """``privacy_check`` of a masked (secure-sum) submission: only its declaration and
+        sample count can be checked, the update itself is masked.
+
+        Raises
+        ------
+        ValidationFailed
+            ``privacy_check``: no declaration, or one that is not the policy's.
+        """
+        if self.privacy is None:
+            return
+        _, global_arrays = self.model_arrays(session, current.base_version)
+        report = check_update(
+            [np.zeros_like(g) for g in global_arrays],
+            num_examples=sample_count,
+            policy=submission_policy(self.config, global_arrays, expected=self.privacy.expected),
+            checks=("privacy_check",),
             declared=declared,
             server_round=current.number,
         )

@@ -202,6 +202,8 @@ class RoundOut(BaseModel):
     stage: str | None = Field(default=None, description="secure_sum mode: keys | masking | unmasking | done | failed")
     node_id: int | None = Field(default=None, description="secure_sum mode: this organization's node id")
     run_id: int | None = Field(default=None, description="secure_sum mode: the federation's run id")
+    aggregation_method: str | None = Field(default=None, description="fedavg | secure_sum: how this federation's "
+                                           "rounds aggregate (what a submission must look like)")  # fmt: skip
 
 
 class SecureRecordIn(BaseModel):
@@ -273,4 +275,5 @@ class PrivacyReportOut(BaseModel):
     clip_norm: float | None
     participants: int = Field(description="Organizations whose update this round released.")
     mode: str
-    recorded: str = Field(description="When the release is accounted: on receipt (release) or when noised (organization).")
+    recorded: str = Field(description="When the release is accounted: on receipt (release, fedavg), when unmasked "
+                          "(release, secure_sum) or when noised (organization).")

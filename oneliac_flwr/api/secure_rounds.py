@@ -42,6 +42,7 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from oneliac_flwr.api.privacy import RestPrivacy
 from oneliac_flwr.api.records import record_from_json, record_to_json
 from oneliac_flwr.api.store import AuditEvent, ModelVersion, Organization, Round, SecureMessage, SecureNode, SecureRoundStage, SecureRun
 from oneliac_flwr.config import ExperimentConfig
@@ -102,6 +103,10 @@ class SecureRounds:
         deadline), ``dataset.num_classes`` and ``privacy_budget.mode`` (statistics slots).
     core : RoundCore
         The coordinator core that turns the unmasked mean into the next model.
+    privacy : RestPrivacy, optional
+        ``privacy_budget.mode: release``: each unmasked sum is accounted in the ledger
+        (:meth:`LedgerGuard.on_reveal <oneliac_flwr.coordinator.privacy_guard.LedgerGuard.on_reveal>`,
+        as the Flower secure-sum path does), before any check can drop the round.
 
     Raises
     ------
@@ -109,8 +114,9 @@ class SecureRounds:
         If no ring fits ``secure_sum.*`` (names the field).
     """
 
-    def __init__(self, config: ExperimentConfig, *, core: RoundCore) -> None:
+    def __init__(self, config: ExperimentConfig, *, core: RoundCore, privacy: RestPrivacy | None = None) -> None:
         self.config = config
+        self.privacy = privacy
         self.spec = ring_for(config)
         self.slots = statistics_slots_for(config)
         self.core = core
@@ -309,6 +315,9 @@ class SecureRounds:
             self._fail(session, rnd, stage, server, str(exc), now)
             return
         weights, global_arrays = RoundEngine.model_arrays(session, rnd.base_version)
+        guard = self.privacy.guard(session) if self.privacy is not None else None  # refuses an edited ledger
+        if guard is not None:
+            guard.on_reveal(rnd.number, len(result.counted))  # the sum is revealed: account before any check
         outcome = secure_sum_aggregate(
             result.weighted_sum, counted=list(result.counted), global_arrays=global_arrays,
             statistics_slots=self.slots, clip_bound=self.spec.clip_bound, frac_bits=self.spec.frac_bits, noise_std=0.0,
@@ -326,14 +335,20 @@ class SecureRounds:
             base = session.get(ModelVersion, rnd.base_version)
             if base is not None:
                 base.accuracy = float(accuracy)
-        result_core = self.core.complete(rnd.number, outcome.aggregate, global_arrays)
+        core = self.core if guard is None else RoundCore(min_participants=self.core.min_participants,
+                                                          server_update=self.core.server_update,
+                                                          rng=self.core.rng, privacy=guard)  # fmt: skip
+        result_core = core.complete(rnd.number, outcome.aggregate, global_arrays)
+        epsilon = guard.ledger.get_current_epsilon() if guard is not None else None
+        if epsilon is not None:
+            extra["epsilon_total"] = epsilon
         stage.stage = DONE if result_core.status == "ok" else FAILED
         contributors = len(result.counted)
         if result_core.status == "ok" and result_core.arrays is not None:
             weights_file = encode_arrays(weights, result_core.arrays)
             session.add(ModelVersion(version=model_version_name(rnd.number), training_round=rnd.number,
                                      weights=weights_file, sha256=hashlib.sha256(weights_file).hexdigest(),
-                                     contributors=contributors, accuracy=None, epsilon_spent=None,
+                                     contributors=contributors, accuracy=None, epsilon_spent=epsilon,
                                      created_at=now))  # fmt: skip
         self._close(session, rnd, stage, result_core.status, result_core.reason, contributors=contributors, now=now,
                     extra=extra)  # fmt: skip

@@ -22,13 +22,14 @@ from typing import Annotated, Any
 import numpy as np
 from fastapi import Depends, FastAPI, Path
 
+from oneliac_flwr.api.privacy_routes import declared_privacy
 from oneliac_flwr.api.problems import ApiProblem
 from oneliac_flwr.api.records import record_from_json, record_to_json
 from oneliac_flwr.api.rounds import RoundEngine
 from oneliac_flwr.api.schemas import GradientsIn, Receipt, SecureNodeOut, SecureRecordIn, SecureRecordOut
 from oneliac_flwr.api.secure_rounds import SecureRounds, StageClosed
 from oneliac_flwr.api.store import AuditEvent, Database, Round, SecureMessage
-from oneliac_flwr.errors import ProtocolViolation
+from oneliac_flwr.errors import ProtocolViolation, ValidationFailed
 
 __all__ = ["install_secure_routes", "submit_masked"]
 
@@ -53,7 +54,8 @@ def _hash(body: Any) -> str:
 
 
 def _accept(database: Database, engine: RoundEngine, *, number: int, who: str, kind: str, body_hash: str,
-            record: Any, prefix: str, masked_hex: str | None = None, model_version: str | None = None) -> Receipt:  # fmt: skip
+            record: Any, prefix: str, masked_hex: str | None = None, model_version: str | None = None,
+            declaration: Callable[[Any, Round], None] | None = None) -> Receipt:  # fmt: skip
     """Take one stage message: replay, stage and roster checks, the protocol's checks, then store."""
     secure = engine.secure
     if secure is None:
@@ -82,6 +84,8 @@ def _accept(database: Database, engine: RoundEngine, *, number: int, who: str, k
         if model_version is not None and model_version != rnd.base_version:
             raise ApiProblem(409, "stale_model_version", "Conflict",
                              f"round {number} trains model {rnd.base_version}, not {model_version}", field="model_version")  # fmt: skip
+        if declaration is not None:
+            declaration(session, rnd)
         try:
             decoded = record_from_json(record, field=prefix)
             masked = None
@@ -110,9 +114,18 @@ def submit_masked(database: Database, engine: RoundEngine, body: GradientsIn, wh
     if body.secure_sum is None:
         raise ApiProblem(422, "secure_sum_missing", "Invalid request",
                          "secure_sum mode: send the masked input's protocol fields in 'secure_sum'", field="secure_sum")  # fmt: skip
+
+    def declaration(session: Any, rnd: Round) -> None:
+        """Under DP, ``privacy_check`` of the declaration (the release is accounted when the sum is unmasked)."""
+        try:
+            engine.check_declaration(session, current=rnd, sample_count=body.sample_count,
+                                     declared=declared_privacy(body.privacy))  # fmt: skip
+        except ValidationFailed as exc:
+            raise ApiProblem(422, "validation_privacy_check", "Validation failed", str(exc), field="privacy") from None
+
     return _accept(database, engine, number=body.round, who=who, kind="masked", body_hash=_hash(body.model_dump()),
                    record=body.secure_sum, prefix="secure_sum", masked_hex=body.gradients_encrypted,
-                   model_version=body.model_version)  # fmt: skip
+                   model_version=body.model_version, declaration=declaration)  # fmt: skip
 
 
 def install_secure_routes(app: FastAPI, *, prefix: str, database: Database, engine: RoundEngine,

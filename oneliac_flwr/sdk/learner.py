@@ -11,18 +11,20 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import asdict
 import sys
 from pathlib import Path
 from typing import Any
 
 from oneliac_flwr.config import ExperimentConfig
 from oneliac_flwr.data.analysis import analyze_local_data
-from oneliac_flwr.errors import ConfigError, PrivacyBudgetExhausted, PrivacyError
+from oneliac_flwr.errors import ConfigError, PrivacyBudgetExhausted, PrivacyError, RoundClosed
+from oneliac_flwr.masked_statistics import MaskedStatistics
 from oneliac_flwr.privacy.hospital import HospitalPolicy
 from oneliac_flwr.sdk.checks import ValidationResults, run_checks
 from oneliac_flwr.sdk.data import LocalData, columns, prepare, raw_columns
 from oneliac_flwr.sdk.dp import DifferentialPrivacy
-from oneliac_flwr.sdk.local_training import LocalModel, train_from_global
+from oneliac_flwr.sdk.local_training import LocalModel, masked_statistics, train_from_global
 from oneliac_flwr.sdk.model import GlobalModel, fetch_model
 from oneliac_flwr.sdk.reports import DataStatistics, PrivacyReport, fetch_privacy_report
 from oneliac_flwr.sdk.settings import FederationSettings, load_settings
@@ -147,6 +149,7 @@ class FederatedLearner:
         self._settings: FederationSettings | None = None
         self._models: dict[str, GlobalModel] = {}
         self._data: LocalData | None = None
+        self._statistics: dict[str, MaskedStatistics] = {}
 
     # ------------------------------------------------------------------ plumbing
     def close(self) -> None:
@@ -258,7 +261,10 @@ class FederatedLearner:
         if policy.unit == "sample":
             with self.state.privacy(organization=self.organization_id, policy=policy) as state:
                 return train_from_global(base, prepared, config, epochs=epochs, batch_size=batch_size, state=state)
-        return train_from_global(base, prepared, config, epochs=epochs, batch_size=batch_size, state=None)
+        local = train_from_global(base, prepared, config, epochs=epochs, batch_size=batch_size, state=None)
+        if policy.unit == "none":  # secure sum without DP: these travel inside the masked vector only
+            self._statistics[local.gradients.digest()] = masked_statistics(local, base, prepared, config)
+        return local
 
     # ------------------------------------------------------------------ checks
     def _sample_count(self, update: ModelUpdate) -> int:
@@ -323,7 +329,8 @@ class FederatedLearner:
         round : int
             The open round.
         wait : bool
-            Wait (with progress) until the round aggregates.
+            Wait (with progress) until the round aggregates (a secure-sum round always waits:
+            this organization takes part in every stage until the sum is unmasked).
 
         Returns
         -------
@@ -342,16 +349,18 @@ class FederatedLearner:
             The coordinator refused it.
         RoundNotAggregated
             The round closed without a new model.
-        FeatureUnavailable
-            The federation runs secure sum, not available over REST yet.
+        RoundFailed
+            A secure-sum round failed (too few organizations left to unmask).
         CoordinatorUnavailable
             The coordinator cannot be reached.
         """
         update = as_update(gradients)
         round = int(round)
         status = self.round_status()
-        if self.settings.aggregation_method == "secure_sum" or "secure_sum" in (status.reason or ""):
-            return Receipt(receipt=submit_secure_sum(), round=round, organization_id=self.organization_id, status="")  # SEAM
+        secure = (status.aggregation_method or self.settings.aggregation_method) == "secure_sum"
+        if secure and status.status == "open" and status.round is not None and status.round != round:
+            raise RoundClosed(f"round {round} is not open (open round: {status.round})", status=409,
+                              problem="round_not_open", field="round")  # fmt: skip
         policy = self.policy
         if policy.unit in ("organization", "release") and update.release is None:
             raise PrivacyError(
@@ -372,9 +381,14 @@ class FederatedLearner:
                             f"{state.ledger.epsilon_if([event]):.4f}, above its cap {policy.epsilon:g}; nothing was sent"
                         )
                     state.record_release([event], round_number=round, label=_RELEASE_LABEL + update.release.release_id)
+        declared = update.declared()
+        privacy = None if declared is None else {k: v for k, v in asdict(declared).items() if v is not None}
+        if secure:
+            return self._submit_secure(update, round, version, privacy=privacy, wait=wait)
         base = self.download_model(version)
         receipt = submit_fedavg(self._client, self.state, update, organization_id=self.organization_id, round=round,
-                                model_version=version, base=base.arrays(), sample_count=self._sample_count(update))  # fmt: skip
+                                model_version=version, base=base.arrays(), sample_count=self._sample_count(update),
+                                privacy=privacy)  # fmt: skip
         if self._progress is not None:
             self._progress(f"round {round}: submission accepted ({receipt})")
         if not wait:
@@ -384,6 +398,26 @@ class FederatedLearner:
         produced = latest.model_version if latest.training_round == round else None
         return Receipt(receipt=receipt, round=round, organization_id=self.organization_id, status=final.status,
                        model_version=produced, organizations_contributed=final.contributors)  # fmt: skip
+
+    def _submit_secure(self, update: ModelUpdate, round: int, version: str, *, privacy: dict[str, Any] | None,
+                       wait: bool) -> Receipt:  # fmt: skip
+        """A secure-sum round: the whole protocol, then the round's new model version.
+
+        Under differential privacy (a release, or a DP policy) the weight is 1 and no
+        statistics are added: nothing data-dependent travels beside the released update.
+        """
+        if not wait:
+            raise ConfigError("wait", "a secure-sum round needs this organization until it is unmasked: use wait=True")
+        private = update.release is not None or update.training_privacy is not None or self.policy.unit != "none"
+        statistics = None if private else self._statistics.get(update.digest())
+        outcome = submit_secure_sum(self._client, self.state, update, organization_id=self.organization_id,
+                                    model_version=version, weight=self._sample_count(update), statistics=statistics,
+                                    privacy=privacy, timeout=self._timeout(), progress=self._progress)  # fmt: skip
+        latest = self.download_model()
+        produced = latest.model_version if latest.training_round == outcome.round else None
+        return Receipt(receipt=outcome.receipt or f"round-{outcome.round}", round=outcome.round,
+                       organization_id=self.organization_id, status=outcome.status, model_version=produced,
+                       organizations_contributed=outcome.contributors)  # fmt: skip
 
     # ------------------------------------------------------------------ privacy
     def get_current_epsilon(self) -> float:

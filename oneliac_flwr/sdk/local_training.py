@@ -16,13 +16,14 @@ from torch import nn
 from oneliac_flwr.config import ExperimentConfig
 from oneliac_flwr.data import OrganizationData
 from oneliac_flwr.errors import PrivacyBudgetExhausted
+from oneliac_flwr.masked_statistics import MaskedStatistics
 from oneliac_flwr.privacy.entropy import os_torch_generator
 from oneliac_flwr.privacy.hospital import HospitalPrivacyState
 from oneliac_flwr.sdk.model import GlobalModel
 from oneliac_flwr.sdk.update import ModelUpdate
 from oneliac_flwr.training import evaluate, make_loader, make_optimizer, train_local
 
-__all__ = ["LocalModel", "train_from_global"]
+__all__ = ["LocalModel", "masked_statistics", "train_from_global"]
 
 
 @dataclass(frozen=True)
@@ -112,3 +113,21 @@ def train_from_global(
                             training_privacy=training_privacy)  # fmt: skip
     return LocalModel(gradients=gradients, metrics={k: float(v) for k, v in metrics.items()},
                       num_examples=result.num_examples, model_version=global_model.model_version, model=module)  # fmt: skip
+
+
+def masked_statistics(local: LocalModel, received: GlobalModel, data: OrganizationData,
+                      config: ExperimentConfig) -> MaskedStatistics:  # fmt: skip
+    """What a secure-sum round without DP appends to the masked update, as the Flower
+    client does: training loss and accuracy, the evaluation of the received model on the
+    local validation rows, and the training label fractions.
+    """
+    received_eval: tuple[float | None, float | None] = (None, None)
+    if len(data.validation):
+        result = evaluate(copy.deepcopy(received.module), data.validation)
+        received_eval = (result.loss, result.accuracy)
+    counts = np.bincount(data.train.labels, minlength=config.dataset.num_classes).astype(np.float64)
+    return MaskedStatistics(
+        train_loss=local.metrics["train_loss"], train_accuracy=local.metrics["train_accuracy"],
+        eval_loss=received_eval[0], eval_accuracy=received_eval[1],
+        label_fractions=tuple(counts / max(counts.sum(), 1.0)),
+    )  # fmt: skip

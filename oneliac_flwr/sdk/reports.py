@@ -69,17 +69,24 @@ def fetch_privacy_report(client: CoordinatorClient, round: int) -> PrivacyReport
     Raises
     ------
     FeatureUnavailable
-        If the coordinator has no privacy report endpoint yet.
+        If the coordinator has no privacy report endpoint, or differential privacy is off.
     """
     try:
         data = client.get_json(PRIVACY_REPORT_PATH, params={"round": int(round)})
     except CoordinatorError as exc:
+        if exc.status == 404 and exc.problem == "privacy_off":
+            raise FeatureUnavailable(f"no privacy report: {exc}", status=404, problem="privacy_off") from None
         if exc.status == 404 and exc.problem in ("not_found", ""):
             raise FeatureUnavailable(
                 "this coordinator does not publish a privacy report yet (GET /api/v1/federated/privacy/report); "
                 "the hospital's own accounting is learner.get_current_epsilon()", status=404, problem="not_found"
             ) from None
         raise
+    if isinstance(data, list):  # the coordinator's per-round rows (GET /privacy/report?round=N)
+        row = next((r for r in data if isinstance(r, dict) and r.get("round") == int(round)), None)
+        if row is None:
+            raise CoordinatorError(f"the privacy report has no row for round {round}", problem="privacy_report")
+        data = {**row, "total_epsilon": row.get("epsilon_cumulative"), "rounds": data}
     return PrivacyReport.from_json(data, round=round)
 
 

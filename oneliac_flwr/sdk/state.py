@@ -10,6 +10,7 @@ Layout::
     policy.json            the hospital's own privacy policy (unit, epsilon cap, delta)
     coordinator.json       the coordinator's sealing-key fingerprint, pinned on first use
     submissions/           the exact bodies sent per round (a retry resends the same bytes)
+    secure-sum.json        the secure-sum client's state between rounds (its mask keys: secret)
     privacy/               the tagged privacy state: ledger of releases and DP-SGD history
 """
 
@@ -29,7 +30,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from oneliac_flwr.atomic_files import write_json_atomic
 from oneliac_flwr.errors import ConfigError, ProtocolViolation
 from oneliac_flwr.privacy.hospital import LOCK_FILE, HospitalPolicy, HospitalPrivacyState, locked_state
-from oneliac_flwr.secure import fingerprint
+from oneliac_flwr.secure import SecureSumClient, fingerprint
 from oneliac_flwr.secure.identity import IDENTITY_FILE, Identity
 from oneliac_flwr.secure.keys import load_private_key, private_bytes, public_bytes
 
@@ -40,6 +41,7 @@ POLICY_FILE = "policy.json"
 COORDINATOR_FILE = "coordinator.json"
 PRIVACY_DIR = "privacy"
 SUBMISSIONS_DIR = "submissions"
+SECURE_SUM_FILE = "secure-sum.json"
 
 
 def _owner_only_dir(path: Path, field: str) -> Path:
@@ -164,6 +166,49 @@ class StateDirectory:
                 f"coordinator_key_check: {base_url} presents sealing key {seen}, pinned {pinned} in {file}; "
                 "if the operator rotated it, delete that entry after checking the new fingerprint with them"
             )
+
+    # ------------------------------------------------------------------ secure sum
+    def secure_client(self, *, organization: str, node_id: int, run_id: int, federation: str = "default") -> SecureSumClient:
+        """This hospital's secure-sum client for ``run_id``: the one saved after its last
+        step, or a new one (first round, another federation, or a replaced identity).
+
+        Parameters
+        ----------
+        organization : str
+            ``org_...``.
+        node_id, run_id : int
+            From the coordinator (``GET /secure-sum/node``).
+        federation : str
+            The federation name the key statements are bound to.
+
+        Raises
+        ------
+        ConfigError
+            If the saved state is not owner-only.
+        """
+        from oneliac_flwr.api.records import record_from_json
+
+        identity = self.identity()
+        file = self.path / SECURE_SUM_FILE
+        if file.exists():
+            self._check_file(file)
+            try:
+                saved = SecureSumClient.from_state_dict(record_from_json(json.loads(file.read_text()), field="secure_sum"),
+                                                        identity=identity)  # fmt: skip
+            except (ValueError, ProtocolViolation):  # unreadable, or made with another identity: start afresh
+                saved = None
+            if saved is not None:
+                state = saved.state_dict()
+                if (state["node_id"], state["run_id"], state["organization"]) == (node_id, run_id, organization):
+                    return saved
+        return SecureSumClient(node_id=node_id, run_id=run_id, identity=identity, organization=organization,
+                               federation=federation)  # fmt: skip
+
+    def save_secure_client(self, client: SecureSumClient) -> None:
+        """Keep the client's state (mask keys, round state) for the next step or round (0600)."""
+        from oneliac_flwr.api.records import record_to_json
+
+        write_json_atomic(self.path / SECURE_SUM_FILE, record_to_json(client.state_dict(), field="secure_sum"), mode=0o600)
 
     # ------------------------------------------------------------------ submissions
     def submission(self, round: int, digest: str) -> dict[str, Any] | None:

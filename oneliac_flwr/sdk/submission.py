@@ -7,8 +7,8 @@ state directory before it is sent, so a retry, even after a crash, resends the s
 and the coordinator answers the same receipt (submissions are idempotent per
 organization and round).
 
-``secure_sum`` rounds go through :func:`submit_secure_sum`, the one seam where the
-REST secure-sum driver plugs in (it is not built yet).
+``secure_sum`` rounds go through :func:`submit_secure_sum`: the REST secure-sum driver
+(:mod:`oneliac_flwr.api.participant`) with the hospital's own secure-sum client.
 """
 
 from __future__ import annotations
@@ -16,16 +16,20 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from safetensors.numpy import save as safetensors_save
 
-from oneliac_flwr.errors import CoordinatorError, FeatureUnavailable, RoundNotAggregated
+from oneliac_flwr.errors import CoordinatorError, RoundNotAggregated
+from oneliac_flwr.masked_statistics import MaskedStatistics
 from oneliac_flwr.sdk.state import StateDirectory
 from oneliac_flwr.sdk.transport import CoordinatorClient
 from oneliac_flwr.sdk.update import ModelUpdate
 from oneliac_flwr.secure.sealed import seal, sealing_context
+
+if TYPE_CHECKING:
+    from oneliac_flwr.api.participant import SecureRoundReceipt
 
 __all__ = ["Progress", "Receipt", "RoundStatus", "submit_fedavg", "submit_secure_sum", "wait_for_round"]
 
@@ -46,6 +50,8 @@ class RoundStatus:
     deadline: str | None
     reason: str | None
     contributors: int | None
+    stage: str | None = None
+    aggregation_method: str | None = None
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> RoundStatus:
@@ -90,6 +96,7 @@ def sealed_body(
     base: Mapping[str, np.ndarray],
     coordinator_key: bytes,
     sample_count: int,
+    privacy: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The ``POST /gradients`` body of a fedavg round: ``base + update``, sealed."""
     names = sorted(base)
@@ -97,8 +104,11 @@ def sealed_body(
         else {n: np.ascontiguousarray(update[n]) for n in update}  # fmt: skip  (the coordinator names the mismatch)
     context = sealing_context(organization_id=organization_id, round=round, model_version=model_version)
     sealed = seal(safetensors_save(local), coordinator_key, context=context)
-    return {"organization_id": organization_id, "round": int(round), "gradients_encrypted": "0x" + sealed.hex(),
+    body = {"organization_id": organization_id, "round": int(round), "gradients_encrypted": "0x" + sealed.hex(),
             "model_version": model_version, "sample_count": int(sample_count)}  # fmt: skip
+    if privacy is not None:
+        body["privacy"] = dict(privacy)
+    return body
 
 
 def submit_fedavg(
@@ -111,8 +121,10 @@ def submit_fedavg(
     model_version: str,
     base: Mapping[str, np.ndarray],
     sample_count: int,
+    privacy: Mapping[str, Any] | None = None,
 ) -> str:
-    """Seal and post the update (the same bytes on every retry); the receipt.
+    """Seal and post the update (the same bytes on every retry), with its privacy
+    declaration under DP; the receipt.
 
     Raises
     ------
@@ -128,29 +140,73 @@ def submit_fedavg(
         key = bytes.fromhex(str(published["public_key"])[2:])
         state.pin_coordinator_key(client.base_url, key)
         body = sealed_body(update, organization_id=organization_id, round=round, model_version=model_version,
-                           base=base, coordinator_key=key, sample_count=sample_count)  # fmt: skip
+                           base=base, coordinator_key=key, sample_count=sample_count, privacy=privacy)  # fmt: skip
         state.save_submission(round, digest, body)
     return str(client.post_json("/gradients", body)["receipt"])
 
 
-def submit_secure_sum(*_: object, **__: object) -> str:
-    """SEAM: one secure-sum round over REST for this organization.
+def submit_secure_sum(
+    client: CoordinatorClient,
+    state: StateDirectory,
+    update: ModelUpdate,
+    *,
+    organization_id: str,
+    model_version: str,
+    weight: float,
+    statistics: MaskedStatistics | None,
+    privacy: Mapping[str, Any] | None,
+    timeout: float,
+    progress: Progress | None,
+) -> SecureRoundReceipt:
+    """One secure-sum round over REST for this organization (keys, masked upload, unmasking).
 
-    It will call the REST secure-sum driver (``oneliac_flwr.api.participant.
-    take_part_in_secure_round(http, organization_id=..., secure_client=..., update=...,
-    weight=...)``) with the hospital's ``SecureSumClient`` built from the state
-    directory's identity, and return its receipt.
+    The REST driver :func:`oneliac_flwr.api.participant.take_part_in_secure_round` runs
+    the stages with this hospital's :class:`~oneliac_flwr.secure.SecureSumClient`, built
+    from the state directory's identity and saved there (0600) after every step, so its
+    mask keys carry over to the next round.
+
+    Parameters
+    ----------
+    client : CoordinatorClient
+        The authenticated coordinator client.
+    state : StateDirectory
+        The hospital's state directory (identity, secure-sum state).
+    update : ModelUpdate
+        The update (noised under DP); its arrays go in the model's sorted tensor order.
+    organization_id, model_version : str
+        This organization; the round's base model.
+    weight : float
+        The update's weight: 1 under differential privacy, else the training rows.
+    statistics : MaskedStatistics or None
+        Masked statistics (only without DP, when the coordinator expects them).
+    privacy : mapping or None
+        The release's declaration (``privacy`` field), under DP.
+    timeout : float
+        Seconds after which the round is given up.
+    progress : callable or None
+        Receives one line per step.
+
+    Returns
+    -------
+    SecureRoundReceipt
+        The round's outcome once it closed ``ok``.
 
     Raises
     ------
-    FeatureUnavailable
-        Always, until the coordinator runs secure-sum rounds over REST.
+    CoordinatorError
+        The typed refusal (authentication, stale version, closed stage, failed check) or
+        the round's failure (:class:`~oneliac_flwr.errors.RoundFailed`).
     """
-    raise FeatureUnavailable(
-        "this coordinator runs aggregation_method=secure_sum, and secure-sum rounds over REST are not built yet "
-        "in the SDK; ask the operator for a fedavg federation, or take part through the Flower path",
-        problem="secure_sum_unavailable",
-    )
+    from oneliac_flwr.api.participant import secure_node, take_part_in_secure_round
+
+    node = secure_node(client.http)
+    secure_client = state.secure_client(organization=organization_id, node_id=node.node_id, run_id=node.run_id)
+    arrays = [np.asarray(update[name]) for name in sorted(update)]
+    return take_part_in_secure_round(
+        client.http, organization_id=organization_id, secure_client=secure_client, update=arrays, weight=float(weight),
+        model_version=model_version, statistics=statistics, privacy=privacy, wait_seconds=min(LONG_POLL_SECONDS, 10.0),
+        give_up_after=timeout, progress=progress, on_step=state.save_secure_client,
+    )  # fmt: skip
 
 
 def current_status(client: CoordinatorClient, *, wait: float = 0.0, after: RoundStatus | None = None) -> RoundStatus:
@@ -200,7 +256,8 @@ def wait_for_round(
 def wait_for_open_round(
     client: CoordinatorClient, *, after_round: int | None, timeout: float, progress: Progress | None
 ) -> RoundStatus:
-    """Wait (long poll) until a round after ``after_round`` asks this organization to submit.
+    """Wait (long poll) until a round after ``after_round`` asks this organization to act
+    (``submit``, or ``advertise_keys``: the first stage of a secure-sum round).
 
     Raises
     ------
@@ -211,7 +268,7 @@ def wait_for_open_round(
     """
     deadline = time.monotonic() + timeout
     status = current_status(client)
-    while not (status.next_action == "submit" and (after_round is None or (status.round or 0) > after_round)):
+    while not (status.next_action in ("submit", "advertise_keys") and (after_round is None or (status.round or 0) > after_round)):
         if status.next_action in ("finished", "none"):
             raise RoundNotAggregated(f"no further round: {status.status} ({status.reason or 'max_rounds reached'})",
                                      problem=f"federation_{status.next_action}")  # fmt: skip

@@ -147,6 +147,12 @@ class CoordinatorClient:
             transport=transport,
         )
 
+    @property
+    def http(self) -> httpx.Client:
+        """The underlying authenticated client (base URL: the coordinator's root), for the
+        secure-sum driver :mod:`oneliac_flwr.api.participant`, which sends its own requests."""
+        return self._client
+
     def close(self) -> None:
         """Close the connection pool."""
         self._client.close()

@@ -222,3 +222,10 @@ def test_privacy_modes_rest_cannot_run_are_refused_at_start(start_service) -> No
     service = start_service(extra=[*settings(), "privacy_budget=sample"], ready=False)
     assert service.process.wait(timeout=120) == 2
     assert "privacy_budget.mode" in service.log.read_text()
+    # central noise on an unmasked secure sum is not built over REST (release mode is: tests/sdk/test_secure_sum.py)
+    secure = [o.replace("=fedavg", "=secure_sum") if o.startswith("aggregation_config.aggregation_method") else o
+              for o in settings()] + ["privacy_budget.mode=organization", "privacy_budget.epsilon=1.0"]  # fmt: skip
+    service = start_service(extra=secure, ready=False)
+    assert service.process.wait(timeout=120) == 2
+    log = service.log.read_text()
+    assert "privacy_budget.mode" in log and "secure_sum is not built over REST" in log

@@ -7,7 +7,7 @@ import pytest
 
 from oneliac.federated import FederatedLearner
 from oneliac_flwr.config import ExperimentConfig
-from oneliac_flwr.errors import ConfigError, SubmissionRejected
+from oneliac_flwr.errors import ConfigError
 from oneliac_flwr.data.federated import feature_schema
 from oneliac_flwr.sdk.data import local_table
 
@@ -82,16 +82,3 @@ def test_environment_fallbacks_local_analysis_and_sample_level_dp(start_service,
     assert reopened.get_current_epsilon() == spent  # persisted
     for each in (learner, private, reopened):
         each.close()
-
-
-def test_a_secure_sum_federation_refuses_a_sealed_submission_with_a_typed_error(start_service, hospital_dirs) -> None:  # noqa: ANN001
-    service = start_service(extra=["aggregation_config.aggregation_method=secure_sum", "privacy_budget=none"])
-    (folder,) = hospital_dirs(1)
-    (org,) = register(service, [folder])
-    frames, _ = breast_cancer_frames(2)
-    with FederatedLearner(org["organization_id"], org["api_key"], base_url=service.base_url, state_dir=folder,
-                          progress=None) as learner:  # fmt: skip
-        local = learner.train_local(frames[0], epochs=1)
-        # the SDK does not drive the secure-sum stages yet: the coordinator's refusal arrives typed
-        with pytest.raises(SubmissionRejected, match="secure_sum"):
-            learner.submit_gradients(local.gradients, round=1)

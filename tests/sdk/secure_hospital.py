@@ -1,0 +1,69 @@
+"""One hospital PROCESS of the secure-sum SDK tests: the documented example's calls, round by round.
+
+Run as ``python secure_hospital.py <settings.json>``; it writes what it saw to
+``settings["out"]`` (JSON) after every round, so a test can read it even if it is killed.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+
+def main(settings_file: str) -> None:
+    from oneliac.encryption import DifferentialPrivacy
+    from oneliac.federated import FederatedLearner
+    from oneliac_flwr.config import ExperimentConfig
+
+    settings = json.loads(Path(settings_file).read_text())
+    out = Path(settings["out"])
+    config = ExperimentConfig.from_dict(settings["config"])
+
+    def progress(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+        if settings.get("pause_at") and settings["pause_at"] in line:  # the kill test: wait here to be killed
+            Path(settings["pause_file"]).write_text(line)
+            time.sleep(3600)
+
+    learner = FederatedLearner(organization_id=settings["organization_id"], api_key=settings["api_key"],
+                               base_url=settings["url"], state_dir=settings["state_dir"], config=config,
+                               progress=progress)  # fmt: skip
+    rounds: list[dict] = []
+    last = 0
+    for _ in range(int(settings["rounds"])):
+        while True:  # the next round this organization must act in
+            status = learner.round_status()
+            if status.next_action in ("advertise_keys", "submit") and (status.round or 0) > last:
+                break
+            time.sleep(0.2)
+        number = int(status.round or 0)
+        model = learner.train_local(data=settings["csv"], epochs=10, batch_size=32)
+        entry: dict = {"round": number, "base": model.model_version}
+        if settings.get("epsilon") is not None:
+            dp = DifferentialPrivacy(epsilon=float(settings["epsilon"]))
+            gradients = dp.add_noise_to_gradients(model.gradients, sensitivity=1.0)
+            entry["noise_multiplier"] = gradients.release.noise_multiplier
+        else:
+            gradients = model.gradients
+        checks = learner.validate_submission(gradients=gradients, checks=["bounds_check", "nan_check", "privacy_check"])
+        entry["checks"] = {name: checks[name].passed for name in checks}
+        receipt = learner.submit_gradients(gradients=gradients, round=number)
+        entry.update(receipt=receipt.receipt, status=receipt.status, model_version=receipt.model_version,
+                     contributors=receipt.organizations_contributed)  # fmt: skip
+        global_model = learner.download_model(version="latest")
+        entry.update(downloaded=global_model.model_version, training_round=global_model.training_round)
+        if settings.get("epsilon") is not None:
+            report = learner.get_privacy_report(round=number)
+            entry.update(report_total_epsilon=report.total_epsilon, report_participants=report.participants)
+        entry["current_epsilon"] = learner.get_current_epsilon()
+        entry["label_distribution"] = learner.analyze_local_data().label_distribution
+        rounds.append(entry)
+        out.write_text(json.dumps(rounds))
+        last = number
+    learner.close()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
