@@ -365,3 +365,60 @@ def test_attacks_on_the_secure_stages_are_refused(start_service) -> None:  # noq
         replayed = http.post(f"{PREFIX}/gradients", json=dict(good, organization_id=b.id))
         assert replayed.status_code == 422 and replayed.json()["field"] == "secure_sum.node_id"
         assert status(http)["next_action"] == "submit"
+
+
+def test_release_mode_dp_with_secure_sum_checks_declarations_and_accounts_on_unmasking(start_service) -> None:  # noqa: ANN001
+    from oneliac_flwr.privacy import rounds_epsilon
+
+    z, delta = 2.0, 1e-5
+    dp = ["privacy_budget.mode=release", f"privacy_budget.noise_multiplier={z}", f"privacy_budget.delta={delta}",
+          "privacy_budget.clip_norm=1.0", "privacy_budget.mechanism=gaussian",
+          f"privacy_budget.epsilon={rounds_epsilon(noise_multiplier=z, rounds=2, delta=delta) * 1.01}"]  # fmt: skip
+    service = start_service(extra=[*settings(min_participants=3, max_rounds=1), *dp])
+    hospitals = register(service, 3)
+    for h in hospitals:
+        h.join(service)
+    with hospitals[0].http(service) as http:
+        policy = http.get(f"{PREFIX}/privacy/policy").json()
+        base, meta = model(http)
+    declaration = {"mechanism": "gaussian", "clip_norm": 1.0, "noise_multiplier": float(policy["noise-multiplier"])}
+    updates = {i: update_of(base, i, 1) for i in range(3)}
+
+    # hospital 0 advertises its keys, then uploads a masked vector without a declaration: refused, nothing stored
+    def first_keys() -> dict:
+        return drive([service], hospitals[0], 1, updates[0], 1.0, stop_at="submit")
+
+    def take_part(i: int):
+        with hospitals[i].http(service) as http:
+            return take_part_in_secure_round(http, organization_id=hospitals[i].id, secure_client=hospitals[i].client,
+                                             update=updates[i], weight=1.0, model_version=meta["model_version"],
+                                             privacy=declaration, wait_seconds=5, give_up_after=120)  # fmt: skip
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=3) as pool:
+        others = [pool.submit(take_part, i) for i in (1, 2)]
+        state = first_keys()
+        assert state["next_action"] == "submit" and state["aggregation_method"] == "secure_sum"
+        with hospitals[0].http(service) as http:
+            setup = RoundSetup.from_record(record_from_json(http.get(f"{PREFIX}/rounds/1/setup").json()["record"]))
+            masked = hospitals[0].client.mask(masked_vector(updates[0], setup=setup, statistics=None), weight=1.0, setup=setup)
+            body = masked_body(hospitals[0], 1, meta["model_version"], masked)
+            bare = http.post(f"{PREFIX}/gradients", json=body)
+            assert bare.status_code == 422 and bare.json()["type"].endswith("validation_privacy_check")
+            assert bare.json()["field"] == "privacy" and "no privacy declaration" in bare.json()["detail"]
+            weak = http.post(f"{PREFIX}/gradients", json={**body, "privacy": {**declaration, "noise_multiplier": z / 2}})
+            assert weak.status_code == 422 and "noise_multiplier" in weak.json()["detail"]
+            assert status(http)["next_action"] == "submit"  # nothing was stored
+            assert http.get(f"{PREFIX}/privacy/epsilon").json()["epsilon_spent"] == 0.0
+            accepted = http.post(f"{PREFIX}/gradients", json={**body, "privacy": declaration})
+            assert accepted.status_code == 200, accepted.text
+        receipts = [f.result() for f in others]
+        final = drive([service], hospitals[0], 1, updates[0], 1.0)
+    assert all(r.status == "ok" and r.contributors == 3 and r.receipt.startswith("rcpt_") for r in receipts)
+    assert final["status"] == "ok"
+    with hospitals[0].http(service) as http:
+        (row,) = http.get(f"{PREFIX}/privacy/report").json()
+        spent = http.get(f"{PREFIX}/privacy/epsilon").json()["epsilon_spent"]
+        assert model(http)[1]["epsilon_spent"] == pytest.approx(spent, rel=1e-12)
+        assert_model(http, base, updates, {0: 1.0, 1: 1.0, 2: 1.0}, [0, 1, 2])  # every update weighs 1
+    assert row["round"] == 1 and row["participants"] == 3 and row["recorded"] == "when unmasked"
+    assert spent == pytest.approx(rounds_epsilon(noise_multiplier=z, rounds=1, delta=delta), rel=1e-6)

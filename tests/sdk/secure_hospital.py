@@ -1,6 +1,7 @@
 """One hospital PROCESS of the secure-sum SDK tests: the documented example's calls, round by round.
 
-Run as ``python secure_hospital.py <settings.json>``; it writes what it saw to
+Run as ``python secure_hospital.py <settings.json>``: it imports what it needs, then waits
+for the settings file (so its start-up is not inside a stage deadline). It writes what it saw to
 ``settings["out"]`` (JSON) after every round, so a test can read it even if it is killed.
 """
 
@@ -16,8 +17,12 @@ def main(settings_file: str) -> None:
     from oneliac.encryption import DifferentialPrivacy
     from oneliac.federated import FederatedLearner
     from oneliac_flwr.config import ExperimentConfig
+    from oneliac_flwr.sdk import local_training  # noqa: F401 - torch and the training stack, before the round
 
-    settings = json.loads(Path(settings_file).read_text())
+    path = Path(settings_file)
+    while not path.exists():  # written (atomically) once the coordinator runs and this hospital is registered
+        time.sleep(0.1)
+    settings = json.loads(path.read_text())
     out = Path(settings["out"])
     config = ExperimentConfig.from_dict(settings["config"])
 

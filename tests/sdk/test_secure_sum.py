@@ -66,11 +66,23 @@ def overrides(groups: dict) -> list[str]:
     return out
 
 
-def start_hospitals(service, tmp_path: Path, orgs: list[dict], dirs: list[Path], frames: list, groups: dict,  # noqa: ANN001
-                    *, rounds: int, epsilon: float | None, pause: dict[int, Path] | None = None) -> list[tuple]:  # fmt: skip
-    """One process per hospital, each with its own CSV; returns (process, out file, log file)."""
+def launch(tmp_path: Path, n: int) -> list[tuple]:
+    """One process per hospital, started before the coordinator's first round can open: each
+    imports its stack, then waits for its settings file. Returns (process, out file, log file)."""
     started = []
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "ONELIAC_ADMIN_TOKEN": "unused"}
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    for i in range(n):
+        log = tmp_path / f"hospital-{i}.log"
+        with log.open("wb") as handle:
+            process = subprocess.Popen([sys.executable, str(HOSPITAL), str(tmp_path / f"hospital-{i}.settings.json")],
+                                       env=env, stdout=handle, stderr=subprocess.STDOUT)  # fmt: skip
+        started.append((process, tmp_path / f"hospital-{i}.json", log))
+    return started
+
+
+def hand_over(service, tmp_path: Path, orgs: list[dict], dirs: list[Path], frames: list, groups: dict,  # noqa: ANN001
+              *, rounds: int, epsilon: float | None, pause: dict[int, Path] | None = None) -> None:  # fmt: skip
+    """Give each waiting hospital process its registration, its own CSV and the federation's settings."""
     for i, (org, folder, frame) in enumerate(zip(orgs, dirs, frames, strict=True)):
         csv = tmp_path / f"hospital-{i}.csv"
         frame.to_csv(csv, index=False)
@@ -80,14 +92,9 @@ def start_hospitals(service, tmp_path: Path, orgs: list[dict], dirs: list[Path],
         if pause and i in pause:
             settings["pause_at"] = "masked upload"
             settings["pause_file"] = str(pause[i])
-        file = tmp_path / f"hospital-{i}.settings.json"
-        file.write_text(json.dumps(settings))
-        log = tmp_path / f"hospital-{i}.log"
-        with log.open("wb") as handle:
-            process = subprocess.Popen([sys.executable, str(HOSPITAL), str(file)], env=env, stdout=handle,
-                                       stderr=subprocess.STDOUT)  # fmt: skip
-        started.append((process, Path(settings["out"]), log))
-    return started
+        partial = tmp_path / f"hospital-{i}.settings.partial"
+        partial.write_text(json.dumps(settings))
+        partial.rename(tmp_path / f"hospital-{i}.settings.json")
 
 
 def stop_all(started: list[tuple]) -> None:
@@ -115,14 +122,15 @@ def held_out_accuracy(model, test, config: ExperimentConfig) -> float:  # noqa: 
 
 def test_three_hospital_processes_three_secure_rounds_with_local_dp(start_service, hospital_dirs, tmp_path) -> None:  # noqa: ANN001
     # a stage closes as soon as every hospital answered: the deadline only has to cover a
-    # hospital process's start-up and local training (keys are advertised when it submits)
-    groups = federation(min_participants=3, max_rounds=3, timeout_minutes=3.0, dp=True)
-    service = start_service(extra=overrides(groups))
-    dirs = hospital_dirs(3)
-    orgs = register(service, dirs)
-    frames, test = breast_cancer_frames(3)
-    started = start_hospitals(service, tmp_path, orgs, dirs, frames, groups, rounds=3, epsilon=EPSILON)
+    # hospital's local training (keys are advertised when it submits)
+    groups = federation(min_participants=3, max_rounds=3, timeout_minutes=1.0, dp=True)
+    started = launch(tmp_path, 3)
     try:
+        service = start_service(extra=overrides(groups))
+        dirs = hospital_dirs(3)
+        orgs = register(service, dirs)
+        frames, test = breast_cancer_frames(3)
+        hand_over(service, tmp_path, orgs, dirs, frames, groups, rounds=3, epsilon=EPSILON)
         wait_exit(started, timeout=600)
     finally:
         stop_all(started)
@@ -180,14 +188,15 @@ ACCURACY_FLOOR = 0.25
 
 
 def test_a_hospital_killed_mid_round_is_recovered(start_service, hospital_dirs, tmp_path) -> None:  # noqa: ANN001
-    groups = federation(min_participants=3, max_rounds=1, timeout_minutes=1.5, dp=False)
-    service = start_service(extra=overrides(groups))
-    dirs = hospital_dirs(4)
-    orgs = register(service, dirs)
-    frames, test = breast_cancer_frames(4)
+    groups = federation(min_participants=3, max_rounds=1, timeout_minutes=0.5, dp=False)
     pause = tmp_path / "hospital-3.paused"
-    started = start_hospitals(service, tmp_path, orgs, dirs, frames, groups, rounds=1, epsilon=None, pause={3: pause})
+    started = launch(tmp_path, 4)
     try:
+        service = start_service(extra=overrides(groups))
+        dirs = hospital_dirs(4)
+        orgs = register(service, dirs)
+        frames, test = breast_cancer_frames(4)
+        hand_over(service, tmp_path, orgs, dirs, frames, groups, rounds=1, epsilon=None, pause={3: pause})
         deadline = time.monotonic() + 300
         while not pause.exists():  # hospital 3 advertised its keys and is about to upload its masked vector
             assert time.monotonic() < deadline, started[3][2].read_text()[-3000:]
