@@ -13,10 +13,11 @@ without DP in the background, the third runs the documented calls)::
 
     python examples/documented_example.py --demo
 
-Status: the coordinator runs ``aggregation_method: fedavg`` rounds over REST today (the
-update is sealed to its key); secure-sum rounds and the coordinator's privacy report are
-not built yet, so ``get_privacy_report`` answers ``FeatureUnavailable`` and the demo
-federation is a fedavg one. With the documented epsilon of 0.1 per release the noise
+Status: the same calls work against ``fedavg`` (the update sealed to the coordinator's key)
+and ``secure_sum`` federations (the whole secure-sum protocol, with the release declared to
+the coordinator under ``privacy_budget.mode: release``; ``tests/sdk/test_secure_sum.py``
+runs them in three hospital processes). The demo federation is a fedavg one without DP,
+so ``get_privacy_report`` answers ``FeatureUnavailable`` there. With the documented epsilon of 0.1 per release the noise
 (standard deviation about 30.7 per weight at sensitivity 1) is far larger than any
 update: the demo coordinator's update-norm bound is raised to 1000 so the release is
 accepted, and the printed accuracy (on the whole built-in table) shows what one such
