@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict
 import sys
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -358,6 +358,8 @@ class FederatedLearner:
         round = int(round)
         status = self.round_status()
         secure = (status.aggregation_method or self.settings.aggregation_method) == "secure_sum"
+        if secure and not wait:  # before anything is recorded
+            raise ConfigError("wait", "a secure-sum round needs this organization until it is unmasked: use wait=True")
         if secure and status.status == "open" and status.round is not None and status.round != round:
             raise RoundClosed(f"round {round} is not open (open round: {status.round})", status=409,
                               problem="round_not_open", field="round")  # fmt: skip
@@ -384,7 +386,7 @@ class FederatedLearner:
         declared = update.declared()
         privacy = None if declared is None else {k: v for k, v in asdict(declared).items() if v is not None}
         if secure:
-            return self._submit_secure(update, round, version, privacy=privacy, wait=wait)
+            return self._submit_secure(update, version, privacy=privacy)
         base = self.download_model(version)
         receipt = submit_fedavg(self._client, self.state, update, organization_id=self.organization_id, round=round,
                                 model_version=version, base=base.arrays(), sample_count=self._sample_count(update),
@@ -399,15 +401,12 @@ class FederatedLearner:
         return Receipt(receipt=receipt, round=round, organization_id=self.organization_id, status=final.status,
                        model_version=produced, organizations_contributed=final.contributors)  # fmt: skip
 
-    def _submit_secure(self, update: ModelUpdate, round: int, version: str, *, privacy: dict[str, Any] | None,
-                       wait: bool) -> Receipt:  # fmt: skip
+    def _submit_secure(self, update: ModelUpdate, version: str, *, privacy: dict[str, Any] | None) -> Receipt:
         """A secure-sum round: the whole protocol, then the round's new model version.
 
         Under differential privacy (a release, or a DP policy) the weight is 1 and no
         statistics are added: nothing data-dependent travels beside the released update.
         """
-        if not wait:
-            raise ConfigError("wait", "a secure-sum round needs this organization until it is unmasked: use wait=True")
         private = update.release is not None or update.training_privacy is not None or self.policy.unit != "none"
         statistics = None if private else self._statistics.get(update.digest())
         outcome = submit_secure_sum(self._client, self.state, update, organization_id=self.organization_id,
