@@ -44,7 +44,7 @@ from sqlalchemy.orm import Session
 
 from oneliac_flwr.api.privacy import RestPrivacy
 from oneliac_flwr.api.records import record_from_json, record_to_json
-from oneliac_flwr.api.store import AuditEvent, ModelVersion, Organization, Round, SecureMessage, SecureNode, SecureRoundStage, SecureRun
+from oneliac_flwr.api.store import AuditEvent, ModelVersion, Round, SecureMessage, SecureNode, SecureRoundStage, SecureRun
 from oneliac_flwr.config import ExperimentConfig
 from oneliac_flwr.coordinator import RoundCore, secure_sum_aggregate
 from oneliac_flwr.coordinator.secure_plan import graph_for, ring_for, statistics_slots_for, threshold_for
