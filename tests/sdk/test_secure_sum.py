@@ -168,27 +168,40 @@ def test_three_hospital_processes_three_secure_rounds_with_local_dp(start_servic
         assert row["epsilon_cumulative"] == pytest.approx(rounds_epsilon(noise_multiplier=z, rounds=number, delta=DELTA), rel=1e-6)
         assert row["epsilon_cumulative"] == pytest.approx(seen[0][number - 1]["current_epsilon"], rel=1e-6)
     assert spent["epsilon_spent"] == pytest.approx(report[-1]["epsilon_cumulative"], rel=1e-12)
-    # the model's accuracy on the held-out rows (noise at epsilon 0.1 per release dominates each update)
+    # each new model is the last one plus the mean of the three declared releases, each clipped to
+    # the ring's norm (secure_sum.clip_norm) by its hospital: the secure sum aggregated exactly the
+    # noised updates the hospitals released, nothing else (the test observes the releases)
+    clip = ExperimentConfig.from_dict({**groups, "secure_sum": {"max_participants": 6}}).secure_sum.clip_norm
     with FederatedLearner(orgs[0]["organization_id"], orgs[0]["api_key"], base_url=service.base_url,
                           state_dir=tmp_path / "reader", progress=None) as reader:  # fmt: skip
-        final, initial = reader.download_model(), reader.download_model("1.0.0")
-        accuracy, before = held_out_accuracy(final, test, reader.config), held_out_accuracy(initial, test, reader.config)
+        versions = [reader.download_model(f"1.0.{r}") for r in range(4)]
+        for number in (1, 2, 3):
+            releases = [dict(np.load(out.with_name(f"{out.stem}-release-{number}.npz"))) for _, out, _ in started]
+            scales = [min(1.0, clip / float(np.sqrt(sum(np.sum(np.square(a, dtype=np.float64)) for a in r.values()))))
+                      for r in releases]  # fmt: skip
+            before, after = versions[number - 1].arrays(), versions[number].arrays()
+            assert set(after) == set(releases[0])
+            for name in after:
+                expected = sum(s * r[name].astype(np.float64) for s, r in zip(scales, releases)) / len(releases)
+                np.testing.assert_allclose(after[name] - before[name], expected, rtol=0, atol=1e-4)
+        final = versions[3]
+        accuracy, before = held_out_accuracy(final, test, reader.config), held_out_accuracy(versions[0], test, reader.config)
     print(json.dumps({"held_out_accuracy": accuracy, "initial_accuracy": before, "epsilon_total": spent["epsilon_spent"],
                       "noise_multiplier": z}))  # fmt: skip
     assert final.model_version == "1.0.3" and final.epsilon_spent == pytest.approx(spent["epsilon_spent"], rel=1e-12)
-    assert accuracy >= ACCURACY_FLOOR
 
 
-#: Measured (docs/hospital-sdk.md): 0.614 and 0.842 held-out accuracy after 3 rounds in two
-#: runs, from 0.675 for the initial model. At epsilon 0.1 per release the noise (std 30.7 per weight at sensitivity 1,
-#: a norm near 240 for 62 weights) swamps every update, and the ring clips it to norm
-#: secure_sum.clip_norm: each round moves the model by an essentially random step. The
-#: floor only says the model is still a classifier of this table, not a trained one.
-ACCURACY_FLOOR = 0.25
+#: Measured (docs/hospital-sdk.md): held-out accuracy after 3 rounds varies run to run (0.614,
+#: 0.842, 0.061 seen), from 0.675 for the initial model. At epsilon 0.1 per release the noise
+#: (std 30.7 per weight at sensitivity 1, a norm near 240 for 62 weights) swamps every update,
+#: and the ring clips it to norm secure_sum.clip_norm: each round moves the model by an
+#: essentially random step, so no accuracy floor can hold. What the test pins down instead is
+#: that each model is exactly the mean of the declared releases; learning through the SDK's
+#: secure sum is shown without DP by the next test (held-out accuracy >= 0.85).
 
 
 def test_a_hospital_killed_mid_round_is_recovered(start_service, hospital_dirs, tmp_path) -> None:  # noqa: ANN001
-    groups = federation(min_participants=3, max_rounds=1, timeout_minutes=0.5, dp=False)
+    groups = federation(min_participants=3, max_rounds=1, timeout_minutes=1.0, dp=False)
     pause = tmp_path / "hospital-3.paused"
     started = launch(tmp_path, 4)
     try:
