@@ -15,8 +15,15 @@ api_conftest = importlib.util.module_from_spec(_spec)
 sys.modules["api_conftest"] = api_conftest
 _spec.loader.exec_module(api_conftest)
 
-database_url = api_conftest.database_url
 start_service = api_conftest.start_service
+
+
+@pytest.fixture(params=["sqlite"])
+def database_url(tmp_path: Path) -> str:
+    """The coordinator's database in SDK tests: a SQLite file. The SDK only speaks HTTP; the
+    coordinator on PostgreSQL is tested in ``tests/api``, where every integration test runs on both
+    (running the SDK's process tests twice as well would only add minutes to the suite)."""
+    return f"sqlite:///{tmp_path / 'coordinator.db'}"
 
 
 @pytest.fixture
