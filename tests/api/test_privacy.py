@@ -156,18 +156,19 @@ def one_release_round(service) -> dict:  # noqa: ANN001 - Service
     return org
 
 
-@pytest.mark.parametrize(
-    "tamper",
-    [
-        lambda d: {**d, "entries": d["entries"][:-1]},
-        lambda d: {**d, "entries": [{**e, "events": [{**ev, "noise_multiplier": 1000.0} for ev in e["events"]]}
-                                    for e in d["entries"]]},  # fmt: skip
-        lambda d: {k: v for k, v in d.items() if k != "mac"},
-        None,  # the row deleted
-    ],
-    ids=["entry-deleted", "z-set-to-1000", "tag-stripped", "row-deleted"],
-)
-def test_a_tampered_ledger_row_is_refused_at_start(start_service, database_url: str, tamper) -> None:  # noqa: ANN001
+#: Edits of the stored ledger row, each refused at start; ``None`` deletes the row (last).
+TAMPERS = {
+    "entry-deleted": lambda d: {**d, "entries": d["entries"][:-1]},
+    "z-set-to-1000": lambda d: {**d, "entries": [{**e, "events": [{**ev, "noise_multiplier": 1000.0} for ev in e["events"]]}
+                                                 for e in d["entries"]]},  # fmt: skip
+    "tag-stripped": lambda d: {k: v for k, v in d.items() if k != "mac"},
+    "row-deleted": None,
+}
+
+
+def test_a_tampered_ledger_row_is_refused_at_start(start_service, database_url: str) -> None:  # noqa: ANN001
+    """One accounted round, then each edit of the stored row in turn (the original put back
+    between them): the restarted coordinator refuses to resume from every one."""
     extra = dp_settings("release", epsilon=budget_for(3), min_participants=1, max_rounds=3)
     service = start_service(extra=extra)
     one_release_round(service)
@@ -175,17 +176,23 @@ def test_a_tampered_ledger_row_is_refused_at_start(start_service, database_url: 
     engine = create_engine(database_url)
     try:
         with engine.begin() as connection:
-            if tamper is None:
-                connection.execute(text("DELETE FROM privacy_ledger"))
-            else:
-                document = json.loads(connection.execute(text("SELECT document FROM privacy_ledger")).scalar_one())
-                connection.execute(text("UPDATE privacy_ledger SET document = :d"), {"d": json.dumps(tamper(document))})
+            original = connection.execute(text("SELECT document FROM privacy_ledger")).scalar_one()
+        for name, tamper in TAMPERS.items():
+            with engine.begin() as connection:
+                if tamper is None:
+                    connection.execute(text("DELETE FROM privacy_ledger"))
+                else:
+                    edited = json.dumps(tamper(json.loads(original)))
+                    connection.execute(text("UPDATE privacy_ledger SET document = :d"), {"d": edited})
+            restarted = start_service(extra=extra, ready=False)
+            assert restarted.process.wait(timeout=120) != 0, name
+            log = restarted.log.read_text()
+            assert "privacy_ledger" in log and ("refusing to resume" in log or "cannot be reset silently" in log), name
+            if tamper is not None:
+                with engine.begin() as connection:
+                    connection.execute(text("UPDATE privacy_ledger SET document = :d"), {"d": original})
     finally:
         engine.dispose()
-    restarted = start_service(extra=extra, ready=False)
-    assert restarted.process.wait(timeout=120) != 0
-    log = restarted.log.read_text()
-    assert "privacy_ledger" in log and ("refusing to resume" in log or "cannot be reset silently" in log)
 
 
 def test_organization_mode_adds_central_noise_and_reports_epsilon(start_service) -> None:
