@@ -6,7 +6,6 @@ import hashlib
 import signal
 import subprocess
 import sys
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -14,6 +13,8 @@ import numpy as np
 import pytest
 from safetensors.numpy import load as safetensors_load
 from sqlalchemy import create_engine, text
+
+from oneliac_flwr.certs import make_server_certificates
 
 from conftest import ADMIN, PREFIX, ROOT, hospital
 
@@ -212,42 +213,14 @@ def test_generated_admin_token_is_printed_once_and_works(start_service) -> None:
         assert problem(old_default.post(f"{PREFIX}/organizations", json=hospital("Hospital B")), 401)
 
 
-def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-    import ipaddress
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.now(UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=5))
-        .not_valid_after(now + timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    return cert_path, key_path
-
-
 def test_tls_with_a_generated_certificate(start_service, tmp_path: Path) -> None:
-    cert, key = _self_signed(tmp_path)
+    # the certificates the deployment guide makes (python -m oneliac_flwr.certs server --ip 127.0.0.1)
+    files = make_server_certificates(tmp_path / "tls", names=[], ips=["127.0.0.1"])
+    cert, key, ca = files.server_cert, files.server_key, str(files.ca_cert)
     service = start_service(
-        scheme="https", verify=str(cert), extra=[f"coordinator.ssl_certfile={cert}", f"coordinator.ssl_keyfile={key}"]
+        scheme="https", verify=ca, extra=[f"coordinator.ssl_certfile={cert}", f"coordinator.ssl_keyfile={key}"]
     )
-    with service.client(verify=str(cert)) as admin:
+    with service.client(verify=ca) as admin:
         assert admin.post(f"{PREFIX}/organizations", json=hospital("Hospital A")).status_code == 201
     with pytest.raises(httpx.HTTPError):  # an unverified certificate is refused by the client
         httpx.get(service.base_url + "/healthz", trust_env=False, timeout=5)
