@@ -27,7 +27,7 @@ from oneliac_flwr.sdk.dp import DifferentialPrivacy
 from oneliac_flwr.sdk.local_training import LocalModel, masked_statistics, train_from_global
 from oneliac_flwr.sdk.model import GlobalModel, fetch_model
 from oneliac_flwr.sdk.reports import DataStatistics, PrivacyReport, fetch_privacy_report
-from oneliac_flwr.sdk.settings import FederationSettings, load_settings
+from oneliac_flwr.sdk.settings import FederationSettings, LocalConfig, check_privacy, load_settings
 from oneliac_flwr.sdk.state import StateDirectory
 from oneliac_flwr.sdk.submission import (
     Progress,
@@ -51,8 +51,12 @@ CONFIG_ENV = "ONELIAC_CONFIG"
 _RELEASE_LABEL = "release:"
 
 
-def config_from_file(path: str | os.PathLike[str]) -> ExperimentConfig:
-    """The federation's settings from a JSON file of config groups (as the operator shares them).
+def config_from_file(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """A local override of the federation's settings: a JSON file of config groups.
+
+    Only the groups and fields the file sets are compared with (and, for ``training`` and
+    the local data split, override) the coordinator's published configuration
+    (:mod:`oneliac_flwr.sdk.settings`).
 
     Raises
     ------
@@ -65,7 +69,8 @@ def config_from_file(path: str | os.PathLike[str]) -> ExperimentConfig:
         raise ConfigError("config", f"{path}: {exc}") from None
     if not isinstance(data, dict):
         raise ConfigError("config", f"{path}: expected a JSON object of config groups")
-    return ExperimentConfig.from_dict(data)
+    ExperimentConfig.from_dict(data)  # names a bad field now, not at the first request
+    return data
 
 
 def _stderr_progress(message: str) -> None:
@@ -86,13 +91,17 @@ class FederatedLearner:
     state_dir : path-like, optional
         The hospital's owner-only state directory (identity, keys, privacy ledger, DP-SGD
         history); default ``$ONELIAC_STATE_DIR``, else ``~/.oneliac/<organization_id>``.
-    config : ExperimentConfig, optional
-        The federation's configuration as the operator shared it, used while the
-        coordinator does not publish its own (see :mod:`oneliac_flwr.sdk.settings`);
-        default: the JSON file named by ``$ONELIAC_CONFIG``, else the built-in default.
+    config : ExperimentConfig or mapping of config groups, optional
+        A local override of the coordinator's published configuration
+        (``GET /config``, used by default): its ``training`` group and local data split
+        replace the published ones, and any other field that contradicts the published
+        value is a :class:`ConfigError` naming it (see :mod:`oneliac_flwr.sdk.settings`).
+        Default: the JSON file named by ``$ONELIAC_CONFIG``, else none.
     privacy_policy : HospitalPolicy, optional
-        The hospital's own cap (unit, epsilon, delta). Default: the one saved in
-        ``state_dir``, else the federation's ``privacy_budget`` (saved on first use).
+        The hospital's own requirement and cap (unit, epsilon, delta, minimum noise).
+        Default: the one saved in ``state_dir``, else the federation's published
+        ``privacy_budget`` (saved on first use). A published policy weaker than it is
+        refused (:class:`~oneliac_flwr.errors.PrivacyPolicyRefused`).
     verify : bool or str
         TLS verification (``True`` or a CA bundle path).
     timeout : float
@@ -110,7 +119,11 @@ class FederatedLearner:
     ------
     ConfigError
         If no coordinator URL or API key is given (argument or environment), or the
-        state directory is not owner-only.
+        state directory is not owner-only; at the first use of the settings, if the
+        local configuration contradicts the published one (names the field).
+    PrivacyPolicyRefused
+        At the first use of the settings, if the coordinator's published privacy policy
+        is weaker than the hospital's own.
     """
 
     def __init__(
@@ -120,7 +133,7 @@ class FederatedLearner:
         *,
         base_url: str | None = None,
         state_dir: str | os.PathLike[str] | None = None,
-        config: ExperimentConfig | None = None,
+        config: LocalConfig | None = None,
         privacy_policy: HospitalPolicy | None = None,
         verify: bool | str = True,
         timeout: float = 30.0,
@@ -171,7 +184,11 @@ class FederatedLearner:
     def settings(self) -> FederationSettings:
         """The federation's configuration (published by the coordinator, or the local copy)."""
         if self._settings is None:
-            self._settings = load_settings(self._client, self._local_config)
+            settings = load_settings(self._client, self._local_config)
+            own = self._policy_override or self.state.saved_policy()
+            if own is not None:  # fail closed: the coordinator never lowers the hospital's own requirement
+                check_privacy(own, settings)
+            self._settings = settings
         return self._settings
 
     @property

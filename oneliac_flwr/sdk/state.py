@@ -118,10 +118,23 @@ class StateDirectory:
         ConfigError
             If the saved policy file is malformed.
         """
-        file = self.path / POLICY_FILE
-        if not file.exists():
+        saved = self.saved_policy()
+        if saved is None:
             self.save_policy(default)
             return default
+        return saved
+
+    def saved_policy(self) -> HospitalPolicy | None:
+        """The hospital's saved policy, or ``None`` before its first use.
+
+        Raises
+        ------
+        ConfigError
+            If the saved policy file is malformed or not owner-only.
+        """
+        file = self.path / POLICY_FILE
+        if not file.exists():
+            return None
         self._check_file(file)
         try:
             return HospitalPolicy(**json.loads(file.read_text()))
