@@ -14,7 +14,7 @@ import os
 import sys
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from oneliac_flwr.config import ExperimentConfig
 from oneliac_flwr.data.analysis import analyze_local_data
@@ -34,6 +34,7 @@ from oneliac_flwr.sdk.submission import (
     Receipt,
     RoundStatus,
     current_status,
+    resume_secure_round,
     submit_fedavg,
     submit_secure_sum,
     wait_for_open_round,
@@ -41,6 +42,9 @@ from oneliac_flwr.sdk.submission import (
 )
 from oneliac_flwr.sdk.transport import CoordinatorClient
 from oneliac_flwr.sdk.update import ModelUpdate, as_update
+
+if TYPE_CHECKING:
+    from oneliac_flwr.api.participant import SecureRoundReceipt
 
 __all__ = ["API_KEY_ENV", "CONFIG_ENV", "STATE_DIR_ENV", "URL_ENV", "FederatedLearner", "config_from_file"]
 
@@ -373,6 +377,9 @@ class FederatedLearner:
         """
         update = as_update(gradients)
         round = int(round)
+        resumed = self.resume()
+        if resumed is not None and resumed.round == round:  # uploaded before a restart: never a second vector
+            return resumed
         status = self.round_status()
         secure = (status.aggregation_method or self.settings.aggregation_method) == "secure_sum"
         if secure and not wait:  # before anything is recorded
@@ -429,11 +436,43 @@ class FederatedLearner:
         outcome = submit_secure_sum(self._client, self.state, update, organization_id=self.organization_id,
                                     model_version=version, weight=self._sample_count(update), statistics=statistics,
                                     privacy=privacy, timeout=self._timeout(), progress=self._progress)  # fmt: skip
+        return self._secure_receipt(outcome.receipt, outcome)
+
+    def _secure_receipt(self, receipt: str | None, outcome: SecureRoundReceipt) -> Receipt:
         latest = self.download_model()
         produced = latest.model_version if latest.training_round == outcome.round else None
-        return Receipt(receipt=outcome.receipt or f"round-{outcome.round}", round=outcome.round,
+        return Receipt(receipt=receipt or f"round-{outcome.round}", round=outcome.round,
                        organization_id=self.organization_id, status=outcome.status, model_version=produced,
                        organizations_contributed=outcome.contributors)  # fmt: skip
+
+    def resume(self) -> Receipt | None:
+        """Finish the secure-sum round this hospital's process was taking part in when it stopped.
+
+        After its masked upload a hospital must still answer the round's unmask request.
+        The upload is kept in ``state_dir`` (``secure-round.json``, 0600) until the round
+        closes, with the secure-sum client saved after each step; a process restarted with
+        the same ``state_dir`` calls this (:meth:`submit_gradients` and :meth:`run` do it
+        first): the same masked upload is sent again (the coordinator answers its first
+        receipt), the unmask request is answered, and the round's receipt returned.
+
+        Returns
+        -------
+        Receipt or None
+            The resumed round's receipt once it aggregated; ``None`` when no round is pending.
+
+        Raises
+        ------
+        RoundNotAggregated
+            If the round closed without a new model while the hospital was away.
+        RoundFailed, CoordinatorError
+            As :meth:`submit_gradients`.
+        """
+        resumed = resume_secure_round(self._client, self.state, organization_id=self.organization_id,
+                                      timeout=self._timeout(), progress=self._progress)  # fmt: skip
+        if resumed is None:
+            return None
+        receipt, outcome = resumed
+        return self._secure_receipt(receipt, outcome)
 
     # ------------------------------------------------------------------ privacy
     def get_current_epsilon(self) -> float:
@@ -485,7 +524,8 @@ class FederatedLearner:
         data : DataFrame, CSV path or (X, y)
             The hospital's rows.
         rounds : int
-            Rounds to take part in.
+            Rounds to take part in; a secure-sum round resumed after a restart
+            (:meth:`resume`) is the first of them.
         epochs, batch_size : int, optional
             Local training settings (default: the federation's).
         dp : DifferentialPrivacy, optional
@@ -502,7 +542,11 @@ class FederatedLearner:
             raise ConfigError("rounds", f"must be >= 1, got {rounds}")
         receipts: list[Receipt] = []
         last: int | None = None
-        for _ in range(int(rounds)):
+        resumed = self.resume()  # a round this hospital uploaded to before a restart counts as one of them
+        if resumed is not None:
+            receipts.append(resumed)
+            last = resumed.round
+        for _ in range(int(rounds) - len(receipts)):
             status = wait_for_open_round(self._client, after_round=last, timeout=self._timeout(), progress=self._progress)
             local = self.train_local(data, epochs, batch_size)
             update = local.gradients if dp is None else dp.add_noise_to_gradients(local.gradients, sensitivity)
