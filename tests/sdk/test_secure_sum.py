@@ -212,7 +212,8 @@ def paused_federation(start_service, hospital_dirs, tmp_path: Path, started: lis
 
 
 def test_a_hospital_killed_mid_round_is_recovered(start_service, hospital_dirs, tmp_path) -> None:  # noqa: ANN001
-    groups = federation(min_participants=3, max_rounds=1, timeout_minutes=0.5, dp=False)
+    # the keys stage must cover 4 hospital processes' local training on a loaded 2-core machine
+    groups = federation(min_participants=3, max_rounds=1, timeout_minutes=1.0, dp=False)
     started: list[tuple] = []
     try:  # hospital 3 advertised its keys and is about to upload its masked vector
         service, orgs, _, test, _ = paused_federation(start_service, hospital_dirs, tmp_path, started, hospitals=4,
