@@ -35,7 +35,12 @@ def main(settings_file: str) -> None:
                                progress=progress)  # fmt: skip  (the coordinator's published configuration)
     rounds: list[dict] = []
     last = 0
-    resumed = learner.resume()  # the round this hospital uploaded to before its process was killed, if any
+    pending = learner.state.pending_round() if settings.get("resume_by_submitting") else None
+    if pending is not None:  # the killed process's round, trained and submitted again as its loop would do:
+        fresh = learner.train_local(data=settings["csv"], epochs=1, batch_size=32)  # submit_gradients resumes the
+        resumed = learner.submit_gradients(gradients=fresh.gradients, round=int(pending["round"]))  # round, sends no new vector
+    else:
+        resumed = learner.resume()  # the round this hospital uploaded to before its process was killed, if any
     if resumed is not None:
         rounds.append({"round": resumed.round, "resumed": True, "receipt": resumed.receipt, "status": resumed.status,
                        "model_version": resumed.model_version, "contributors": resumed.organizations_contributed})  # fmt: skip

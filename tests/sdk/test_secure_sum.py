@@ -259,6 +259,7 @@ def test_a_hospital_killed_after_its_masked_upload_resumes_the_round_when_restar
         # the same state_dir, a new process
         settings = json.loads((tmp_path / "hospital-2.settings.json").read_text())
         settings.pop("pause_at")
+        settings["resume_by_submitting"] = True  # trains again and calls submit_gradients for round 1
         settings["out"] = str(tmp_path / "hospital-2-restarted.json")
         (tmp_path / "restart.settings.json").write_text(json.dumps(settings))
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -277,7 +278,7 @@ def test_a_hospital_killed_after_its_masked_upload_resumes_the_round_when_restar
     assert [(r["status"], r["contributors"], r["dropouts"]) for r in rounds] == [("ok", 3, []), ("ok", 3, [])]
     killed = orgs[2]["organization_id"]
     messages = [(e["action"], e["detail"]) for e in audit if e["organization_id"] == killed and e["action"].startswith("secure_sum.")]
-    assert messages.count(("secure_sum.masked", "round 1")) == 1  # one masked vector, the kept bytes replayed
+    assert messages.count(("secure_sum.masked", "round 1")) == 1  # one masked vector: the kept bytes replayed, not the new update
     assert ("secure_sum.unmask", "round 1") in messages  # answered by the restarted process
     assert ("secure_sum.unmask", "round 2") in messages
     resumed, second = json.loads(Path(started[3][1]).read_text())
