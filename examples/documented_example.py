@@ -4,7 +4,6 @@ Against a live coordinator (the documented form; the hospital's own credentials)
 
     export ONELIAC_URL=https://coordinator.example.org ONELIAC_API_KEY=sk_live_...
     export ONELIAC_ORGANIZATION_ID=org_... ONELIAC_CSV=/data/patients.csv
-    export ONELIAC_CONFIG=federation.json   # the operator's settings, until the coordinator publishes them
     python examples/documented_example.py
 
 Self-contained demo (starts a local coordinator on loopback with a temporary SQLite file,
@@ -27,7 +26,6 @@ release among three contributions does to the averaged model.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import secrets
 import subprocess
@@ -102,7 +100,6 @@ def demo() -> None:
     overrides = ["aggregation_config.aggregation_method=fedavg", "privacy_budget=none", "strategy=fedavg",
                  "aggregation_config.min_participants=3", "aggregation_config.max_rounds=1",
                  "validation.max_update_norm=1000"]
-    (work / "federation.json").write_text(json.dumps({"validation": {"max_update_norm": 1000.0}}))
     env = {**os.environ, "ONELIAC_ADMIN_TOKEN": admin, "PYTHONPATH": str(ROOT)}
     log = (work / "coordinator.log").open("wb")
     server = subprocess.Popen([sys.executable, "-m", "oneliac_flwr.api", "serve", f"coordinator.port={port}",
@@ -118,7 +115,7 @@ def demo() -> None:
                 body = {"organization_name": f"Hospital {'ABC'[i]}", "endpoint": f"https://h{i}.example.org/federated",
                         "encryption_key": keys["encryption_key"], "identity_key": keys["identity_key"]}
                 orgs.append(client.post("/api/v1/federated/organizations", json=body).raise_for_status().json())
-        os.environ.update(ONELIAC_URL=url, ONELIAC_CONFIG=str(work / "federation.json"))
+        os.environ["ONELIAC_URL"] = url  # the settings come from the coordinator (GET /config)
         others = [threading.Thread(target=plain_hospital, args=(org, work / f"hospital-{i}", frame.iloc[i::3]))
                   for i, org in enumerate(orgs[:2])]
         for thread in others:

@@ -13,6 +13,7 @@ __all__ = [
     "DataError",
     "PrivacyError",
     "PrivacyBudgetExhausted",
+    "PrivacyPolicyRefused",
     "SecureAggregationError",
     "ProtocolViolation",
     "RoundFailed",
@@ -79,6 +80,10 @@ class PrivacyError(OneliacError):
 
 class PrivacyBudgetExhausted(PrivacyError):
     """The next release would exceed the privacy budget."""
+
+
+class PrivacyPolicyRefused(PrivacyError):
+    """The coordinator's published privacy policy is weaker than the hospital's own: it does not take part."""
 
 
 class SecureAggregationError(OneliacError):

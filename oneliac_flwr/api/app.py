@@ -26,6 +26,7 @@ from safetensors.numpy import save as safetensors_save
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
+from oneliac_flwr.api.config_routes import install_config_routes
 from oneliac_flwr.api.problems import ApiProblem, BodySizeLimit, Problem, install_problem_handlers
 from oneliac_flwr.api.schemas import (
     AuditEventOut,
@@ -419,6 +420,8 @@ def create_app(*, coordinator: CoordinatorConfig, experiment: ExperimentConfig, 
 
     install_privacy_routes(app, prefix=API_PREFIX, database=database, engine=engine, caller=caller, errors=_ERRORS)
     install_secure_routes(app, prefix=API_PREFIX, database=database, engine=engine, caller=caller, errors=_ERRORS)
+    install_config_routes(app, prefix=API_PREFIX, database=database, engine=engine, experiment=experiment, caller=caller,
+                          errors=_ERRORS)
 
     @app.get("/healthz", include_in_schema=False)
     def health() -> dict[str, str]:

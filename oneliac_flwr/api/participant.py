@@ -128,6 +128,8 @@ def take_part_in_secure_round(
     progress: Callable[[str], None] | None = None,
     privacy: Mapping[str, Any] | None = None,
     on_step: Callable[[SecureSumClient], None] | None = None,
+    on_upload: Callable[[Mapping[str, Any]], None] | None = None,
+    round: int | None = None,
 ) -> SecureRoundReceipt:
     """Take part in the open secure-sum round: keys, masked upload and unmasking, over HTTP.
 
@@ -166,6 +168,16 @@ def take_part_in_secure_round(
     on_step : callable, optional
         Called with ``secure_client`` after each step that changed its state (keys,
         masking, unmasking), to persist it (``state_dict()``) before the next request.
+    on_upload : callable, optional
+        Called with the masked upload's exact body before it is sent, to keep it: after a
+        restart the same bytes are sent again (the coordinator answers the same receipt),
+        never a different masked vector for the round.
+    round : int, optional
+        Resume this round (this organization already took part in it, e.g. before its
+        process restarted): answer what the round still asks of it and wait for its end,
+        without the model-version check of a new round. ``secure_client`` must be the one
+        saved after its masked upload; ``update`` is then not used (the client refuses to
+        mask twice in one round).
 
     Returns
     -------
@@ -193,7 +205,7 @@ def take_part_in_secure_round(
             progress(text)
 
     started = time.monotonic()
-    joined: int | None = None
+    joined: int | None = round
     stages: list[str] = []
     receipt: str | None = None
     after: dict[str, Any] = {}
@@ -248,8 +260,11 @@ def take_part_in_secure_round(
             }  # fmt: skip
             if privacy is not None:
                 body["privacy"] = dict(privacy)
+            if on_upload is not None:
+                on_upload(body)
             receipt = str(_call(http, "POST", "/gradients", json=body)["receipt"])
             stages.append("masked")
+            say(f"round {number}: masked upload accepted ({receipt})")
         elif action == "unmask":
             say(f"round {number}: unmasking")
             request = UnmaskRequest.from_record(

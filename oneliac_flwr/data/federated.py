@@ -14,7 +14,7 @@ from functools import lru_cache
 import numpy as np
 import pandas as pd
 
-from oneliac_flwr.config import ExperimentConfig
+from oneliac_flwr.config import DatasetConfig, ExperimentConfig
 from oneliac_flwr.data.builtin import load_breast_cancer
 from oneliac_flwr.data.hospital_csv import load_csv
 from oneliac_flwr.data.partition import dirichlet_partition, iid_partition, site_partition
@@ -29,7 +29,9 @@ from oneliac_flwr.data.tables import Table
 from oneliac_flwr.errors import ConfigError, DataError
 
 __all__ = [
+    "BUILTIN_LABEL_COLUMN",
     "central_test_set",
+    "columns",
     "deployment_organization",
     "feature_schema",
     "num_features",
@@ -37,6 +39,23 @@ __all__ = [
     "partition_indices",
     "simulation_organization",
 ]
+
+#: The built-in table's label column (its features keep scikit-learn's names).
+BUILTIN_LABEL_COLUMN = "target"
+
+
+@lru_cache(maxsize=1)
+def _builtin_feature_names() -> tuple[str, ...]:
+    return load_breast_cancer().feature_names
+
+
+def columns(dataset: DatasetConfig) -> tuple[str, tuple[str, ...]]:
+    """``(label column, feature columns)`` of the federation's tables."""
+    if dataset.name == "breast_cancer":
+        return BUILTIN_LABEL_COLUMN, _builtin_feature_names()
+    if dataset.label_column is None or not dataset.feature_columns:
+        raise ConfigError("dataset.label_column", "a CSV federation names its label and feature columns")
+    return dataset.label_column, tuple(dataset.feature_columns)
 
 
 def num_features(config: ExperimentConfig) -> int:

@@ -44,8 +44,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--sensitivity", type=float, default=1.0, help="clip bound of each release")
     run.add_argument("--ca-bundle", default=None, help="CA bundle to verify the coordinator's TLS certificate")
     run.add_argument("--config", default=None,
-                     help="the federation's settings as the operator shares them (JSON of the config groups), "
-                          "used while the coordinator does not publish them (default $ONELIAC_CONFIG)")  # fmt: skip
+                     help="a local override of the coordinator's published settings (JSON of config groups: "
+                          "training and the local data split; any other field must match; default $ONELIAC_CONFIG)")  # fmt: skip
     return parser
 
 

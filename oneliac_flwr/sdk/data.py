@@ -11,37 +11,20 @@ and scaled as the Flower path does (:func:`~oneliac_flwr.data.organization_from_
 from __future__ import annotations
 
 import os
-from functools import lru_cache
 from typing import TypeAlias
 
 import numpy as np
 import pandas as pd
 
 from oneliac_flwr.config import DatasetConfig, ExperimentConfig
-from oneliac_flwr.data import OrganizationData, Table, load_breast_cancer, load_csv, organization_from_table, table_from_frame
+from oneliac_flwr.data import OrganizationData, Table, load_csv, organization_from_table, table_from_frame
+from oneliac_flwr.data.federated import BUILTIN_LABEL_COLUMN, columns
 from oneliac_flwr.data.hospital_csv import read_csv_frame
 from oneliac_flwr.errors import ConfigError, DataError
 
 __all__ = ["BUILTIN_LABEL_COLUMN", "LocalData", "columns", "local_table", "prepare", "raw_columns"]
 
 LocalData: TypeAlias = "pd.DataFrame | str | os.PathLike[str] | tuple[np.ndarray, np.ndarray]"
-BUILTIN_LABEL_COLUMN = "target"
-
-
-@lru_cache(maxsize=1)
-def _builtin_feature_names() -> tuple[str, ...]:
-    return load_breast_cancer().feature_names
-
-
-def columns(dataset: DatasetConfig) -> tuple[str, tuple[str, ...]]:
-    """``(label column, feature columns)`` of the federation's tables."""
-    if dataset.name == "breast_cancer":
-        return BUILTIN_LABEL_COLUMN, _builtin_feature_names()
-    if dataset.label_column is None or not dataset.feature_columns:
-        raise ConfigError("dataset.label_column", "a CSV federation names its label and feature columns")
-    return dataset.label_column, tuple(dataset.feature_columns)
-
-
 def local_table(data: LocalData, dataset: DatasetConfig) -> Table:
     """The hospital's raw table (unscaled) from a DataFrame, a CSV path or ``(X, y)``.
 

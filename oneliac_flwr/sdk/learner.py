@@ -14,7 +14,7 @@ import os
 import sys
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from oneliac_flwr.config import ExperimentConfig
 from oneliac_flwr.data.analysis import analyze_local_data
@@ -27,13 +27,14 @@ from oneliac_flwr.sdk.dp import DifferentialPrivacy
 from oneliac_flwr.sdk.local_training import LocalModel, masked_statistics, train_from_global
 from oneliac_flwr.sdk.model import GlobalModel, fetch_model
 from oneliac_flwr.sdk.reports import DataStatistics, PrivacyReport, fetch_privacy_report
-from oneliac_flwr.sdk.settings import FederationSettings, load_settings
+from oneliac_flwr.sdk.settings import FederationSettings, LocalConfig, check_privacy, load_settings
 from oneliac_flwr.sdk.state import StateDirectory
 from oneliac_flwr.sdk.submission import (
     Progress,
     Receipt,
     RoundStatus,
     current_status,
+    resume_secure_round,
     submit_fedavg,
     submit_secure_sum,
     wait_for_open_round,
@@ -41,6 +42,9 @@ from oneliac_flwr.sdk.submission import (
 )
 from oneliac_flwr.sdk.transport import CoordinatorClient
 from oneliac_flwr.sdk.update import ModelUpdate, as_update
+
+if TYPE_CHECKING:
+    from oneliac_flwr.api.participant import SecureRoundReceipt
 
 __all__ = ["API_KEY_ENV", "CONFIG_ENV", "STATE_DIR_ENV", "URL_ENV", "FederatedLearner", "config_from_file"]
 
@@ -51,8 +55,12 @@ CONFIG_ENV = "ONELIAC_CONFIG"
 _RELEASE_LABEL = "release:"
 
 
-def config_from_file(path: str | os.PathLike[str]) -> ExperimentConfig:
-    """The federation's settings from a JSON file of config groups (as the operator shares them).
+def config_from_file(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """A local override of the federation's settings: a JSON file of config groups.
+
+    Only the groups and fields the file sets are compared with (and, for ``training`` and
+    the local data split, override) the coordinator's published configuration
+    (:mod:`oneliac_flwr.sdk.settings`).
 
     Raises
     ------
@@ -65,7 +73,8 @@ def config_from_file(path: str | os.PathLike[str]) -> ExperimentConfig:
         raise ConfigError("config", f"{path}: {exc}") from None
     if not isinstance(data, dict):
         raise ConfigError("config", f"{path}: expected a JSON object of config groups")
-    return ExperimentConfig.from_dict(data)
+    ExperimentConfig.from_dict(data)  # names a bad field now, not at the first request
+    return data
 
 
 def _stderr_progress(message: str) -> None:
@@ -86,13 +95,17 @@ class FederatedLearner:
     state_dir : path-like, optional
         The hospital's owner-only state directory (identity, keys, privacy ledger, DP-SGD
         history); default ``$ONELIAC_STATE_DIR``, else ``~/.oneliac/<organization_id>``.
-    config : ExperimentConfig, optional
-        The federation's configuration as the operator shared it, used while the
-        coordinator does not publish its own (see :mod:`oneliac_flwr.sdk.settings`);
-        default: the JSON file named by ``$ONELIAC_CONFIG``, else the built-in default.
+    config : ExperimentConfig or mapping of config groups, optional
+        A local override of the coordinator's published configuration
+        (``GET /config``, used by default): its ``training`` group and local data split
+        replace the published ones, and any other field that contradicts the published
+        value is a :class:`ConfigError` naming it (see :mod:`oneliac_flwr.sdk.settings`).
+        Default: the JSON file named by ``$ONELIAC_CONFIG``, else none.
     privacy_policy : HospitalPolicy, optional
-        The hospital's own cap (unit, epsilon, delta). Default: the one saved in
-        ``state_dir``, else the federation's ``privacy_budget`` (saved on first use).
+        The hospital's own requirement and cap (unit, epsilon, delta, minimum noise).
+        Default: the one saved in ``state_dir``, else the federation's published
+        ``privacy_budget`` (saved on first use). A published policy weaker than it is
+        refused (:class:`~oneliac_flwr.errors.PrivacyPolicyRefused`).
     verify : bool or str
         TLS verification (``True`` or a CA bundle path).
     timeout : float
@@ -110,7 +123,11 @@ class FederatedLearner:
     ------
     ConfigError
         If no coordinator URL or API key is given (argument or environment), or the
-        state directory is not owner-only.
+        state directory is not owner-only; at the first use of the settings, if the
+        local configuration contradicts the published one (names the field).
+    PrivacyPolicyRefused
+        At the first use of the settings, if the coordinator's published privacy policy
+        is weaker than the hospital's own.
     """
 
     def __init__(
@@ -120,7 +137,7 @@ class FederatedLearner:
         *,
         base_url: str | None = None,
         state_dir: str | os.PathLike[str] | None = None,
-        config: ExperimentConfig | None = None,
+        config: LocalConfig | None = None,
         privacy_policy: HospitalPolicy | None = None,
         verify: bool | str = True,
         timeout: float = 30.0,
@@ -171,7 +188,11 @@ class FederatedLearner:
     def settings(self) -> FederationSettings:
         """The federation's configuration (published by the coordinator, or the local copy)."""
         if self._settings is None:
-            self._settings = load_settings(self._client, self._local_config)
+            settings = load_settings(self._client, self._local_config)
+            own = self._policy_override or self.state.saved_policy()
+            if own is not None:  # fail closed: the coordinator never lowers the hospital's own requirement
+                check_privacy(own, settings)
+            self._settings = settings
         return self._settings
 
     @property
@@ -356,6 +377,9 @@ class FederatedLearner:
         """
         update = as_update(gradients)
         round = int(round)
+        resumed = self.resume()
+        if resumed is not None and resumed.round == round:  # uploaded before a restart: never a second vector
+            return resumed
         status = self.round_status()
         secure = (status.aggregation_method or self.settings.aggregation_method) == "secure_sum"
         if secure and not wait:  # before anything is recorded
@@ -412,11 +436,43 @@ class FederatedLearner:
         outcome = submit_secure_sum(self._client, self.state, update, organization_id=self.organization_id,
                                     model_version=version, weight=self._sample_count(update), statistics=statistics,
                                     privacy=privacy, timeout=self._timeout(), progress=self._progress)  # fmt: skip
+        return self._secure_receipt(outcome.receipt, outcome)
+
+    def _secure_receipt(self, receipt: str | None, outcome: SecureRoundReceipt) -> Receipt:
         latest = self.download_model()
         produced = latest.model_version if latest.training_round == outcome.round else None
-        return Receipt(receipt=outcome.receipt or f"round-{outcome.round}", round=outcome.round,
+        return Receipt(receipt=receipt or f"round-{outcome.round}", round=outcome.round,
                        organization_id=self.organization_id, status=outcome.status, model_version=produced,
                        organizations_contributed=outcome.contributors)  # fmt: skip
+
+    def resume(self) -> Receipt | None:
+        """Finish the secure-sum round this hospital's process was taking part in when it stopped.
+
+        After its masked upload a hospital must still answer the round's unmask request.
+        The upload is kept in ``state_dir`` (``secure-round.json``, 0600) until the round
+        closes, with the secure-sum client saved after each step; a process restarted with
+        the same ``state_dir`` calls this (:meth:`submit_gradients` and :meth:`run` do it
+        first): the same masked upload is sent again (the coordinator answers its first
+        receipt), the unmask request is answered, and the round's receipt returned.
+
+        Returns
+        -------
+        Receipt or None
+            The resumed round's receipt once it aggregated; ``None`` when no round is pending.
+
+        Raises
+        ------
+        RoundNotAggregated
+            If the round closed without a new model while the hospital was away.
+        RoundFailed, CoordinatorError
+            As :meth:`submit_gradients`.
+        """
+        resumed = resume_secure_round(self._client, self.state, organization_id=self.organization_id,
+                                      timeout=self._timeout(), progress=self._progress)  # fmt: skip
+        if resumed is None:
+            return None
+        receipt, outcome = resumed
+        return self._secure_receipt(receipt, outcome)
 
     # ------------------------------------------------------------------ privacy
     def get_current_epsilon(self) -> float:
@@ -468,7 +524,8 @@ class FederatedLearner:
         data : DataFrame, CSV path or (X, y)
             The hospital's rows.
         rounds : int
-            Rounds to take part in.
+            Rounds to take part in; a secure-sum round resumed after a restart
+            (:meth:`resume`) is the first of them.
         epochs, batch_size : int, optional
             Local training settings (default: the federation's).
         dp : DifferentialPrivacy, optional
@@ -485,7 +542,11 @@ class FederatedLearner:
             raise ConfigError("rounds", f"must be >= 1, got {rounds}")
         receipts: list[Receipt] = []
         last: int | None = None
-        for _ in range(int(rounds)):
+        resumed = self.resume()  # a round this hospital uploaded to before a restart counts as one of them
+        if resumed is not None:
+            receipts.append(resumed)
+            last = resumed.round
+        for _ in range(int(rounds) - len(receipts)):
             status = wait_for_open_round(self._client, after_round=last, timeout=self._timeout(), progress=self._progress)
             local = self.train_local(data, epochs, batch_size)
             update = local.gradients if dp is None else dp.add_noise_to_gradients(local.gradients, sensitivity)

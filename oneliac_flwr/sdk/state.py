@@ -11,6 +11,9 @@ Layout::
     coordinator.json       the coordinator's sealing-key fingerprint, pinned on first use
     submissions/           the exact bodies sent per round (a retry resends the same bytes)
     secure-sum.json        the secure-sum client's state between rounds (its mask keys: secret)
+    secure-round.json      the open secure-sum round this hospital uploaded to (round, base model,
+                           the exact masked upload), until the round closes: a restarted process
+                           resumes it (``FederatedLearner.resume``)
     privacy/               the tagged privacy state: ledger of releases and DP-SGD history
 """
 
@@ -19,7 +22,7 @@ from __future__ import annotations
 import json
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
@@ -42,6 +45,7 @@ COORDINATOR_FILE = "coordinator.json"
 PRIVACY_DIR = "privacy"
 SUBMISSIONS_DIR = "submissions"
 SECURE_SUM_FILE = "secure-sum.json"
+PENDING_ROUND_FILE = "secure-round.json"
 
 
 def _owner_only_dir(path: Path, field: str) -> Path:
@@ -118,10 +122,23 @@ class StateDirectory:
         ConfigError
             If the saved policy file is malformed.
         """
-        file = self.path / POLICY_FILE
-        if not file.exists():
+        saved = self.saved_policy()
+        if saved is None:
             self.save_policy(default)
             return default
+        return saved
+
+    def saved_policy(self) -> HospitalPolicy | None:
+        """The hospital's saved policy, or ``None`` before its first use.
+
+        Raises
+        ------
+        ConfigError
+            If the saved policy file is malformed or not owner-only.
+        """
+        file = self.path / POLICY_FILE
+        if not file.exists():
+            return None
         self._check_file(file)
         try:
             return HospitalPolicy(**json.loads(file.read_text()))
@@ -209,6 +226,55 @@ class StateDirectory:
         from oneliac_flwr.api.records import record_to_json
 
         write_json_atomic(self.path / SECURE_SUM_FILE, record_to_json(client.state_dict(), field="secure_sum"), mode=0o600)
+
+    def pending_round(self) -> dict[str, Any] | None:
+        """The open secure-sum round this hospital uploaded its masked vector to, if any.
+
+        Returns
+        -------
+        dict or None
+            ``organization``, ``round``, ``model_version``, ``run_id``, ``node_id`` and
+            ``upload`` (the exact body of the masked upload).
+
+        Raises
+        ------
+        ConfigError
+            If the file is not owner-only or not such a record.
+        """
+        file = self.path / PENDING_ROUND_FILE
+        if not file.exists():
+            return None
+        self._check_file(file)
+        try:
+            saved = json.loads(file.read_text())
+            keys = {"organization", "round", "model_version", "run_id", "node_id", "upload"}
+            if not isinstance(saved, dict) or not keys <= set(saved) or saved["upload"].get("round") != saved["round"]:
+                raise ValueError(f"expected the keys {sorted(keys)}")
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise ConfigError("state_dir", f"{file}: not a pending secure-sum round ({exc})") from None
+        return saved
+
+    def save_pending_round(self, *, organization: str, run_id: int, node_id: int, upload: Mapping[str, Any]) -> None:
+        """Keep the masked upload of the open round before it is sent (0600, atomic).
+
+        Raises
+        ------
+        ProtocolViolation
+            If another masked upload is already kept for the same round (never two vectors).
+        """
+        pending = self.pending_round()
+        record = {"organization": organization, "round": int(upload["round"]), "model_version": upload["model_version"],
+                  "run_id": int(run_id), "node_id": int(node_id), "upload": dict(upload)}  # fmt: skip
+        if pending is not None and pending["round"] == record["round"] and pending["upload"] != record["upload"]:
+            raise ProtocolViolation(f"round_check: a different masked upload for round {record['round']} is already "
+                                    f"kept in {self.path / PENDING_ROUND_FILE}; resume that round instead")  # fmt: skip
+        write_json_atomic(self.path / PENDING_ROUND_FILE, record, mode=0o600)
+
+    def clear_pending_round(self, round: int) -> None:
+        """Forget the pending round once it closed (only if it is ``round``)."""
+        pending = self.pending_round()
+        if pending is not None and pending["round"] == int(round):
+            (self.path / PENDING_ROUND_FILE).unlink(missing_ok=True)
 
     # ------------------------------------------------------------------ submissions
     def submission(self, round: int, digest: str) -> dict[str, Any] | None:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from safetensors.numpy import save as safetensors_save
 
-from oneliac_flwr.errors import CoordinatorError, RoundNotAggregated
+from oneliac_flwr.errors import CoordinatorError, ProtocolViolation, RoundClosed, RoundFailed, RoundNotAggregated
 from oneliac_flwr.masked_statistics import MaskedStatistics
 from oneliac_flwr.sdk.state import StateDirectory
 from oneliac_flwr.sdk.transport import CoordinatorClient
@@ -31,7 +31,7 @@ from oneliac_flwr.secure.sealed import seal, sealing_context
 if TYPE_CHECKING:
     from oneliac_flwr.api.participant import SecureRoundReceipt
 
-__all__ = ["Progress", "Receipt", "RoundStatus", "submit_fedavg", "submit_secure_sum", "wait_for_round"]
+__all__ = ["Progress", "Receipt", "RoundStatus", "resume_secure_round", "submit_fedavg", "submit_secure_sum", "wait_for_round"]
 
 Progress = Callable[[str], None]
 LONG_POLL_SECONDS = 25.0
@@ -202,11 +202,98 @@ def submit_secure_sum(
     node = secure_node(client.http)
     secure_client = state.secure_client(organization=organization_id, node_id=node.node_id, run_id=node.run_id)
     arrays = [np.asarray(update[name]) for name in sorted(update)]
-    return take_part_in_secure_round(
+
+    def keep(body: Mapping[str, Any]) -> None:  # before the masked upload leaves: a restart resends these bytes
+        state.save_pending_round(organization=organization_id, run_id=node.run_id, node_id=node.node_id, upload=body)
+
+    return _until_closed(state, lambda: take_part_in_secure_round(
         client.http, organization_id=organization_id, secure_client=secure_client, update=arrays, weight=float(weight),
         model_version=model_version, statistics=statistics, privacy=privacy, wait_seconds=min(LONG_POLL_SECONDS, 10.0),
-        give_up_after=timeout, progress=progress, on_step=state.save_secure_client,
-    )  # fmt: skip
+        give_up_after=timeout, progress=progress, on_step=state.save_secure_client, on_upload=keep,
+    ))  # fmt: skip
+
+
+def _until_closed(state: StateDirectory, take_part: Callable[[], SecureRoundReceipt]) -> SecureRoundReceipt:
+    """Run ``take_part`` and forget the pending round once it closed (aggregated, failed, or
+    its stage closed); it is kept on any other failure (the coordinator unreachable, the
+    process stopped): the round may still be open, and a restart resumes it."""
+    try:
+        outcome = take_part()
+    except (RoundFailed, RoundClosed, RoundNotAggregated):
+        pending = state.pending_round()
+        if pending is not None:
+            state.clear_pending_round(pending["round"])
+        raise
+    state.clear_pending_round(outcome.round)
+    return outcome
+
+
+def resume_secure_round(
+    client: CoordinatorClient,
+    state: StateDirectory,
+    *,
+    organization_id: str,
+    timeout: float,
+    progress: Progress | None,
+) -> tuple[str, SecureRoundReceipt] | None:
+    """Finish the secure-sum round this hospital uploaded to before its process stopped.
+
+    The masked upload kept in the state directory is sent again, byte for byte (the
+    coordinator answers the receipt of the first one; a different vector is never made
+    for the round), then the round's remaining requests are answered with the secure-sum
+    client saved after the upload (its unmask request above all), until the round closes.
+
+    Returns
+    -------
+    (str, SecureRoundReceipt) or None
+        The masked upload's receipt and the round's outcome; ``None`` when no round is
+        pending.
+
+    Raises
+    ------
+    RoundNotAggregated
+        If the round closed without a new model while the hospital was away.
+    RoundFailed, CoordinatorError
+        As :func:`submit_secure_sum`.
+    """
+    from oneliac_flwr.api.participant import SecureRoundReceipt, secure_node, take_part_in_secure_round
+
+    pending = state.pending_round()
+    if pending is None:
+        return None
+    number = int(pending["round"])
+    if pending["organization"] != organization_id:
+        raise ProtocolViolation(f"round_check: the pending secure-sum round in {state.path} is "
+                                f"{pending['organization']}'s, not {organization_id}'s")  # fmt: skip
+    node = secure_node(client.http)
+    if (node.node_id, node.run_id) != (pending["node_id"], pending["run_id"]):  # another run: the round is gone
+        state.clear_pending_round(number)
+        return None
+    status = current_status(client)
+    if status.round != number or status.status != "open":  # it closed while this hospital was away
+        state.clear_pending_round(number)
+        rounds = {r["round"]: RoundStatus.from_json(r) for r in client.get_json("/rounds")}
+        final = rounds.get(number)
+        if final is None or final.status != "ok":
+            raise RoundNotAggregated(f"round {number} ended {final.status if final else 'unknown'} while this hospital "
+                                     f"was away: {final.reason if final else 'not known to the coordinator'}",
+                                     problem=f"round_{final.status if final else 'unknown'}")  # fmt: skip
+        outcome = SecureRoundReceipt(round=number, model_version=pending["model_version"], stages=(), status="ok",
+                                     contributors=final.contributors, dropouts=())  # fmt: skip
+        return "", outcome
+    if progress is not None:
+        progress(f"round {number}: resuming after a restart (masked upload kept in {state.path})")
+    try:
+        receipt = str(client.post_json("/gradients", pending["upload"])["receipt"])
+    except RoundClosed:  # the upload never arrived and its stage closed: this hospital is a dropout of the round
+        receipt = ""
+    secure_client = state.secure_client(organization=organization_id, node_id=node.node_id, run_id=node.run_id)
+    outcome = _until_closed(state, lambda: take_part_in_secure_round(
+        client.http, organization_id=organization_id, secure_client=secure_client, update=[], weight=1.0,
+        model_version=pending["model_version"], wait_seconds=min(LONG_POLL_SECONDS, 10.0), give_up_after=timeout,
+        progress=progress, on_step=state.save_secure_client, round=number,
+    ))  # fmt: skip
+    return receipt, outcome
 
 
 def current_status(client: CoordinatorClient, *, wait: float = 0.0, after: RoundStatus | None = None) -> RoundStatus:

@@ -16,7 +16,6 @@ from pathlib import Path
 def main(settings_file: str) -> None:
     from oneliac.encryption import DifferentialPrivacy
     from oneliac.federated import FederatedLearner
-    from oneliac_flwr.config import ExperimentConfig
     from oneliac_flwr.sdk import local_training  # noqa: F401 - torch and the training stack, before the round
 
     path = Path(settings_file)
@@ -24,7 +23,6 @@ def main(settings_file: str) -> None:
         time.sleep(0.1)
     settings = json.loads(path.read_text())
     out = Path(settings["out"])
-    config = ExperimentConfig.from_dict(settings["config"])
 
     def progress(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
@@ -33,17 +31,29 @@ def main(settings_file: str) -> None:
             time.sleep(3600)
 
     learner = FederatedLearner(organization_id=settings["organization_id"], api_key=settings["api_key"],
-                               base_url=settings["url"], state_dir=settings["state_dir"], config=config,
-                               progress=progress)  # fmt: skip
+                               base_url=settings["url"], state_dir=settings["state_dir"],
+                               progress=progress)  # fmt: skip  (the coordinator's published configuration)
     rounds: list[dict] = []
     last = 0
-    for _ in range(int(settings["rounds"])):
+    pending = learner.state.pending_round() if settings.get("resume_by_submitting") else None
+    if pending is not None:  # the killed process's round, trained and submitted again as its loop would do:
+        fresh = learner.train_local(data=settings["csv"], epochs=1, batch_size=32)  # submit_gradients resumes the
+        resumed = learner.submit_gradients(gradients=fresh.gradients, round=int(pending["round"]))  # round, sends no new vector
+    else:
+        resumed = learner.resume()  # the round this hospital uploaded to before its process was killed, if any
+    if resumed is not None:
+        rounds.append({"round": resumed.round, "resumed": True, "receipt": resumed.receipt, "status": resumed.status,
+                       "model_version": resumed.model_version, "contributors": resumed.organizations_contributed})  # fmt: skip
+        out.write_text(json.dumps(rounds))
+        last = resumed.round
+    for _ in range(int(settings["rounds"]) - len(rounds)):
         while True:  # the next round this organization must act in
             status = learner.round_status()
             if status.next_action in ("advertise_keys", "submit") and (status.round or 0) > last:
                 break
             time.sleep(0.2)
         number = int(status.round or 0)
+        opened = time.monotonic()
         model = learner.train_local(data=settings["csv"], epochs=10, batch_size=32)
         entry: dict = {"round": number, "base": model.model_version}
         if settings.get("epsilon") is not None:
@@ -59,6 +69,7 @@ def main(settings_file: str) -> None:
         checks = learner.validate_submission(gradients=gradients, checks=["bounds_check", "nan_check", "privacy_check"])
         entry["checks"] = {name: checks[name].passed for name in checks}
         receipt = learner.submit_gradients(gradients=gradients, round=number)
+        entry["round_seconds"] = time.monotonic() - opened  # train, noise, check, the protocol, until aggregated
         entry.update(receipt=receipt.receipt, status=receipt.status, model_version=receipt.model_version,
                      contributors=receipt.organizations_contributed)  # fmt: skip
         global_model = learner.download_model(version="latest")

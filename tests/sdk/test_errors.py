@@ -8,7 +8,6 @@ import pytest
 
 from oneliac.encryption import DifferentialPrivacy
 from oneliac.federated import FederatedLearner
-from oneliac_flwr.config import ExperimentConfig
 from oneliac_flwr.errors import (
     AuthenticationFailed,
     CoordinatorUnavailable,
@@ -54,10 +53,8 @@ def test_wrong_key_closed_round_stale_version_nan_and_budget(start_service, hosp
     wait_until(lambda: a.round_status().next_action == "submit")
     (late_org,) = register(service, dirs[3:])
     cap = HospitalPolicy(unit="none", epsilon=0.12, delta=1e-5)
-    # the coordinator does not publish its configuration yet: the hospital holds the operator's copy
-    shared = ExperimentConfig.from_dict({"validation": {"max_update_norm": 100000.0}})
     d = FederatedLearner(late_org["organization_id"], late_org["api_key"], base_url=service.base_url,
-                         state_dir=dirs[3], progress=None, privacy_policy=cap, config=shared)  # fmt: skip
+                         state_dir=dirs[3], progress=None, privacy_policy=cap)  # fmt: skip
     late = d.train_local(frames[3], epochs=1)
     assert late.model_version == "1.0.0"
     for learner, frame in ((a, frames[0]), (b, frames[1]), (c, frames[2])):

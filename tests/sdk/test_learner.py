@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from oneliac.federated import FederatedLearner
-from oneliac_flwr.config import ExperimentConfig
 from oneliac_flwr.errors import ConfigError
+from oneliac_flwr.privacy.hospital import HospitalPolicy
 from oneliac_flwr.data.federated import feature_schema
 from oneliac_flwr.sdk.data import local_table
 
@@ -70,15 +70,16 @@ def test_environment_fallbacks_local_analysis_and_sample_level_dp(start_service,
     assert stats.num_examples == len(frame) and stats.missing_values["mean radius"] == 3
     assert stats.feature_ranges["mean texture"] == (frame["mean texture"].min(), frame["mean texture"].max())
 
-    # a hospital whose own policy is sample-level trains with DP-SGD and accounts it on its disk
-    dp_config = ExperimentConfig.from_dict({"privacy_budget": {"mode": "sample", "epsilon": 4.0, "delta": 1e-5, "noise_multiplier": 1.0}})
-    private = FederatedLearner(org["organization_id"], config=dp_config, state_dir=folder.parent / "dp", progress=None)
+    # a hospital whose own policy is sample-level trains with DP-SGD and accounts it on its disk (a
+    # federation without DP does not lower it; the DP-SGD settings are the published privacy_budget's)
+    own = HospitalPolicy(unit="sample", epsilon=10.0, delta=1e-5)
+    private = FederatedLearner(org["organization_id"], privacy_policy=own, state_dir=folder.parent / "dp", progress=None)
     assert private.policy.unit == "sample" and private.get_current_epsilon() == 0.0
     local = private.train_local(frames[0], epochs=1, batch_size=32)
     spent = private.get_current_epsilon()
-    assert 0.0 < spent <= 4.0 and local.gradients.declared().mechanism == "gaussian"
+    assert 0.0 < spent <= 10.0 and local.gradients.declared().mechanism == "gaussian"
     assert local.num_examples > 0 and set(local.gradients) == set(initial.names)
-    reopened = FederatedLearner(org["organization_id"], config=dp_config, state_dir=folder.parent / "dp", progress=None)
+    reopened = FederatedLearner(org["organization_id"], state_dir=folder.parent / "dp", progress=None)  # policy saved
     assert reopened.get_current_epsilon() == spent  # persisted
     for each in (learner, private, reopened):
         each.close()

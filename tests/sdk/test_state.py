@@ -59,3 +59,29 @@ def test_a_changed_coordinator_key_is_refused(tmp_path: Path) -> None:
     state.pin_coordinator_key("https://coordinator", b"\x01" * 32)
     with pytest.raises(ProtocolViolation, match="coordinator_key_check"):
         state.pin_coordinator_key("https://coordinator", b"\x02" * 32)
+
+
+def test_pending_secure_round_is_kept_owner_only_once_per_round_and_forgotten(tmp_path: Path) -> None:
+    state = StateDirectory(tmp_path / "hospital")
+    assert state.pending_round() is None and state.saved_policy() is None
+    upload = {"organization_id": "org_a", "round": 3, "model_version": "1.0.2", "gradients_encrypted": "0x00ff",
+              "sample_count": 1, "secure_sum": {"x": 1}}  # fmt: skip
+    state.save_pending_round(organization="org_a", run_id=7, node_id=11, upload=upload)
+    file = tmp_path / "hospital" / "secure-round.json"
+    assert stat.S_IMODE(file.stat().st_mode) == 0o600
+    assert state.pending_round() == {"organization": "org_a", "round": 3, "model_version": "1.0.2", "run_id": 7,
+                                     "node_id": 11, "upload": upload}  # fmt: skip
+    state.save_pending_round(organization="org_a", run_id=7, node_id=11, upload=upload)  # the same bytes again: fine
+    with pytest.raises(ProtocolViolation, match="different masked upload for round 3"):
+        state.save_pending_round(organization="org_a", run_id=7, node_id=11, upload={**upload, "gradients_encrypted": "0x01"})
+    state.clear_pending_round(2)  # another round: kept
+    assert state.pending_round()["round"] == 3
+    state.clear_pending_round(3)
+    assert state.pending_round() is None and not file.exists()
+    file.write_text('{"round": 1}')
+    file.chmod(0o600)
+    with pytest.raises(ConfigError, match="not a pending secure-sum round"):
+        state.pending_round()
+    file.chmod(0o644)
+    with pytest.raises(ConfigError, match="0600"):
+        state.pending_round()
