@@ -240,6 +240,7 @@ def simulated(method: str, size: int, orgs: int, rounds: int, log: Any, cap: flo
         "rounds_with_aggregate": summary["rounds_with_aggregate"],
         "max_abs_error": summary["max_abs_error"],
         "exchanges_per_round": summary.get("breakdown_mean_seconds", {}).get("exchanges_per_round"),
+        "steady_breakdown": summary.get("breakdown_mean_seconds"),
         "secure_sum": summary.get("secure_sum_records"),
         "simulation_wall_seconds": summary["simulation_wall_seconds"],
     }
