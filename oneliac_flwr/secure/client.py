@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import struct
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -78,6 +79,34 @@ MODES: tuple[str, ...] = ("semi-honest", "malicious")
 MAX_REVEALED_FINGERPRINTS = 4096
 _STATE = "client_state"
 _STATE_VERSION = 2
+
+
+def _pack_keys(keys: Any) -> bytes:
+    """Fixed-length byte strings as one value (a state record of a few values, not hundreds)."""
+    return b"".join(keys)
+
+
+def _pack_ids(ids: Any) -> bytes:
+    ids = list(ids)
+    return struct.pack(f">{len(ids)}Q", *ids)
+
+
+def _unpack_keys(value: Any, where: str, length: int) -> tuple[bytes, ...]:
+    """Read what :func:`_pack_keys` made (or a list of byte strings, as states before it)."""
+    if isinstance(value, bytes):
+        if len(value) % length:
+            raise ProtocolViolation(f"{where}: expected a multiple of {length} bytes, got {len(value)}")
+        return tuple(value[i : i + length] for i in range(0, len(value), length))
+    return check_bytes_tuple(value, where, length=length)
+
+
+def _unpack_ids(value: Any, where: str) -> tuple[int, ...]:
+    """Read what :func:`_pack_ids` made (or a list of ids)."""
+    if isinstance(value, bytes):
+        if len(value) % 8:
+            raise ProtocolViolation(f"{where}: expected a multiple of 8 bytes, got {len(value)}")
+        value = list(struct.unpack(f">{len(value) // 8}Q", value))
+    return check_u64_tuple(value, where)
 
 
 def _envelope_announcement(identity_pk: bytes, signature: bytes, c_pk: bytes, organization: str) -> bytes:
@@ -772,25 +801,25 @@ class SecureSumClient:
             "next_threshold": self._next_threshold,
             "last_round": -1 if self._last_round is None else self._last_round,
             "revealed_fingerprints": list(self._revealed),
-            "c_secret_peer_keys": list(self._c_secrets),
-            "c_secrets": list(self._c_secrets.values()),
-            "verified_envelope_keys": sorted(self._verified_envelope_keys),
+            "c_secret_peer_keys": _pack_keys(self._c_secrets),
+            "c_secrets": _pack_keys(self._c_secrets.values()),
+            "verified_envelope_keys": _pack_keys(sorted(self._verified_envelope_keys)),
             "has_round": st is not None,
             "round": st.round if st else 0,
-            "round_participants": list(st.participants) if st else [],
+            "round_participants": _pack_ids(st.participants if st else ()),
             "round_threshold": st.threshold if st else 0,
-            "round_c_pks": list(st.c_pks) if st else [],
-            "round_s_pks": list(st.s_pks) if st else [],
+            "round_c_pks": _pack_keys(st.c_pks if st else ()),
+            "round_s_pks": _pack_keys(st.s_pks if st else ()),
             "round_s_sk": st.s_sk if st else b"",
-            "round_identity_pks": list(st.identity_pks) if st else [],
+            "round_identity_pks": _pack_keys(st.identity_pks if st else ()),
             "round_graph_degree": st.graph_degree if st else 0,
             "round_sharing_threshold": st.share_threshold if st else 0,
             "round_signed": bool(st and st.signed),
             "round_fixed": bool(st and st.counted is not None),
-            "round_counted": list(st.counted or ()) if st else [],
-            "round_dropped": list(st.dropped or ()) if st else [],
-            "round_revealed_self": sorted(st.revealed_self) if st else [],
-            "round_revealed_key": sorted(st.revealed_key) if st else [],
+            "round_counted": _pack_ids(st.counted or () if st else ()),
+            "round_dropped": _pack_ids(st.dropped or () if st else ()),
+            "round_revealed_self": _pack_ids(sorted(st.revealed_self) if st else ()),
+            "round_revealed_key": _pack_ids(sorted(st.revealed_key) if st else ()),
         }
 
     @classmethod
@@ -837,28 +866,28 @@ class SecureSumClient:
         if not isinstance(fps, list) or not all(isinstance(f, str) and len(f) == 64 for f in fps):
             raise ProtocolViolation(f"{_STATE}.revealed_fingerprints: expected a list of 64-char hex strings")
         client._revealed = list(fps)
-        peer_keys = check_bytes_tuple(state.get("c_secret_peer_keys", []), f"{_STATE}.c_secret_peer_keys", length=KEY_BYTES)
-        secrets_ = check_bytes_tuple(state.get("c_secrets", []), f"{_STATE}.c_secrets", length=KEY_BYTES)
+        peer_keys = _unpack_keys(state.get("c_secret_peer_keys", b""), f"{_STATE}.c_secret_peer_keys", KEY_BYTES)
+        secrets_ = _unpack_keys(state.get("c_secrets", b""), f"{_STATE}.c_secrets", KEY_BYTES)
         if len(peer_keys) != len(secrets_):
             raise ProtocolViolation(f"{_STATE}.c_secrets: expected one secret per peer key")
         client._c_secrets = dict(zip(peer_keys, secrets_, strict=True)) if client._c_sk is not None else {}
         client._verified_envelope_keys = set(
-            check_bytes_tuple(state.get("verified_envelope_keys", []), f"{_STATE}.verified_envelope_keys", length=32)
+            _unpack_keys(state.get("verified_envelope_keys", b""), f"{_STATE}.verified_envelope_keys", 32)
         )
         has_round = get("has_round")
         if not isinstance(has_round, bool):
             raise ProtocolViolation(f"{_STATE}.has_round: expected a bool")
         if has_round:
-            participants = check_u64_tuple(get("round_participants"), f"{_STATE}.round_participants")
+            participants = _unpack_ids(get("round_participants"), f"{_STATE}.round_participants")
             share_index(client._node, participants)  # sorted and contains this node
             st = _RoundState(
                 round=check_u64(get("round"), f"{_STATE}.round"),
                 participants=participants,
                 threshold=check_int(get("round_threshold"), f"{_STATE}.round_threshold", lo=2, hi=len(participants)),
-                c_pks=check_bytes_tuple(get("round_c_pks"), f"{_STATE}.round_c_pks", length=KEY_BYTES),
-                s_pks=check_bytes_tuple(get("round_s_pks"), f"{_STATE}.round_s_pks", length=KEY_BYTES),
+                c_pks=_unpack_keys(get("round_c_pks"), f"{_STATE}.round_c_pks", KEY_BYTES),
+                s_pks=_unpack_keys(get("round_s_pks"), f"{_STATE}.round_s_pks", KEY_BYTES),
                 s_sk=check_bytes(get("round_s_sk"), f"{_STATE}.round_s_sk", length=KEY_BYTES),
-                identity_pks=check_bytes_tuple(get("round_identity_pks"), f"{_STATE}.round_identity_pks", length=32),
+                identity_pks=_unpack_keys(get("round_identity_pks"), f"{_STATE}.round_identity_pks", 32),
                 signed=get("round_signed") is True,
                 graph_degree=check_int(state.get("round_graph_degree", 0), f"{_STATE}.round_graph_degree", lo=0),
                 sharing_threshold=check_int(
@@ -871,9 +900,9 @@ class SecureSumClient:
             if not isinstance(fixed, bool):
                 raise ProtocolViolation(f"{_STATE}.round_fixed: expected a bool")
             if fixed:
-                st.counted = check_u64_tuple(get("round_counted"), f"{_STATE}.round_counted")
-                st.dropped = check_u64_tuple(get("round_dropped"), f"{_STATE}.round_dropped")
-            st.revealed_self = set(check_u64_tuple(get("round_revealed_self"), f"{_STATE}.round_revealed_self"))
-            st.revealed_key = set(check_u64_tuple(get("round_revealed_key"), f"{_STATE}.round_revealed_key"))
+                st.counted = _unpack_ids(get("round_counted"), f"{_STATE}.round_counted")
+                st.dropped = _unpack_ids(get("round_dropped"), f"{_STATE}.round_dropped")
+            st.revealed_self = set(_unpack_ids(get("round_revealed_self"), f"{_STATE}.round_revealed_self"))
+            st.revealed_key = set(_unpack_ids(get("round_revealed_key"), f"{_STATE}.round_revealed_key"))
             client._round = st
         return client

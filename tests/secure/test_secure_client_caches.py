@@ -87,14 +87,14 @@ def test_a_low_order_mask_key_is_refused_by_the_masking_exchange(federation_cls:
 def test_kept_secrets_survive_a_reload_and_a_new_envelope_key_drops_them(federation_cls: Any, inputs_factory: Any) -> None:
     fed = _after_round_one(federation_cls, inputs_factory)  # the harness reloads every client after each stage
     state = fed.clients[10].state_dict()
-    assert len(state["c_secrets"]) == len(state["c_secret_peer_keys"]) == len(IDS)
+    assert len(state["c_secrets"]) == len(state["c_secret_peer_keys"]) == 32 * len(IDS)
     # The next rounds still unmask exactly with the kept secrets (mask -> reload -> unmask).
     inputs = inputs_factory(IDS, length=LENGTH, spec=SPEC, seed=2)
     result = fed.run_round(2, inputs=inputs, threshold=3)
     assert sorted(result.counted) == IDS
     client = fed.clients[10]
     client.advertise_keys(round=3, rotate_envelope_key=True)
-    assert client.state_dict()["c_secrets"] == [], "secrets of the old envelope key are dropped"
+    assert client.state_dict()["c_secrets"] == b"", "secrets of the old envelope key are dropped"
 
 
 def test_the_verification_memo_never_remembers_a_failure() -> None:
