@@ -70,7 +70,7 @@ def check_bytes_tuple(values: object, where: str, *, length: int | None = None) 
     if not isinstance(values, (list, tuple)):
         raise _bad(where, "a list of bytes", values)
     out = tuple(values)
-    if length is not None and all(type(v) is bytes and len(v) == length for v in out):  # fast path
+    if all(type(v) is bytes and (length is None or len(v) == length) for v in out):  # fast path
         return out
     return tuple(check_bytes(v, f"{where}[{i}]", length=length) for i, v in enumerate(values))
 
