@@ -15,7 +15,10 @@ method): plain FedAvg (Flower's ``FedAvg``) and ours (``OneliacStrategy`` +
 rounds each; SecAgg+ only at the points of ``--secagg-at`` (default 100 organizations x 1M
 parameters), killed after ``--secagg-cap`` seconds and reported as not finishing.
 ``key_setup_seconds`` is round 1 (engine start-up, stage K, the first masked round);
-``steady_seconds`` the mean of rounds 2..R; ratios are ours / FedAvg in the same run.
+``steady_seconds`` the mean of rounds 2..R; ratios are ours / FedAvg in the same run;
+``steady_breakdown`` gives each exchange of a steady round (its seconds and the mean and
+largest client handler time inside it) and the coordinator's time outside the exchanges.
+One scale at a time: ``--orgs 100 --sizes 10000 --skip-secagg``.
 
 Everything runs in this process (SecAgg+ in a child process with a time cap), without
 Flower's simulation engine: at 100 organizations the engine's per-node processes would
@@ -240,6 +243,7 @@ def simulated(method: str, size: int, orgs: int, rounds: int, log: Any, cap: flo
         "rounds_with_aggregate": summary["rounds_with_aggregate"],
         "max_abs_error": summary["max_abs_error"],
         "exchanges_per_round": summary.get("breakdown_mean_seconds", {}).get("exchanges_per_round"),
+        "steady_breakdown": summary.get("breakdown_mean_seconds"),
         "secure_sum": summary.get("secure_sum_records"),
         "simulation_wall_seconds": summary["simulation_wall_seconds"],
     }

@@ -154,7 +154,6 @@ def build_message_api_apps(method: str, size: int, num_clients: int, rounds: int
     ``oneliac_plain`` (OneliacStrategy + PlainAggregator: our wrapper without the secure sum)."""
     from _secagg_baseline import CLIENT_SECONDS, TimingGrid
     from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
-    from flwr.clientapp import ClientApp
     from flwr.serverapp import ServerApp
     from flwr.serverapp.strategy import FedAvg
 
@@ -165,9 +164,13 @@ def build_message_api_apps(method: str, size: int, num_clients: int, rounds: int
         "min_evaluate_nodes": 0,
         "min_available_nodes": num_clients,
     }
+    from oneliac_flwr.flower.portable import PortableClientApp
+
     out.update({"round_seconds": [], "round_windows": [], "exchanges": [], "max_abs_error": {}, "counted": {}, "secure_sum": {}, "status": {}})
     server_app = ServerApp()
-    client_app = ClientApp()
+    # Every method's ClientApp reaches the engine's workers as a reference to bench_client_app
+    # (as our real ClientApp does), not as pickled closures with every message.
+    client_app = PortableClientApp(builder="secure_sum:bench_client_app", args=(method, size, num_clients, rounds, MAX_PARTICIPANTS, GRAPH))
     initial = lambda: ArrayRecord(numpy_ndarrays=[np.zeros(size, dtype=np.float32)])  # noqa: E731
 
     if method == "fedavg":
@@ -341,6 +344,13 @@ def build_message_api_apps(method: str, size: int, num_clients: int, rounds: int
         return delegate(msg, context)
 
     return server_app, client_app
+
+
+def bench_client_app(method: str, size: int, num_clients: int, rounds: int, max_participants: int | None, graph: str) -> Any:
+    """The ClientApp of ``build_message_api_apps`` (what an engine worker rebuilds)."""
+    global MAX_PARTICIPANTS, GRAPH
+    MAX_PARTICIPANTS, GRAPH = max_participants, graph
+    return build_message_api_apps(method, size, num_clients, rounds, {})[1]
 
 
 # --------------------------------------------------------------------------- one simulation (child)

@@ -25,6 +25,7 @@ from flwr.clientapp import ClientApp
 from oneliac_flwr.config import ExperimentConfig
 from oneliac_flwr.errors import ConfigError, DataError, OneliacError, PrivacyError, ProtocolViolation, SecureAggregationError
 from oneliac_flwr.flower.records import ARRAYS, CONFIG, INFO, MASKED, METRICS, NUM_EXAMPLES, PRIVACY, SECURE_SUM, reply_info
+from oneliac_flwr.flower.portable import PortableClientApp
 from oneliac_flwr.flower.secure_sum import CONFIRM_ACTION, KEYS_ACTION, UNMASK_ACTION
 from oneliac_flwr.secure.graph import DEFAULT_COLLUDING_FRACTION, DEFAULT_DROPOUT_FRACTION
 from oneliac_flwr.secure import (
@@ -386,7 +387,8 @@ def build_client_app(config: ExperimentConfig | None = None) -> ClientApp:
         Settings for an in-process simulation. ``None`` reads them from the run config
         (``flwr run``), so a setting means the same thing on both paths.
     """
-    client_app = ClientApp()
+    # Pickled as this call (the simulation engine pickles the app with every message).
+    client_app = PortableClientApp(builder="oneliac_flwr.flower.clientapp:build_client_app", args=(config,))
 
     def settings(context: Context) -> ExperimentConfig:
         return config if config is not None else ExperimentConfig.from_run_config(context.run_config)

@@ -57,7 +57,9 @@ def check_u64_tuple(values: object, where: str, *, unique: bool = True) -> tuple
     """Return a tuple of u64 ids (pairwise distinct when ``unique``)."""
     if not isinstance(values, (list, tuple)):
         raise _bad(where, "a list of integers", values)
-    out = tuple(check_u64(v, f"{where}[{i}]") for i, v in enumerate(values))
+    out = tuple(values)
+    if not all(type(v) is int and 0 <= v <= U64_MAX for v in out):  # fast path; else name the bad element
+        out = tuple(check_u64(v, f"{where}[{i}]") for i, v in enumerate(values))
     if unique and len(set(out)) != len(out):
         raise _bad(where, "distinct node ids", list(out))
     return out
@@ -67,6 +69,9 @@ def check_bytes_tuple(values: object, where: str, *, length: int | None = None) 
     """Return a tuple of ``bytes`` (each of ``length`` bytes when given)."""
     if not isinstance(values, (list, tuple)):
         raise _bad(where, "a list of bytes", values)
+    out = tuple(values)
+    if all(type(v) is bytes and (length is None or len(v) == length) for v in out):  # fast path
+        return out
     return tuple(check_bytes(v, f"{where}[{i}]", length=length) for i, v in enumerate(values))
 
 

@@ -8,7 +8,9 @@ them) and restores it with :meth:`SecureSumClient.from_state_dict`.
 
 from __future__ import annotations
 
+import hashlib
 import os
+import struct
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -28,7 +30,7 @@ from ._fields import (
 )
 from .encoding import encode
 from .graph import DEFAULT_COLLUDING_FRACTION, DEFAULT_DROPOUT_FRACTION, SharingGraph, check_graph, sharing_graph
-from .envelope import open_share, seal_share
+from .envelope import open_share_with_key, seal_share_with_key
 from .identity import (
     ANY_ROUND,
     Identity,
@@ -44,13 +46,16 @@ from .identity import (
 from .keys import (
     KEY_BYTES,
     check_public_key,
+    checked_exchange,
     fingerprint,
     generate_private_key,
     load_private_key,
     pairwise_mask_key,
+    pairwise_mask_key_from_secret,
     private_bytes,
     public_bytes,
     self_mask_key,
+    share_encryption_key_from_secret,
 )
 from .masks import apply_masks, pairwise_sign
 from .messages import (
@@ -74,6 +79,40 @@ MODES: tuple[str, ...] = ("semi-honest", "malicious")
 MAX_REVEALED_FINGERPRINTS = 4096
 _STATE = "client_state"
 _STATE_VERSION = 2
+
+
+def _pack_keys(keys: Any) -> bytes:
+    """Fixed-length byte strings as one value (a state record of a few values, not hundreds)."""
+    return b"".join(keys)
+
+
+def _pack_ids(ids: Any) -> bytes:
+    ids = list(ids)
+    return struct.pack(f">{len(ids)}Q", *ids)
+
+
+def _unpack_keys(value: Any, where: str, length: int) -> tuple[bytes, ...]:
+    """Read what :func:`_pack_keys` made (or a list of byte strings, as states before it)."""
+    if isinstance(value, bytes):
+        if len(value) % length:
+            raise ProtocolViolation(f"{where}: expected a multiple of {length} bytes, got {len(value)}")
+        return tuple(value[i : i + length] for i in range(0, len(value), length))
+    return check_bytes_tuple(value, where, length=length)
+
+
+def _unpack_ids(value: Any, where: str) -> tuple[int, ...]:
+    """Read what :func:`_pack_ids` made (or a list of ids)."""
+    if isinstance(value, bytes):
+        if len(value) % 8:
+            raise ProtocolViolation(f"{where}: expected a multiple of 8 bytes, got {len(value)}")
+        value = list(struct.unpack(f">{len(value) // 8}Q", value))
+    return check_u64_tuple(value, where)
+
+
+def _envelope_announcement(identity_pk: bytes, signature: bytes, c_pk: bytes, organization: str) -> bytes:
+    """Digest of one peer's signed envelope-key announcement (fixed-length fields first, so
+    the concatenation is unambiguous); a client remembers the digests it verified."""
+    return hashlib.sha256(identity_pk + signature + c_pk + organization.encode()).digest()
 
 
 @dataclass
@@ -178,6 +217,12 @@ class SecureSumClient:
         self._last_round: int | None = None
         self._round: _RoundState | None = None
         self._revealed: list[str] = []
+        # Per-run caches of work that does not change between rounds (docs/secure-sum.md,
+        # section 6, "What a client keeps"): the X25519 secret of this node's envelope key
+        # with each peer's (envelope keys serve the whole run; each round derives its own
+        # keys from it), and the envelope-key announcements it already verified.
+        self._c_secrets: dict[bytes, bytes] = {}
+        self._verified_envelope_keys: set[bytes] = set()
 
     def _sign(self, kind: Literal["envelope", "mask"], round: int, public_key: bytes) -> bytes:
         return self._identity.sign_key(
@@ -252,6 +297,8 @@ class SecureSumClient:
             s_pk=s_pk,
             s_pk_signature=self._sign("mask", round, s_pk),
         )
+        if c_sk != self._c_sk:
+            self._c_secrets = {}  # secrets of the old envelope key
         self._c_sk, self._next_s_sk = c_sk, s_sk
         self._next_round, self._next_threshold = round, 0
         return message
@@ -311,17 +358,17 @@ class SecureSumClient:
         graph = setup.graph
         peers = graph.neighbours(me)
         recipients = graph.neighbourhood(me)
-        self._check_peer_keys(setup, trust, peers)
+        s_sk = load_private_key(self._next_s_sk)
+        pairwise, verified = self._check_peer_keys(setup, trust, peers, s_sk)
         arr = np.asarray(update)
         if arr.shape != (setup.length,):
             raise ProtocolViolation(f"update: expected shape ({setup.length},), got {arr.shape}")
         masked = encode(arr, weight=weight, spec=setup.spec)
 
-        s_sk = load_private_key(self._next_s_sk)
         seed = os.urandom(KEY_BYTES)
         masks = [(self_mask_key(seed, run_id=run, round=rnd, node=me), 1)]
         for v in peers:
-            key = pairwise_mask_key(s_sk, setup.s_pks[setup.participants.index(v)], run_id=run, round=rnd, me=me, peer=v)
+            key = pairwise_mask_key_from_secret(pairwise[v], run_id=run, round=rnd, me=me, peer=v)
             masks.append((key, pairwise_sign(me, v)))
         apply_masks(masked, masks)
 
@@ -335,17 +382,18 @@ class SecureSumClient:
         self_envs: list[bytes] = []
         key_envs: list[bytes] = []
         c_pks = [setup.c_pks[i - 1] for i in indices]
+        c_secrets = {c_pk: self._c_secret(c_sk, c_pk, v) for v, c_pk in zip(recipients, c_pks, strict=True)}
         for v, c_pk, (i_b, sh_b), (i_k, sh_k) in zip(recipients, c_pks, seed_shares, key_shares, strict=True):
-            common: dict[str, Any] = {
-                "sender_c_sk": c_sk, "recipient_c_pk": c_pk, "run_id": run, "round": rnd,
-                "sender": me, "recipient": v,
-            }  # fmt: skip
-            self_envs.append(seal_share(SharePlaintext(i_b, sh_b).to_bytes(), kind="self", **common))
+            # One key per recipient and round seals both of its shares (distinct nonces and
+            # associated data): section 3, Envelopes.
+            key = share_encryption_key_from_secret(c_secrets[c_pk], run_id=run, round=rnd, sender=me, recipient=v)
+            common: dict[str, Any] = {"key": key, "run_id": run, "round": rnd, "sender": me, "recipient": v}
+            self_envs.append(seal_share_with_key(SharePlaintext(i_b, sh_b).to_bytes(), kind="self", **common))
             # ``participants`` binds the index range: |S|, of which the holder's index is pos_S.
             key_plain = SharePlaintext(
                 i_k, sh_k, next_s_pk, threshold=t, participants=len(setup.participants), use_round=rnd + 1
             )
-            key_envs.append(seal_share(key_plain.to_bytes(), kind="pairwise", **common))
+            key_envs.append(seal_share_with_key(key_plain.to_bytes(), kind="pairwise", **common))
         masked.setflags(write=False)
         message = MaskedInput(
             run_id=run,
@@ -375,7 +423,21 @@ class SecureSumClient:
         self._next_s_sk = next_s
         self._next_round, self._next_threshold = rnd + 1, t
         self._last_round = rnd
+        self._c_secrets = c_secrets  # the round's neighbourhood: what stage U and the next round use
+        self._verified_envelope_keys = verified
         return message
+
+    def _c_secret(self, c_sk: X25519PrivateKey, c_pk: bytes, peer: int) -> bytes:
+        """X25519 secret of this node's envelope key with ``c_pk`` (kept per peer key for the run)."""
+        secret = self._c_secrets.get(c_pk)
+        if secret is None:
+            secret = checked_exchange(c_sk, c_pk, field=f"envelope key of node {peer}")
+        return secret
+
+    def _share_key(self, c_sk: X25519PrivateKey, st: _RoundState, sender: int, round: int) -> bytes:
+        """The key of ``sender``'s envelopes to this node made in ``round``."""
+        secret = self._c_secret(c_sk, st.c_pks[st.position(sender)], sender)
+        return share_encryption_key_from_secret(secret, run_id=self._run, round=round, sender=sender, recipient=self._node)
 
     def _check_threshold(self, setup: RoundSetup) -> None:
         n, t = len(setup.participants), setup.threshold
@@ -424,8 +486,17 @@ class SecureSumClient:
                 f"({fingerprint(listed)[:16]}...); it must advertise keys (stage K)"
             )
 
-    def _check_peer_keys(self, setup: RoundSetup, trust: Trust | None, peers: tuple[int, ...]) -> None:
-        """Signatures, pins, key validity and freshness of the peers this node masks against."""
+    def _check_peer_keys(
+        self, setup: RoundSetup, trust: Trust | None, peers: tuple[int, ...], s_sk: X25519PrivateKey
+    ) -> tuple[dict[int, bytes], set[bytes]]:
+        """Signatures, pins, key validity and freshness of the peers this node masks against.
+
+        Returns the X25519 secret of ``s_sk`` with each peer's mask key (the exchange is the
+        low-order check of that key) and the digests of the peers' verified envelope-key
+        announcements. An envelope-key announcement (signed for the whole run) verified in an
+        earlier round of the run is not verified again; its digest covers the identity key,
+        the signature, the key and the organization, so any change is verified afresh.
+        """
         me = self._node
         revealed = set(self._revealed)
         prev = self._round
@@ -436,18 +507,25 @@ class SecureSumClient:
         )  # fmt: skip
         adjacent = set(peers)
         batched = isinstance(trust, TofuTrust)  # one read and one write of the trust store per round
+        pairwise: dict[int, bytes] = {}
+        verified: set[bytes] = set()
         for v, org, ident, c_pk, s_pk, c_sig, s_sig in rows:
             if v == me or v not in adjacent:
                 continue
             signer = {
                 "identity_pk": ident, "federation": self._federation, "organization": org, "run_id": self._run,
             }  # fmt: skip
-            verify_key_signature(c_sig, kind="envelope", round=ANY_ROUND, public_key=c_pk, **signer)
+            announcement = _envelope_announcement(ident, c_sig, c_pk, org)
+            known = announcement in self._verified_envelope_keys
+            if not known:
+                verify_key_signature(c_sig, kind="envelope", round=ANY_ROUND, public_key=c_pk, **signer)
             verify_key_signature(s_sig, kind="mask", round=setup.round, public_key=s_pk, **signer)
             if trust is not None and not batched:
                 trust.check(federation=self._federation, organization=org, fingerprint=identity_fingerprint(ident))
-            check_public_key(c_pk, field=f"envelope key of node {v}")
-            check_public_key(s_pk, field=f"mask key of node {v}")
+            if not known:
+                check_public_key(c_pk, field=f"envelope key of node {v}")
+            verified.add(announcement)
+            pairwise[v] = checked_exchange(s_sk, s_pk, field=f"mask key of node {v}")
             s_fp = fingerprint(s_pk)
             if s_fp in revealed:
                 raise ProtocolViolation(
@@ -465,6 +543,7 @@ class SecureSumClient:
                 identities=[(setup.organizations[i], identity_fingerprint(setup.identity_pks[i]))
                             for i, v in enumerate(setup.participants) if v in adjacent],
             )  # fmt: skip
+        return pairwise, verified
 
     # ------------------------------------------------------------------ stage U
     def unmask(self, request: UnmaskRequest) -> UnmaskResponse:
@@ -512,9 +591,9 @@ class SecureSumClient:
         self_shares: list[bytes] = []
         for w, env in zip(request.self_share_owners, request.self_share_ciphertexts, strict=True):
             try:
-                plain = open_share(
-                    env, recipient_c_sk=c_sk, sender_c_pk=st.c_pks[st.position(w)], run_id=self._run,
-                    round=st.round, sender=w, recipient=me, kind="self",
+                plain = open_share_with_key(
+                    env, key=self._share_key(c_sk, st, w, st.round), run_id=self._run, round=st.round, sender=w,
+                    recipient=me, kind="self",
                 )  # fmt: skip
                 share = SharePlaintext.from_bytes(plain, with_key=False)
                 if share.index != my_index:
@@ -633,9 +712,9 @@ class SecureSumClient:
             # Only d's neighbours of this round may reveal its key: they are the ones who hold
             # (and withhold) shares of its self-mask seed, so the pigeonhole of section 8 holds.
             raise ProtocolViolation(f"key_share_neighbour_check: node {d} is not this node's neighbour in round {st.round}")
-        plain = open_share(
-            env, recipient_c_sk=c_sk, sender_c_pk=st.c_pks[st.position(d)], run_id=self._run,
-            round=made_in, sender=d, recipient=self._node, kind="pairwise",
+        plain = open_share_with_key(
+            env, key=self._share_key(c_sk, st, d, made_in), run_id=self._run, round=made_in, sender=d,
+            recipient=self._node, kind="pairwise",
         )  # fmt: skip
         share = SharePlaintext.from_bytes(plain, with_key=True)
         if share.s_pk != st.s_pks[st.position(d)]:
@@ -722,22 +801,25 @@ class SecureSumClient:
             "next_threshold": self._next_threshold,
             "last_round": -1 if self._last_round is None else self._last_round,
             "revealed_fingerprints": list(self._revealed),
+            "c_secret_peer_keys": _pack_keys(self._c_secrets),
+            "c_secrets": _pack_keys(self._c_secrets.values()),
+            "verified_envelope_keys": _pack_keys(sorted(self._verified_envelope_keys)),
             "has_round": st is not None,
             "round": st.round if st else 0,
-            "round_participants": list(st.participants) if st else [],
+            "round_participants": _pack_ids(st.participants if st else ()),
             "round_threshold": st.threshold if st else 0,
-            "round_c_pks": list(st.c_pks) if st else [],
-            "round_s_pks": list(st.s_pks) if st else [],
+            "round_c_pks": _pack_keys(st.c_pks if st else ()),
+            "round_s_pks": _pack_keys(st.s_pks if st else ()),
             "round_s_sk": st.s_sk if st else b"",
-            "round_identity_pks": list(st.identity_pks) if st else [],
+            "round_identity_pks": _pack_keys(st.identity_pks if st else ()),
             "round_graph_degree": st.graph_degree if st else 0,
             "round_sharing_threshold": st.share_threshold if st else 0,
             "round_signed": bool(st and st.signed),
             "round_fixed": bool(st and st.counted is not None),
-            "round_counted": list(st.counted or ()) if st else [],
-            "round_dropped": list(st.dropped or ()) if st else [],
-            "round_revealed_self": sorted(st.revealed_self) if st else [],
-            "round_revealed_key": sorted(st.revealed_key) if st else [],
+            "round_counted": _pack_ids(st.counted or () if st else ()),
+            "round_dropped": _pack_ids(st.dropped or () if st else ()),
+            "round_revealed_self": _pack_ids(sorted(st.revealed_self) if st else ()),
+            "round_revealed_key": _pack_ids(sorted(st.revealed_key) if st else ()),
         }
 
     @classmethod
@@ -784,20 +866,28 @@ class SecureSumClient:
         if not isinstance(fps, list) or not all(isinstance(f, str) and len(f) == 64 for f in fps):
             raise ProtocolViolation(f"{_STATE}.revealed_fingerprints: expected a list of 64-char hex strings")
         client._revealed = list(fps)
+        peer_keys = _unpack_keys(state.get("c_secret_peer_keys", b""), f"{_STATE}.c_secret_peer_keys", KEY_BYTES)
+        secrets_ = _unpack_keys(state.get("c_secrets", b""), f"{_STATE}.c_secrets", KEY_BYTES)
+        if len(peer_keys) != len(secrets_):
+            raise ProtocolViolation(f"{_STATE}.c_secrets: expected one secret per peer key")
+        client._c_secrets = dict(zip(peer_keys, secrets_, strict=True)) if client._c_sk is not None else {}
+        client._verified_envelope_keys = set(
+            _unpack_keys(state.get("verified_envelope_keys", b""), f"{_STATE}.verified_envelope_keys", 32)
+        )
         has_round = get("has_round")
         if not isinstance(has_round, bool):
             raise ProtocolViolation(f"{_STATE}.has_round: expected a bool")
         if has_round:
-            participants = check_u64_tuple(get("round_participants"), f"{_STATE}.round_participants")
+            participants = _unpack_ids(get("round_participants"), f"{_STATE}.round_participants")
             share_index(client._node, participants)  # sorted and contains this node
             st = _RoundState(
                 round=check_u64(get("round"), f"{_STATE}.round"),
                 participants=participants,
                 threshold=check_int(get("round_threshold"), f"{_STATE}.round_threshold", lo=2, hi=len(participants)),
-                c_pks=check_bytes_tuple(get("round_c_pks"), f"{_STATE}.round_c_pks", length=KEY_BYTES),
-                s_pks=check_bytes_tuple(get("round_s_pks"), f"{_STATE}.round_s_pks", length=KEY_BYTES),
+                c_pks=_unpack_keys(get("round_c_pks"), f"{_STATE}.round_c_pks", KEY_BYTES),
+                s_pks=_unpack_keys(get("round_s_pks"), f"{_STATE}.round_s_pks", KEY_BYTES),
                 s_sk=check_bytes(get("round_s_sk"), f"{_STATE}.round_s_sk", length=KEY_BYTES),
-                identity_pks=check_bytes_tuple(get("round_identity_pks"), f"{_STATE}.round_identity_pks", length=32),
+                identity_pks=_unpack_keys(get("round_identity_pks"), f"{_STATE}.round_identity_pks", 32),
                 signed=get("round_signed") is True,
                 graph_degree=check_int(state.get("round_graph_degree", 0), f"{_STATE}.round_graph_degree", lo=0),
                 sharing_threshold=check_int(
@@ -810,9 +900,9 @@ class SecureSumClient:
             if not isinstance(fixed, bool):
                 raise ProtocolViolation(f"{_STATE}.round_fixed: expected a bool")
             if fixed:
-                st.counted = check_u64_tuple(get("round_counted"), f"{_STATE}.round_counted")
-                st.dropped = check_u64_tuple(get("round_dropped"), f"{_STATE}.round_dropped")
-            st.revealed_self = set(check_u64_tuple(get("round_revealed_self"), f"{_STATE}.round_revealed_self"))
-            st.revealed_key = set(check_u64_tuple(get("round_revealed_key"), f"{_STATE}.round_revealed_key"))
+                st.counted = _unpack_ids(get("round_counted"), f"{_STATE}.round_counted")
+                st.dropped = _unpack_ids(get("round_dropped"), f"{_STATE}.round_dropped")
+            st.revealed_self = set(_unpack_ids(get("round_revealed_self"), f"{_STATE}.round_revealed_self"))
+            st.revealed_key = set(_unpack_ids(get("round_revealed_key"), f"{_STATE}.round_revealed_key"))
             client._round = st
         return client

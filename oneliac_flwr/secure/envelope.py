@@ -20,7 +20,10 @@ from oneliac_flwr.errors import ProtocolViolation
 from ._fields import check_u64
 from .keys import DOMAIN, share_encryption_key
 
-__all__ = ["NONCE_BYTES", "TAG_BYTES", "ShareKind", "associated_data", "open_share", "seal_share"]
+__all__ = [
+    "NONCE_BYTES", "TAG_BYTES", "ShareKind", "associated_data", "open_share", "open_share_with_key", "seal_share",
+    "seal_share_with_key",
+]  # fmt: skip
 
 ShareKind = Literal["self", "pairwise"]
 NONCE_BYTES = 12
@@ -60,6 +63,19 @@ def seal_share(
     key = share_encryption_key(
         sender_c_sk, recipient_c_pk, run_id=run_id, round=round, sender=sender, recipient=recipient, peer=recipient
     )
+    return seal_share_with_key(plaintext, key=key, run_id=run_id, round=round, sender=sender, recipient=recipient, kind=kind)
+
+
+def seal_share_with_key(
+    plaintext: bytes, *, key: bytes, run_id: int, round: int, sender: int, recipient: int, kind: ShareKind
+) -> bytes:
+    """:func:`seal_share` with the share-encryption key already derived.
+
+    ``key`` must be :func:`~oneliac_flwr.secure.keys.share_encryption_key` of the same
+    ``(run_id, round, sender, recipient)``: a sender seals both kinds of share to one
+    recipient under that one key (each with its own random nonce and associated data),
+    so it derives the key once per recipient and round.
+    """
     ad = associated_data(run_id=run_id, round=round, sender=sender, recipient=recipient, kind=kind)
     nonce = os.urandom(NONCE_BYTES)
     return nonce + AESGCM(key).encrypt(nonce, plaintext, ad)
@@ -84,12 +100,27 @@ def open_share(
         If the envelope was tampered with, or was made for another run, round, sender,
         recipient or kind (the message names all of them).
     """
-    binding = f"(run {run_id}, round {round}, {kind} share from node {sender} to node {recipient})"
     if not isinstance(envelope, bytes) or len(envelope) < NONCE_BYTES + TAG_BYTES:
-        raise ProtocolViolation(f"share envelope {binding}: too short")
+        raise ProtocolViolation(f"share envelope (run {run_id}, round {round}, {kind} share from node {sender} to node {recipient}): too short")
     key = share_encryption_key(
         recipient_c_sk, sender_c_pk, run_id=run_id, round=round, sender=sender, recipient=recipient, peer=sender
     )
+    return open_share_with_key(envelope, key=key, run_id=run_id, round=round, sender=sender, recipient=recipient, kind=kind)
+
+
+def open_share_with_key(
+    envelope: bytes, *, key: bytes, run_id: int, round: int, sender: int, recipient: int, kind: ShareKind
+) -> bytes:
+    """:func:`open_share` with the share-encryption key already derived.
+
+    Raises
+    ------
+    ProtocolViolation
+        As :func:`open_share`.
+    """
+    binding = f"(run {run_id}, round {round}, {kind} share from node {sender} to node {recipient})"
+    if not isinstance(envelope, bytes) or len(envelope) < NONCE_BYTES + TAG_BYTES:
+        raise ProtocolViolation(f"share envelope {binding}: too short")
     ad = associated_data(run_id=run_id, round=round, sender=sender, recipient=recipient, kind=kind)
     try:
         return AESGCM(key).decrypt(envelope[:NONCE_BYTES], envelope[NONCE_BYTES:], ad)

@@ -14,7 +14,10 @@ import hashlib
 import json
 import os
 import struct
+import threading
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
+from functools import lru_cache
 from pathlib import Path
 from typing import Literal, Protocol
 
@@ -140,14 +143,53 @@ def verify_key_signature(
     statement = key_statement(
         federation=federation, organization=organization, run_id=run_id, kind=kind, round=round, public_key=public_key
     )
-    try:
-        Ed25519PublicKey.from_public_bytes(identity_pk).verify(signature, statement)
-    except (InvalidSignature, ValueError, TypeError):
+    if not _verify_once(identity_pk, signature, statement):
         shown = "any round" if round == ANY_ROUND else f"round {round}"
         raise ProtocolViolation(
             f"signature_check: the {kind} key of organization {organization!r} is not signed by its identity "
             f"for {shown}"
         ) from None
+
+
+#: How many successful key-announcement verifications a process remembers (newest kept).
+VERIFIED_MEMO_SIZE = 16384
+_verified: OrderedDict[tuple[bytes, bytes, bytes], None] = OrderedDict()
+_verified_lock = threading.Lock()
+
+
+def _verify_once(identity_pk: bytes, signature: bytes, statement: bytes) -> bool:
+    """Ed25519 verification of ``signature`` on ``statement``, remembered when it succeeds.
+
+    A verification is a pure function of its three byte strings, so the exact triple that
+    verified once verifies again: the process keeps the triples (not digests) of recent
+    successes and answers them without the curve arithmetic. A failure is never
+    remembered; anything not byte strings is verified (and refused) as before. Where one
+    process hosts many organizations (the simulation engine), one announcement checked by
+    all its neighbours costs one verification per process.
+    """
+    key = (identity_pk, signature, statement)
+    plain = all(type(v) is bytes for v in key)
+    if plain:
+        with _verified_lock:
+            if key in _verified:
+                _verified.move_to_end(key)
+                return True
+    try:
+        Ed25519PublicKey.from_public_bytes(identity_pk).verify(signature, statement)
+    except (InvalidSignature, ValueError, TypeError):
+        return False
+    if plain:
+        with _verified_lock:
+            _verified[key] = None
+            while len(_verified) > VERIFIED_MEMO_SIZE:
+                _verified.popitem(last=False)
+    return True
+
+
+@lru_cache(maxsize=256)
+def _private_key_from_raw(raw: bytes) -> Ed25519PrivateKey:
+    """The key object of a raw identity file's content (a handler loads the same file per message)."""
+    return Ed25519PrivateKey.from_private_bytes(raw)
 
 
 class Identity:
@@ -185,7 +227,7 @@ class Identity:
             raise ConfigError("secure-identity", f"cannot read the identity key {file}: {exc}") from None
         if len(raw) != 32:
             raise ConfigError("secure-identity", f"{file}: expected a raw 32-byte Ed25519 key, got {len(raw)} bytes")
-        return cls(Ed25519PrivateKey.from_private_bytes(raw))
+        return cls(_private_key_from_raw(raw))
 
     @classmethod
     def create(cls, path: str | os.PathLike[str]) -> Identity:

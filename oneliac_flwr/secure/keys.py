@@ -25,16 +25,19 @@ __all__ = [
     "KEY_BYTES",
     "Purpose",
     "check_public_key",
+    "checked_exchange",
     "derive_key",
     "fingerprint",
     "generate_private_key",
     "load_private_key",
     "load_public_key",
     "pairwise_mask_key",
+    "pairwise_mask_key_from_secret",
     "private_bytes",
     "public_bytes",
     "self_mask_key",
     "share_encryption_key",
+    "share_encryption_key_from_secret",
     "shared_secret",
 ]
 
@@ -105,14 +108,30 @@ def check_public_key(raw: bytes, *, field: str = "public key") -> bytes:
     ProtocolViolation
         Named ``public_key_check`` with ``field``.
     """
+    checked_exchange(_probe_key(), raw, field=field)
+    return raw
+
+
+def checked_exchange(private: X25519PrivateKey, raw: bytes, *, field: str) -> bytes:
+    """X25519 secret of ``private`` with the received public key ``raw``, validating ``raw``.
+
+    The same check as :func:`check_public_key`, done by the exchange a client needs anyway:
+    every clamped X25519 scalar is a multiple of the cofactor 8, so the secret is all-zero
+    exactly for the low-order points, whatever ``private`` is.
+
+    Raises
+    ------
+    ProtocolViolation
+        Named ``public_key_check`` with ``field``.
+    """
     pub = load_public_key(raw, field=field)
     try:
-        secret = _probe_key().exchange(pub)
+        secret = private.exchange(pub)
     except ValueError:
         raise ProtocolViolation(f"public_key_check: {field} is a low-order X25519 point") from None
     if secret == bytes(KEY_BYTES):  # pragma: no cover - cryptography raises first
         raise ProtocolViolation(f"public_key_check: {field} is a low-order X25519 point")
-    return raw
+    return secret
 
 
 def fingerprint(*public_keys: bytes) -> str:
@@ -184,6 +203,11 @@ def pairwise_mask_key(
 ) -> bytes:
     """Per-round pairwise mask key ``k_{uv}^r`` (same value on both sides)."""
     secret = shared_secret(s_private, peer_s_public, peer=peer)
+    return pairwise_mask_key_from_secret(secret, run_id=run_id, round=round, me=me, peer=peer)
+
+
+def pairwise_mask_key_from_secret(secret: bytes, *, run_id: int, round: int, me: int, peer: int) -> bytes:
+    """:func:`pairwise_mask_key` from the X25519 secret of the two mask keys."""
     lo, hi = (me, peer) if me < peer else (peer, me)
     return derive_key(secret, purpose="pairwise-mask", run_id=run_id, round=round, a=lo, b=hi)
 
@@ -200,6 +224,16 @@ def share_encryption_key(
 ) -> bytes:
     """AES-256-GCM key for shares from ``sender`` to ``recipient`` in one round."""
     secret = shared_secret(c_private, peer_c_public, peer=peer)
+    return share_encryption_key_from_secret(secret, run_id=run_id, round=round, sender=sender, recipient=recipient)
+
+
+def share_encryption_key_from_secret(secret: bytes, *, run_id: int, round: int, sender: int, recipient: int) -> bytes:
+    """:func:`share_encryption_key` from the X25519 secret of the two envelope keys.
+
+    The secret of two envelope keys is the same in every round of a run (envelope keys
+    are kept for the run); the key derived from it is bound to one round and one
+    direction, so a client may keep the secret per peer and derive each round's keys.
+    """
     return derive_key(secret, purpose="share-encryption", run_id=run_id, round=round, a=sender, b=recipient)
 
 

@@ -125,7 +125,7 @@ def test_client_refuses_other_round_and_tampered_envelope(staged: Any) -> None:
     swapped = dataclasses.replace(req, self_share_ciphertexts=requests[13].self_share_ciphertexts)
     assert client.unmask(swapped).self_share_owners == ()
     client = fed.clients[9] = type(client).from_state_dict(saved, identity=fed.identities[9])
-    assert client.state_dict()["round_revealed_self"] == []
+    assert not client.state_dict()["round_revealed_self"]  # nothing revealed yet
     resp = client.unmask(req)
     fed.server.receive_unmask(9, resp)
     with pytest.raises(ProtocolViolation, match="already answered"):

@@ -164,7 +164,10 @@ def test_client_state_is_validated(fed: Any) -> None:
     bad = [
         ({"revealed_fingerprints": ["x"]}, "revealed_fingerprints"),
         ({"has_round": 1}, "has_round: expected a bool"),
-        ({"round_c_pks": state["round_c_pks"][:-1]}, "parallel lists differ"),
+        ({"round_c_pks": state["round_c_pks"][:-32]}, "parallel lists differ"),
+        ({"round_c_pks": state["round_c_pks"][:-1]}, "round_c_pks: expected a multiple of 32 bytes"),
+        ({"round_participants": state["round_participants"][:-3]}, "round_participants: expected a multiple of 8 bytes"),
+        ({"c_secrets": state["c_secrets"][:-32]}, "c_secrets: expected one secret per peer key"),
         ({"round_fixed": "yes"}, "round_fixed: expected a bool"),
     ]
     for change, match in bad:
