@@ -96,13 +96,12 @@ def _accept(database: Database, engine: RoundEngine, *, number: int, who: str, k
                     raise ProtocolViolation(f"gradients_encrypted: {len(blob)} bytes is not a whole number of "
                                             f"{dtype.itemsize}-byte ring elements")  # fmt: skip
                 masked = np.frombuffer(blob, dtype=dtype).astype(secure.spec.dtype)
-            secure.accept(session, number=number, organization_id=who, kind=kind, record=decoded, masked=masked, now=_now())
+            secure.accept(session, number=number, organization_id=who, kind=kind, record=decoded, masked=masked,
+                          body_sha256=body_hash, receipt=receipt, now=_now())  # fmt: skip
         except StageClosed as exc:
             raise ApiProblem(409, "stage_closed", "Conflict", str(exc), field="round") from None
         except ProtocolViolation as exc:
             raise ApiProblem(422, "secure_sum_rejected", "Invalid request", str(exc), field=field_of(exc, prefix)) from None
-        session.add(SecureMessage(round=number, organization_id=who, stage=stage_kind, body_sha256=body_hash,
-                                  receipt=receipt, received_at=_now()))  # fmt: skip
         session.add(AuditEvent(at=_now(), actor=who, action=f"secure_sum.{kind}", organization_id=who,
                                detail=f"round {number}"))  # fmt: skip
     engine.advance()
@@ -170,8 +169,7 @@ def install_secure_routes(app: FastAPI, *, prefix: str, database: Database, engi
     def round_setup(round: round_path, who: Annotated[str, Depends(organization)]) -> SecureRecordOut:
         """Stage M: the round setup (participants, their keys, ring, threshold, graph)."""
         machine = secure()
-        with database.transaction() as session:
-            engine.lock(session)
+        with database.read() as session:
             rnd = session.get(Round, round)
             if rnd is None or who not in json.loads(rnd.roster):
                 raise ApiProblem(403 if rnd is not None else 409, "not_in_roster" if rnd is not None else "round_not_open",
@@ -186,8 +184,7 @@ def install_secure_routes(app: FastAPI, *, prefix: str, database: Database, engi
     def unmask_request(round: round_path, who: Annotated[str, Depends(organization)]) -> SecureRecordOut:
         """Stage U: what this organization must reveal (shares of counted nodes' seeds, of dropped nodes' keys)."""
         machine = secure()
-        with database.transaction() as session:
-            engine.lock(session)
+        with database.read() as session:
             try:
                 request = machine.unmask_request(session, round, who, _now())
             except ProtocolViolation as exc:
