@@ -61,6 +61,10 @@ def _accept(database: Database, engine: RoundEngine, *, number: int, who: str, k
     if secure is None:
         raise ApiProblem(409, "not_secure_sum", "Conflict", "this federation does not run secure_sum rounds")
     receipt = "rcpt_" + hashlib.sha256(f"{number}|{who}|{kind}|{body_hash}".encode()).hexdigest()[:32]
+    try:  # decoded before the round lock is taken; a refusal is raised where the checks run, below
+        decoded: tuple[Any, np.ndarray | None] | ProtocolViolation = _decode(secure, record, prefix, masked_hex)
+    except ProtocolViolation as exc:
+        decoded = exc
     engine.advance()
     with database.transaction() as session:
         engine.lock(session)
@@ -87,16 +91,10 @@ def _accept(database: Database, engine: RoundEngine, *, number: int, who: str, k
         if declaration is not None:
             declaration(session, rnd)
         try:
-            decoded = record_from_json(record, field=prefix)
-            masked = None
-            if masked_hex is not None:
-                blob = bytes.fromhex(masked_hex[2:])
-                dtype = secure.ring_dtype()
-                if len(blob) % dtype.itemsize:
-                    raise ProtocolViolation(f"gradients_encrypted: {len(blob)} bytes is not a whole number of "
-                                            f"{dtype.itemsize}-byte ring elements")  # fmt: skip
-                masked = np.frombuffer(blob, dtype=dtype).astype(secure.spec.dtype)
-            secure.accept(session, number=number, organization_id=who, kind=kind, record=decoded, masked=masked,
+            if isinstance(decoded, ProtocolViolation):
+                raise decoded
+            message, masked = decoded
+            secure.accept(session, number=number, organization_id=who, kind=kind, record=message, masked=masked,
                           body_sha256=body_hash, receipt=receipt, now=_now())  # fmt: skip
         except StageClosed as exc:
             raise ApiProblem(409, "stage_closed", "Conflict", str(exc), field="round") from None
@@ -106,6 +104,25 @@ def _accept(database: Database, engine: RoundEngine, *, number: int, who: str, k
                                detail=f"round {number}"))  # fmt: skip
     engine.advance()
     return Receipt(receipt=receipt, round=number, organization_id=who, replayed=False)
+
+
+def _decode(secure: SecureRounds, record: Any, prefix: str, masked_hex: str | None) -> tuple[Any, np.ndarray | None]:
+    """The message's record and masked vector (ring elements), from their JSON forms.
+
+    Raises
+    ------
+    ProtocolViolation
+        Bad record encoding, or a vector that is not whole ring elements (names the field).
+    """
+    message = record_from_json(record, field=prefix)
+    if masked_hex is None:
+        return message, None
+    blob = bytes.fromhex(masked_hex[2:])
+    dtype = secure.ring_dtype()
+    if len(blob) % dtype.itemsize:
+        raise ProtocolViolation(f"gradients_encrypted: {len(blob)} bytes is not a whole number of "
+                                f"{dtype.itemsize}-byte ring elements")  # fmt: skip
+    return message, np.frombuffer(blob, dtype=dtype).astype(secure.spec.dtype)
 
 
 def submit_masked(database: Database, engine: RoundEngine, body: GradientsIn, who: str) -> Receipt:
