@@ -21,11 +21,16 @@ Each stage closes when every organization it waits for has answered, or at its o
 deadline (``aggregation_config.timeout_minutes``, as each Flower exchange); the missing
 ones are dropouts, recovered by the protocol while ``t`` remain.
 
-No federation state is kept in process memory. The coordinator's protocol state is
-:meth:`SecureSumServer.state_dict` in the ``secure_runs`` row, loaded and saved in the
-same transaction as every message it takes and every stage change, under the round lock
+No federation state is kept in process memory. The coordinator's protocol state is a
+snapshot (:meth:`SecureSumServer.state_dict` in the ``secure_runs`` row), written at each
+stage change, plus the log of the messages accepted since (``secure_messages`` rows with
+their records and masked vectors), each appended in the transaction that runs the core's
+checks on it, under the round lock
 (:meth:`RoundEngine.lock <oneliac_flwr.api.rounds.RoundEngine.lock>`), so any
-coordinator process continues any round from the database alone.
+coordinator process continues any round from the database alone (snapshot, then the
+current stage's log replayed through the core). A process keeps a copy of the state it
+built or changed only together with the ``secure_runs.version`` it was built at, and uses
+it only while that version is the stored one (checked in the same transaction).
 """
 
 from __future__ import annotations

@@ -8,8 +8,9 @@
 
 Message records travel through the one codec :mod:`oneliac_flwr.api.records`. A message
 goes into the protocol state under the round lock, in the same transaction that records
-it (:class:`~oneliac_flwr.api.store.SecureMessage`), so the same body again gets the same
-receipt and a different one 409.
+it (:class:`~oneliac_flwr.api.store.SecureMessage`, its content logged until the next
+stage change), so the same body again gets the same receipt and a different one 409.
+The setup and unmask-request downloads read a snapshot without the lock.
 """
 
 
