@@ -1,7 +1,8 @@
 """Benchmark of the REST coordinator as it stands: a real uvicorn process on loopback.
 
     python benchmarks/rest.py                   # 10 organizations; models of ~10k and ~1M parameters
-    python benchmarks/rest.py --orgs 10 --downloads 20
+    python benchmarks/rest.py --orgs 10 --rounds 3 --sizes 10k,1M
+    python benchmarks/rest.py --orgs 10 --rounds 3 --sizes 10k --secure-only
 
 Per model size (an MLP on the breast-cancer table, hidden sizes chosen for the size):
 service start-up to the first answer, registration latency of ``--orgs`` organizations
@@ -18,7 +19,9 @@ the core ``SecureSumClient`` (wall time from the round opening to the new model 
 the in-process Flower simulation's secure-sum round for the same number of parameters and
 organizations (``benchmarks/secure_sum.py``'s ``ours`` method: ``run_simulation`` with our
 ServerApp and ClientApp handlers); ``secure_ratio`` is REST over Flower (target <= 2).
-stdout carries the JSON only.
+The secure-sum latency percentiles cover every request of the rounds except long polls;
+ingest MB/s is request bytes over the time spent in POSTs. Each size's ``summary`` puts
+the headline figures side by side. stdout carries the JSON only.
 """
 
 from __future__ import annotations
@@ -102,11 +105,15 @@ def _plain_rounds(client: httpx.Client, folder: Path, *, rounds: int, orgs: int)
             time.sleep(0.05)
         per_round.append({"round": number, "seconds": round(time.perf_counter() - started, 3),
                           "db_growth_bytes": _db_bytes(folder) - size_before})  # fmt: skip
+    steady = per_round[1:] or per_round
     return {
         "organizations": orgs,
         "rounds": per_round,
+        "mean_round_seconds": round(float(np.mean([r["seconds"] for r in steady])), 3),
+        "rounds_averaged": f"{2 if len(per_round) >= 2 else 1}..{len(per_round)}",
         "submit": _percentiles(latencies),
         "ingest_mb_per_s": round(ingest_bytes / 1e6 / ingest_seconds, 1),
+        "db_growth_bytes_per_round": int(np.mean([r["db_growth_bytes"] for r in steady])),
     }
 
 
@@ -131,6 +138,22 @@ def _start(folder: Path, overrides: list[str], token: str) -> tuple[subprocess.P
             time.sleep(0.1)
 
 
+class _TimedTransport(httpx.HTTPTransport):
+    """Records the latency and request size of every exchange except long polls."""
+
+    def __init__(self, log: list[tuple[str, str, float, int]]) -> None:
+        super().__init__()
+        self.log = log
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        started = time.perf_counter()
+        response = super().handle_request(request)
+        response.read()
+        if "wait_seconds" not in request.url.params:  # a long poll waits on purpose
+            self.log.append((request.method, request.url.path, time.perf_counter() - started, len(request.content)))
+        return response
+
+
 def secure_rounds(hidden: str, *, orgs: int, rounds: int) -> dict:
     """``rounds`` secure-sum REST rounds of ``orgs`` organizations driving every stage concurrently."""
     import concurrent.futures
@@ -149,6 +172,7 @@ def secure_rounds(hidden: str, *, orgs: int, rounds: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         process, admin = _start(folder, overrides, token)
+        exchanges: list[tuple[str, str, float, int]] = []
         try:
             members = []
             for i in range(orgs):
@@ -157,12 +181,14 @@ def secure_rounds(hidden: str, *, orgs: int, rounds: int) -> dict:
                         "encryption_key": "0x" + key.hex()}  # fmt: skip
                 created = admin.post(f"{PREFIX}/organizations", json=body).raise_for_status().json()
                 http = httpx.Client(base_url=str(admin.base_url), trust_env=False, timeout=120,
+                                    transport=_TimedTransport(exchanges),
                                     headers={"Authorization": f"Bearer {created['api_key']}"})  # fmt: skip
                 node = secure_node(http)
                 client = SecureSumClient(node_id=node.node_id, run_id=node.run_id, identity=Identity.generate(),
                                          organization=created["organization_id"])  # fmt: skip
                 members.append((created["organization_id"], http, client))
             per_round, sizes = [], []
+            exchanges.clear()  # registration and node look-ups are not round traffic
             for number in range(1, rounds + 1):
                 size_before = _db_bytes(folder)
                 deadline = time.perf_counter() + 300
@@ -193,9 +219,15 @@ def secure_rounds(hidden: str, *, orgs: int, rounds: int) -> dict:
             for _, http, _ in members:
                 http.close()
             steady = [r["seconds"] for r in per_round[1:]] or [per_round[0]["seconds"]]
+            posts = [(seconds, size) for method, _, seconds, size in exchanges if method == "POST"]
             return {"organizations": orgs, "parameters": sizes[0], "rounds": per_round,
                     "mean_round_seconds": round(float(np.mean(steady)), 3),
-                    "rounds_averaged": f"{2 if len(per_round) >= 2 else 1}..{len(per_round)}"}  # fmt: skip
+                    "rounds_averaged": f"{2 if len(per_round) >= 2 else 1}..{len(per_round)}",
+                    "requests": {**_percentiles([e[2] for e in exchanges]), "count": len(exchanges),
+                                 "excluded": "long polls (GET /rounds/current?wait_seconds=...)"},
+                    "posts": {**_percentiles([p[0] for p in posts]), "count": len(posts)},
+                    "ingest_mb_per_s": round(sum(p[1] for p in posts) / 1e6 / sum(p[0] for p in posts), 1),
+                    "db_growth_bytes_per_round": int(np.mean([r["db_growth_bytes"] for r in per_round[1:] or per_round]))}  # fmt: skip
         finally:
             admin.close()
             process.terminate()
@@ -266,21 +298,50 @@ def main() -> None:
     parser.add_argument("--orgs", type=int, default=10)
     parser.add_argument("--downloads", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--sizes", nargs="+", choices=sorted(SIZES), default=list(SIZES))
+    parser.add_argument("--sizes", nargs="+", default=list(SIZES),
+                        help=f"model sizes, space- or comma-separated, among {sorted(SIZES)} (e.g. --sizes 10k,1M)")
     parser.add_argument("--secure-only", action="store_true", help="only the secure-sum REST vs Flower comparison")
     args = parser.parse_args()
+    labels = [label for item in args.sizes for label in item.split(",") if label]
+    unknown = [label for label in labels if label not in SIZES]
+    if unknown:
+        parser.error(f"--sizes: unknown size(s) {unknown}; expected some of {sorted(SIZES)}")
     results = []
-    for label in args.sizes:
+    for label in labels:
         hidden = SIZES[label]
         result = {"model": label} if args.secure_only else measure(label, hidden, orgs=args.orgs, downloads=args.downloads, rounds=args.rounds)
         rest = secure_rounds(hidden, orgs=args.orgs, rounds=args.rounds)
         flower = flower_secure_round(rest["parameters"], orgs=args.orgs, rounds=args.rounds)
         result["secure_sum"] = {"rest": rest, "flower_simulation": flower}
+        ratio = None
         if flower.get("mean_round_seconds"):
-            result["secure_sum"]["secure_ratio"] = round(rest["mean_round_seconds"] / flower["mean_round_seconds"], 2)
+            ratio = round(rest["mean_round_seconds"] / flower["mean_round_seconds"], 2)
+            result["secure_sum"]["secure_ratio"] = ratio
+        result["summary"] = _summary(result, rest, flower, ratio)
         results.append(result)
     print(json.dumps({"machine": {"cpus": os.cpu_count(), "load_average": os.getloadavg()}, "orgs": args.orgs,
+                      "rounds": args.rounds, "command": " ".join(["python", "benchmarks/rest.py", *sys.argv[1:]]),
                       "results": results}, indent=2))  # fmt: skip
+
+
+def _summary(result: dict, rest: dict, flower: dict, ratio: float | None) -> dict:
+    """The headline figures of one model size (steady-state rounds, i.e. rounds 2.. when >= 2 ran)."""
+    plain = result.get("plain_rounds")
+    flower_mean = flower.get("mean_round_seconds")
+    return {
+        "parameters": rest["parameters"],
+        "rest_secure_round_seconds": rest["mean_round_seconds"],
+        "rest_plain_round_seconds": plain["mean_round_seconds"] if plain else None,
+        "flower_sim_secure_round_seconds": round(flower_mean, 3) if flower_mean else None,
+        "secure_ratio_rest_over_flower": ratio,
+        "target_ratio": 2.0,
+        "rest_secure_request_latency": {k: rest["requests"][k] for k in ("p50_ms", "p99_ms")},
+        "rest_plain_submit_latency": plain["submit"] if plain else None,
+        "rest_secure_ingest_mb_per_s": rest["ingest_mb_per_s"],
+        "rest_plain_ingest_mb_per_s": plain["ingest_mb_per_s"] if plain else None,
+        "rest_secure_db_growth_bytes_per_round": rest["db_growth_bytes_per_round"],
+        "rest_plain_db_growth_bytes_per_round": plain["db_growth_bytes_per_round"] if plain else None,
+    }
 
 
 if __name__ == "__main__":

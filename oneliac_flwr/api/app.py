@@ -54,6 +54,7 @@ API_PREFIX = "/api/v1/federated"
 API_KEY_PREFIX = "sk_live_"
 TICK_SECONDS = 1.0
 MAX_WAIT_SECONDS = 30.0
+POLL_SECONDS = 0.1  # a long poll re-reads the database at least this often (changes by other processes)
 logger = logging.getLogger("oneliac_flwr.api")
 _bearer = HTTPBearer(auto_error=False)
 _ERRORS = {
@@ -153,7 +154,7 @@ def create_app(*, coordinator: CoordinatorConfig, experiment: ExperimentConfig, 
         token = credentials(value)
         if hmac.compare_digest(token.encode(), admin_token.encode()):
             return "admin"
-        with database.transaction() as session:
+        with database.read() as session:
             org = session.scalar(select(Organization).where(Organization.api_key_hash == hash_api_key(token)))
             if org is None:
                 raise ApiProblem(401, "unknown_api_key", "Authentication failed", "unknown or revoked API key",
@@ -208,7 +209,7 @@ def create_app(*, coordinator: CoordinatorConfig, experiment: ExperimentConfig, 
     @app.get(f"{API_PREFIX}/organizations", response_model=list[OrganizationOut], responses=_ERRORS)
     def list_organizations(_: Annotated[str, Depends(require_admin)]) -> list[OrganizationOut]:
         """Every registered organization (admin token)."""
-        with database.transaction() as session:
+        with database.read() as session:
             return [_organization_out(o) for o in session.scalars(select(Organization).order_by(Organization.created_at))]
 
     @app.post(f"{API_PREFIX}/organizations/{{organization_id}}/deactivate", response_model=OrganizationOut,
@@ -247,7 +248,7 @@ def create_app(*, coordinator: CoordinatorConfig, experiment: ExperimentConfig, 
     ) -> ModelOut | Response:
         """The current global model, or a kept ``version``; raw safetensors with
         ``Accept: application/octet-stream``."""
-        with database.transaction() as session:
+        with database.read() as session:
             if version is None:
                 row = session.scalar(select(ModelVersion).order_by(ModelVersion.training_round.desc()).limit(1))
             else:
@@ -276,7 +277,7 @@ def create_app(*, coordinator: CoordinatorConfig, experiment: ExperimentConfig, 
         _: Annotated[str, Depends(require_admin)], limit: Annotated[int, Query(ge=1, le=1000)] = 100
     ) -> list[AuditEventOut]:
         """The newest audit events first (admin token)."""
-        with database.transaction() as session:
+        with database.read() as session:
             rows = session.scalars(select(AuditEvent).order_by(AuditEvent.id.desc()).limit(limit))
             return [
                 AuditEventOut(at=aware(r.at), actor=r.actor, action=r.action, organization_id=r.organization_id, detail=r.detail)
@@ -318,7 +319,7 @@ def create_app(*, coordinator: CoordinatorConfig, experiment: ExperimentConfig, 
     @app.get(f"{API_PREFIX}/coordinator-key", response_model=CoordinatorKeyOut, responses=_ERRORS)
     def coordinator_key(_: Annotated[str, Depends(caller)]) -> CoordinatorKeyOut:
         """The X25519 key fedavg updates are sealed to (ephemeral X25519, HKDF-SHA256, AES-GCM)."""
-        with database.transaction() as session:
+        with database.read() as session:
             public = engine.public_key(session)
         return CoordinatorKeyOut(public_key="0x" + public.hex(), fingerprint=fingerprint(public))
 
@@ -334,24 +335,34 @@ def create_app(*, coordinator: CoordinatorConfig, experiment: ExperimentConfig, 
         with ``wait_seconds``, answer as soon as the round differs from ``after_round`` /
         ``after_status`` / ``after_stage`` (or when the wait is over)."""
         deadline = time.monotonic() + wait_seconds
-        engine.advance()  # later changes come from submissions and the ticker (each poll is a transaction)
-        while True:
-            with database.transaction() as session:
-                if engine.secure is not None:
-                    engine.lock(session)  # may make this organization's node id
-                out = round_out(session, current_round(session), who)
-            waited = (after_round, after_status, after_stage)
-            changed = waited == (None, None, None) or (out.round, out.status, out.stage if after_stage else None) != waited
-            if changed or time.monotonic() >= deadline:
-                return out
-            time.sleep(0.2)
+        engine.advance()  # later changes come from submissions and the ticker
+        waited = (after_round, after_status, after_stage)
+        with_stage = after_stage is not None and who != "admin"
+        while waited != (None, None, None) and time.monotonic() < deadline:
+            with database.read() as session:  # a cheap snapshot: the long poll never takes the write lock
+                if engine.position(session, with_stage=with_stage) != waited:
+                    break
+            engine.wait_for_change(min(POLL_SECONDS, max(0.0, deadline - time.monotonic())))
+        return status_of(who)
+
+    def status_of(who: str) -> RoundOut:
+        """This organization's view of the newest round, from a read-only snapshot (a write
+        transaction only the first time, to make its secure-sum node id)."""
+        with database.read() as session:
+            if engine.secure is None or who == "admin" or engine.secure.known(session, who):
+                return round_out(session, current_round(session), who)
+        with database.transaction() as session:
+            engine.lock(session)
+            return round_out(session, current_round(session), who)
 
     @app.get(f"{API_PREFIX}/rounds", response_model=list[RoundOut], responses=_ERRORS)
     def list_rounds(who: Annotated[str, Depends(caller)]) -> list[RoundOut]:
         """Every round with its outcome, contributors and dropouts (never an update)."""
+        with database.read() as session:
+            if engine.secure is None or who == "admin" or engine.secure.known(session, who):
+                return [round_out(session, r, who) for r in session.scalars(select(Round).order_by(Round.number))]
         with database.transaction() as session:
-            if engine.secure is not None:
-                engine.lock(session)  # may make this organization's node id
+            engine.lock(session)  # makes this organization's node id
             return [round_out(session, r, who) for r in session.scalars(select(Round).order_by(Round.number))]
 
     @app.post(f"{API_PREFIX}/gradients", response_model=Receipt, responses={**_ERRORS, 501: _ERRORS[409]})

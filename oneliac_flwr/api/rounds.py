@@ -28,6 +28,7 @@ import hashlib
 import json
 import logging
 import secrets
+import threading
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -41,7 +42,9 @@ from sqlalchemy.orm import Session
 
 from oneliac_flwr.api.privacy import RestPrivacy
 from oneliac_flwr.api.secure_rounds import SecureRounds, secure_unavailable
-from oneliac_flwr.api.store import AuditEvent, CoordinatorKey, Database, ModelVersion, Organization, Round, Submission
+from oneliac_flwr.api.store import (
+    AuditEvent, CoordinatorKey, Database, ModelVersion, Organization, Round, SecureRoundStage, Submission,
+)  # fmt: skip
 from oneliac_flwr.config import ExperimentConfig
 from oneliac_flwr.coordinator import RoundCore, mean_server_update, plain_aggregate
 from oneliac_flwr.coordinator.checks import check_update, submission_policy, update_of
@@ -143,6 +146,7 @@ class RoundEngine:
             rng=np.random.default_rng(secrets.randbits(128)),
         )
         self.privacy = RestPrivacy(config, dimension=_dimension(config)) if config.privacy_budget.mode != "none" else None
+        self._change = threading.Condition()  # wakes long polls; never holds federation state
         self.secure: SecureRounds | None = None
         if self.unavailable is None and settings.aggregation_method == "secure_sum":
             self.secure = SecureRounds(config, core=self.core, privacy=self.privacy)
@@ -201,10 +205,64 @@ class RoundEngine:
 
     # ------------------------------------------------------------------ transitions
     def advance(self, now: datetime | None = None) -> None:
-        """Close the open round if it is complete or past its deadline; open the next one."""
+        """Close the open round if it is complete or past its deadline; open the next one.
+
+        Whether anything is due is first read from a snapshot without the write lock (every
+        request and the ticker call this); only then is the lock taken, and the transition
+        re-checked under it, so it happens once whichever process gets there first.
+        """
         if self.unavailable is not None:
             return
         now = now or datetime.now(UTC)
+        with self.database.read() as session:
+            if not self._due(session, now):
+                return
+        try:
+            self._advance(now)
+        finally:
+            self.changed()
+
+    def _due(self, session: Session, now: datetime) -> bool:
+        """Whether :meth:`_advance` would change anything now (read-only; re-checked under the lock)."""
+        current = session.scalar(select(Round).order_by(Round.number.desc()).limit(1))
+        if current is not None and current.status == BUDGET_EXHAUSTED:
+            return False
+        if current is not None and current.status == "open":
+            if self.secure is not None:
+                return self.secure.due(session, current, now)
+            submitted = session.scalar(select(func.count()).select_from(Submission).where(Submission.round == current.number))
+            return (submitted or 0) >= len(json.loads(current.roster)) or now >= aware(current.deadline)
+        if (current.number if current is not None else 0) + 1 > self.max_rounds:
+            return False
+        active = session.scalar(select(func.count()).select_from(Organization).where(Organization.active.is_(True)))
+        return self.core.enough(int(active or 0), "active organization(s)") is None
+
+    def position(self, session: Session, *, with_stage: bool) -> tuple[int | None, str | None, str | None]:
+        """``(round, status, stage)`` of the newest round, in one query (what a long poll watches)."""
+        if self.unavailable is not None:
+            return None, "unavailable", None
+        row = session.execute(
+            select(Round.number, Round.status, SecureRoundStage.stage)
+            .outerjoin(SecureRoundStage, SecureRoundStage.round == Round.number)
+            .order_by(Round.number.desc())
+            .limit(1)
+        ).first()  # fmt: skip
+        if row is None:
+            return None, "waiting", None
+        return row[0], row[1], row[2] if with_stage and self.secure is not None else None
+
+    def changed(self) -> None:
+        """Wake this process's long polls (a hint only: they re-read the database)."""
+        with self._change:
+            self._change.notify_all()
+
+    def wait_for_change(self, timeout: float) -> None:
+        """Sleep until this process commits a transition or ``timeout`` seconds pass
+        (changes made by other processes are seen at the next poll)."""
+        with self._change:
+            self._change.wait(timeout)
+
+    def _advance(self, now: datetime) -> None:
         with self.database.transaction() as session:
             self.lock(session)
             current = session.scalar(select(Round).order_by(Round.number.desc()).limit(1))

@@ -21,11 +21,16 @@ Each stage closes when every organization it waits for has answered, or at its o
 deadline (``aggregation_config.timeout_minutes``, as each Flower exchange); the missing
 ones are dropouts, recovered by the protocol while ``t`` remain.
 
-No federation state is kept in process memory. The coordinator's protocol state is
-:meth:`SecureSumServer.state_dict` in the ``secure_runs`` row, loaded and saved in the
-same transaction as every message it takes and every stage change, under the round lock
+No federation state is kept in process memory. The coordinator's protocol state is a
+snapshot (:meth:`SecureSumServer.state_dict` in the ``secure_runs`` row), written at each
+stage change, plus the log of the messages accepted since (``secure_messages`` rows with
+their records and masked vectors), each appended in the transaction that runs the core's
+checks on it, under the round lock
 (:meth:`RoundEngine.lock <oneliac_flwr.api.rounds.RoundEngine.lock>`), so any
-coordinator process continues any round from the database alone.
+coordinator process continues any round from the database alone (snapshot, then the
+current stage's log replayed through the core). A process keeps a copy of the state it
+built or changed only together with the ``secure_runs.version`` it was built at, and uses
+it only while that version is the stored one (checked in the same transaction).
 """
 
 from __future__ import annotations
@@ -34,12 +39,14 @@ import hashlib
 import json
 import logging
 import secrets
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
-from sqlalchemy import select
+from sqlalchemy import event, select, update
 from sqlalchemy.orm import Session
 
 from oneliac_flwr.api.privacy import RestPrivacy
@@ -59,6 +66,7 @@ logger = logging.getLogger("oneliac_flwr.api")
 KEYS, MASKING, UNMASKING, DONE, FAILED = "keys", "masking", "unmasking", "done", "failed"
 MAX_KEY_PASSES = 2
 _MESSAGE_STAGE = {KEYS: "keys", MASKING: "masked", UNMASKING: "unmask"}
+_T = TypeVar("_T")
 
 
 def secure_unavailable(config: ExperimentConfig) -> str | None:
@@ -122,8 +130,17 @@ class SecureRounds:
         self.core = core
         self.timeout = timedelta(minutes=config.aggregation_config.timeout_minutes)
         self.min_participants = config.aggregation_config.min_participants
+        # A copy of the protocol state at the stored version (validated on every use): it
+        # saves rebuilding the state for every message; the database stays the truth.
+        self._cache: tuple[int, SecureSumServer] | None = None
+        self._cache_lock = threading.Lock()
 
     # ------------------------------------------------------------------ identities and state
+    def known(self, session: Session, organization_id: str) -> bool:
+        """Whether the organization's node id and the run id exist, so that :meth:`view`
+        needs no write (it can run in a read-only snapshot)."""
+        return session.get(SecureNode, organization_id) is not None and session.get(SecureRun, 1) is not None
+
     def node_id(self, session: Session, organization_id: str) -> int:
         """The organization's stable node id (made once, under the round lock)."""
         row = session.get(SecureNode, organization_id)
@@ -166,15 +183,71 @@ class SecureRounds:
         return sum(int(a.size) for a in safetensors_load(row.weights).values()) + self.slots
 
     def load(self, session: Session, now: datetime) -> SecureSumServer:
-        """The coordinator's protocol state, as the last transaction left it."""
+        """The coordinator's protocol state, as the last transaction left it, for a caller
+        that will change it (then :meth:`save` or :meth:`_log` it in the same transaction).
+
+        The copy this process kept is used when it was built at the stored ``version``
+        (and taken out of the cache meanwhile); otherwise the snapshot is read and the
+        messages accepted since are replayed through the core.
+        """
         row = self._run_row(session, now)
+        with self._cache_lock:
+            cached, self._cache = self._cache, None
+        if cached is not None and cached[0] == row.version:
+            return cached[1]
+        return self._rebuild(session, row)
+
+    def _rebuild(self, session: Session, row: SecureRun) -> SecureSumServer:
+        """Snapshot plus the log of the current stage's messages."""
         state = record_from_json(json.loads(row.state), field="server_state")
         if state.get("round") is not None:
             state["round"]["total"] = row.total or b""
-        return SecureSumServer.from_state_dict(state, spec=self.spec)
+        server = SecureSumServer.from_state_dict(state, spec=self.spec)
+        stage = session.scalar(select(SecureRoundStage).order_by(SecureRoundStage.round.desc()).limit(1))
+        if stage is None or stage.stage not in _MESSAGE_STAGE:
+            return server
+        names = self.organization_of(session)
+        nodes = {org: node for node, org in names.items()}
+        log = session.execute(
+            select(SecureMessage.organization_id, SecureMessage.record, SecureMessage.masked)
+            .where(SecureMessage.round == stage.round, SecureMessage.stage == self.message_stage(stage),
+                   SecureMessage.record.is_not(None))
+            .order_by(SecureMessage.received_at, SecureMessage.organization_id)
+        ).all()  # fmt: skip
+        for organization_id, record, masked in log:
+            self._apply(server, nodes[organization_id], _MESSAGE_STAGE[stage.stage],
+                        record_from_json(json.loads(record), field="record"),
+                        None if masked is None else self._ring_vector(masked))  # fmt: skip
+        return server
+
+    def _ring_vector(self, blob: bytes) -> np.ndarray:
+        return np.frombuffer(blob, dtype=self.ring_dtype()).astype(self.spec.dtype)
+
+    def _keep_after_commit(self, session: Session, server: SecureSumServer, version: int) -> None:
+        """Cache ``server`` as the state at ``version`` once (and only if) the transaction commits."""
+
+        def keep(_: Session) -> None:
+            with self._cache_lock:
+                self._cache = (version, server)
+
+        event.listen(session, "after_commit", keep, once=True)
+
+    def read(self, session: Session, now: datetime, use: Callable[[SecureSumServer], _T]) -> _T:
+        """``use(server)`` on the stored protocol state, without changing it (a read-only
+        snapshot is enough: the cached copy is used only at the snapshot's ``version``)."""
+        version = session.scalar(select(SecureRun.version).where(SecureRun.id == 1))
+        with self._cache_lock:
+            if self._cache is not None and self._cache[0] == version:
+                return use(self._cache[1])
+        server = self._rebuild(session, self._run_row(session, now))
+        with self._cache_lock:
+            if self._cache is None and version is not None:
+                self._cache = (version, server)
+            return use(server)
 
     def save(self, session: Session, server: SecureSumServer, now: datetime) -> None:
-        """Store the protocol state (in the caller's transaction)."""
+        """Store a snapshot of the protocol state (in the caller's transaction), which
+        folds every logged message into it."""
         row = self._run_row(session, now)
         state = server.state_dict()
         total = None
@@ -184,6 +257,18 @@ class SecureRounds:
         row.state = json.dumps(record_to_json(state, field="server_state"))
         row.total = total
         row.updated_at = now
+        session.execute(update(SecureMessage).where(SecureMessage.record.is_not(None)).values(record=None, masked=None),
+                        execution_options={"synchronize_session": False})  # fmt: skip
+        row.version += 1
+        self._keep_after_commit(session, server, row.version)
+
+    def _log(self, session: Session, server: SecureSumServer, message: SecureMessage, now: datetime) -> None:
+        """Append one accepted message to the log (the snapshot is not rewritten)."""
+        row = self._run_row(session, now)
+        session.add(message)
+        row.updated_at = now
+        row.version += 1
+        self._keep_after_commit(session, server, row.version)
 
     # ------------------------------------------------------------------ transitions (under the lock)
     def open(self, session: Session, rnd: Round, now: datetime) -> None:
@@ -248,6 +333,14 @@ class SecureRounds:
         """Name under which this stage's messages are kept (stage K per pass)."""
         kind = _MESSAGE_STAGE[stage.stage]
         return f"{kind}{stage.key_pass}" if stage.stage == KEYS else kind
+
+    def due(self, session: Session, rnd: Round, now: datetime) -> bool:
+        """Whether :meth:`step` would close the open round's stage now (read-only)."""
+        stage = session.get(SecureRoundStage, rnd.number)
+        if stage is None or stage.stage in (DONE, FAILED):
+            return False
+        expected = set(_ids(stage.expected))
+        return self._answered(session, rnd, stage) >= expected or now >= self._aware(stage.stage_deadline)
 
     def step(self, session: Session, rnd: Round, now: datetime) -> bool:
         """Close the current stage if complete or past its deadline; ``True`` while the round stays open."""
@@ -372,7 +465,7 @@ class SecureRounds:
         return session.get(SecureRoundStage, number)
 
     def setup(self, session: Session, number: int, now: datetime) -> RoundSetup:
-        """The open round's setup (stage M and U).
+        """The open round's setup (stage M and U); read-only.
 
         Raises
         ------
@@ -380,11 +473,12 @@ class SecureRounds:
             The round is not in stage M or U.
         """
         stage = session.get(SecureRoundStage, number)
-        server = self.load(session, now)
-        state = server.state_dict().get("round")
-        if stage is None or stage.stage not in (MASKING, UNMASKING) or state is None:
+        if stage is None or stage.stage not in (MASKING, UNMASKING):
             raise ProtocolViolation(f"round {number} has no round setup to download now")
-        return RoundSetup.from_record(state["setup"])
+        setup = self.read(session, now, lambda server: server.open_setup)
+        if setup is None or setup.round != number:
+            raise ProtocolViolation(f"round {number} has no round setup to download now")
+        return setup
 
     def unmask_request(self, session: Session, number: int, organization_id: str, now: datetime) -> UnmaskRequest:
         """This organization's unmask request (stage U).
@@ -397,22 +491,32 @@ class SecureRounds:
         stage = session.get(SecureRoundStage, number)
         if stage is None or stage.stage != UNMASKING:
             raise ProtocolViolation(f"round {number} is not in stage U (unmasking)")
-        node = self.node_id(session, organization_id)
-        requests = self.load(session, now).state_dict()["round"]["requests"] or []
-        for recipient, record in requests:
-            if recipient == node:
-                return UnmaskRequest.from_record(record)
-        raise ProtocolViolation(f"no unmask request for {organization_id} in round {number}")
+        row = session.get(SecureNode, organization_id)
+        if row is None:
+            raise ProtocolViolation(f"no unmask request for {organization_id} in round {number}")
+        node = row.node_id
+        request = self.read(session, now, lambda server: server.unmask_requests().get(node)
+                            if server.stage == "unmasking" else None)  # fmt: skip
+        if request is None or request.round != number:
+            raise ProtocolViolation(f"no unmask request for {organization_id} in round {number}")
+        return request
 
     # ------------------------------------------------------------------ messages (under the lock)
     def accept(self, session: Session, *, number: int, organization_id: str, kind: str, record: dict[str, Any],
-               masked: np.ndarray | None, now: datetime) -> None:  # fmt: skip
-        """Feed one stage message to the protocol state (raises, and stores nothing, if refused).
+               masked: np.ndarray | None, body_sha256: str, receipt: str, now: datetime) -> None:  # fmt: skip
+        """Feed one stage message to the protocol state and log it (raises, and stores
+        nothing, if refused).
+
+        The message is checked by the core against the state, then appended to
+        ``secure_messages`` with its record (and masked vector, as raw ring elements); the
+        snapshot is rewritten only at the next stage change (:meth:`save`).
 
         Parameters
         ----------
         kind : {"keys", "masked", "unmask"}
             The stage the message belongs to; it must be the round's current stage.
+        body_sha256, receipt : str
+            The request body's hash and the receipt given for it (replay detection).
 
         Raises
         ------
@@ -427,16 +531,26 @@ class SecureRounds:
         if organization_id not in _ids(stage.expected):
             raise StageClosed(f"round {number}'s stage {stage.stage!r} expects nothing from {organization_id}")
         node = self.node_id(session, organization_id)
-        server = self.load(session, now)
+        if kind == "masked" and masked is None:
+            raise ProtocolViolation("gradients_encrypted: the masked vector is missing")
+        server = self.load(session, now)  # out of the cache: back only if this transaction commits
+        self._apply(server, node, kind, record, masked)
+        wire = None if masked is None else np.ascontiguousarray(masked, dtype=self.ring_dtype()).tobytes()
+        self._log(session, server, SecureMessage(round=number, organization_id=organization_id,
+                                                 stage=self.message_stage(stage), body_sha256=body_sha256,
+                                                 receipt=receipt, received_at=now,
+                                                 record=json.dumps(record_to_json(record, field="record")),
+                                                 masked=wire), now)  # fmt: skip
+
+    @staticmethod
+    def _apply(server: SecureSumServer, node: int, kind: str, record: dict[str, Any], masked: np.ndarray | None) -> None:
+        """One stage message through the core's checks into ``server``."""
         if kind == "keys":
             server.register_keys(node, AdvertiseKeys.from_record(record))
         elif kind == "masked":
-            if masked is None:
-                raise ProtocolViolation("gradients_encrypted: the masked vector is missing")
             server.receive_masked(node, MaskedInput.from_record(record, masked=masked))
         else:
             server.receive_unmask(node, UnmaskResponse.from_record(record))
-        self.save(session, server, now)
 
     def message_kind_now(self, session: Session, number: int) -> str | None:
         """The message stage name (``keys1``, ``masked``, ``unmask``) the round takes now."""

@@ -8,8 +8,9 @@
 
 Message records travel through the one codec :mod:`oneliac_flwr.api.records`. A message
 goes into the protocol state under the round lock, in the same transaction that records
-it (:class:`~oneliac_flwr.api.store.SecureMessage`), so the same body again gets the same
-receipt and a different one 409.
+it (:class:`~oneliac_flwr.api.store.SecureMessage`, its content logged until the next
+stage change), so the same body again gets the same receipt and a different one 409.
+The setup and unmask-request downloads read a snapshot without the lock.
 """
 
 
@@ -61,6 +62,10 @@ def _accept(database: Database, engine: RoundEngine, *, number: int, who: str, k
     if secure is None:
         raise ApiProblem(409, "not_secure_sum", "Conflict", "this federation does not run secure_sum rounds")
     receipt = "rcpt_" + hashlib.sha256(f"{number}|{who}|{kind}|{body_hash}".encode()).hexdigest()[:32]
+    try:  # decoded before the round lock is taken; a refusal is raised where the checks run, below
+        decoded: tuple[Any, np.ndarray | None] | ProtocolViolation = _decode(secure, record, prefix, masked_hex)
+    except ProtocolViolation as exc:
+        decoded = exc
     engine.advance()
     with database.transaction() as session:
         engine.lock(session)
@@ -87,26 +92,38 @@ def _accept(database: Database, engine: RoundEngine, *, number: int, who: str, k
         if declaration is not None:
             declaration(session, rnd)
         try:
-            decoded = record_from_json(record, field=prefix)
-            masked = None
-            if masked_hex is not None:
-                blob = bytes.fromhex(masked_hex[2:])
-                dtype = secure.ring_dtype()
-                if len(blob) % dtype.itemsize:
-                    raise ProtocolViolation(f"gradients_encrypted: {len(blob)} bytes is not a whole number of "
-                                            f"{dtype.itemsize}-byte ring elements")  # fmt: skip
-                masked = np.frombuffer(blob, dtype=dtype).astype(secure.spec.dtype)
-            secure.accept(session, number=number, organization_id=who, kind=kind, record=decoded, masked=masked, now=_now())
+            if isinstance(decoded, ProtocolViolation):
+                raise decoded
+            message, masked = decoded
+            secure.accept(session, number=number, organization_id=who, kind=kind, record=message, masked=masked,
+                          body_sha256=body_hash, receipt=receipt, now=_now())  # fmt: skip
         except StageClosed as exc:
             raise ApiProblem(409, "stage_closed", "Conflict", str(exc), field="round") from None
         except ProtocolViolation as exc:
             raise ApiProblem(422, "secure_sum_rejected", "Invalid request", str(exc), field=field_of(exc, prefix)) from None
-        session.add(SecureMessage(round=number, organization_id=who, stage=stage_kind, body_sha256=body_hash,
-                                  receipt=receipt, received_at=_now()))  # fmt: skip
         session.add(AuditEvent(at=_now(), actor=who, action=f"secure_sum.{kind}", organization_id=who,
                                detail=f"round {number}"))  # fmt: skip
     engine.advance()
     return Receipt(receipt=receipt, round=number, organization_id=who, replayed=False)
+
+
+def _decode(secure: SecureRounds, record: Any, prefix: str, masked_hex: str | None) -> tuple[Any, np.ndarray | None]:
+    """The message's record and masked vector (ring elements), from their JSON forms.
+
+    Raises
+    ------
+    ProtocolViolation
+        Bad record encoding, or a vector that is not whole ring elements (names the field).
+    """
+    message = record_from_json(record, field=prefix)
+    if masked_hex is None:
+        return message, None
+    blob = bytes.fromhex(masked_hex[2:])
+    dtype = secure.ring_dtype()
+    if len(blob) % dtype.itemsize:
+        raise ProtocolViolation(f"gradients_encrypted: {len(blob)} bytes is not a whole number of "
+                                f"{dtype.itemsize}-byte ring elements")  # fmt: skip
+    return message, np.frombuffer(blob, dtype=dtype).astype(secure.spec.dtype)
 
 
 def submit_masked(database: Database, engine: RoundEngine, body: GradientsIn, who: str) -> Receipt:
@@ -170,8 +187,7 @@ def install_secure_routes(app: FastAPI, *, prefix: str, database: Database, engi
     def round_setup(round: round_path, who: Annotated[str, Depends(organization)]) -> SecureRecordOut:
         """Stage M: the round setup (participants, their keys, ring, threshold, graph)."""
         machine = secure()
-        with database.transaction() as session:
-            engine.lock(session)
+        with database.read() as session:
             rnd = session.get(Round, round)
             if rnd is None or who not in json.loads(rnd.roster):
                 raise ApiProblem(403 if rnd is not None else 409, "not_in_roster" if rnd is not None else "round_not_open",
@@ -186,8 +202,7 @@ def install_secure_routes(app: FastAPI, *, prefix: str, database: Database, engi
     def unmask_request(round: round_path, who: Annotated[str, Depends(organization)]) -> SecureRecordOut:
         """Stage U: what this organization must reveal (shares of counted nodes' seeds, of dropped nodes' keys)."""
         machine = secure()
-        with database.transaction() as session:
-            engine.lock(session)
+        with database.read() as session:
             try:
                 request = machine.unmask_request(session, round, who, _now())
             except ProtocolViolation as exc:

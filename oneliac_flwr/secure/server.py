@@ -162,6 +162,11 @@ class SecureSumServer:
         return self._spec
 
     @property
+    def open_setup(self) -> RoundSetup | None:
+        """The open round's setup (``None`` when no round is open)."""
+        return None if self._round is None else self._round.setup
+
+    @property
     def stage(self) -> Stage:
         """``idle`` (no open round), ``masking`` (stage M) or ``unmasking`` (stage U)."""
         if self._round is None:

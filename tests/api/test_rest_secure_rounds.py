@@ -273,7 +273,20 @@ def test_below_the_threshold_the_round_fails_and_the_model_is_unchanged(start_se
         assert model(http)[1]["model_version"] == "1.0.0"
 
 
-def test_sigkill_and_restart_mid_secure_round(start_service) -> None:  # noqa: ANN001
+def logged_messages(database_url: str) -> tuple[int, int]:
+    """Stage messages not yet folded into the snapshot: (with a record, with a masked vector)."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(database_url)
+    try:
+        with engine.connect() as connection:
+            return tuple(connection.execute(text(
+                "SELECT count(record), count(masked) FROM secure_messages")).one())  # fmt: skip
+    finally:
+        engine.dispose()
+
+
+def test_sigkill_and_restart_mid_secure_round(start_service, database_url: str) -> None:  # noqa: ANN001
     first = start_service(extra=settings(min_participants=3, max_rounds=1, timeout_minutes=5))
     hospitals = register(first, 3)
     for h in hospitals:
@@ -289,6 +302,8 @@ def test_sigkill_and_restart_mid_secure_round(start_service) -> None:  # noqa: A
     for i in (0, 1):
         drive([first], hospitals[i], 1, updates[i], weights[i], stop_after="submit", stats=statistics(i))
     first.stop(signal.SIGKILL)
+    # what the killed process acknowledged is in the message log (two masked vectors, as raw ring elements)
+    assert logged_messages(database_url) == (2, 2)
     second = start_service(extra=settings(min_participants=3, max_rounds=1, timeout_minutes=5))
     with concurrent.futures.ThreadPoolExecutor(max_workers=3) as pool:
         list(pool.map(lambda i: drive([second], hospitals[i], 1, updates[i], weights[i], stats=statistics(i)), range(3)))
@@ -296,6 +311,7 @@ def test_sigkill_and_restart_mid_secure_round(start_service) -> None:  # noqa: A
         rounds = http.get(f"{PREFIX}/rounds").json()
         assert rounds[0]["status"] == "ok" and rounds[0]["contributors"] == 3
         assert_model(http, base, updates, weights, [0, 1, 2])
+    assert logged_messages(database_url) == (0, 0)  # folded into the snapshot: no vector is kept
 
 
 def test_two_coordinator_processes_serve_one_secure_federation(start_service) -> None:  # noqa: ANN001

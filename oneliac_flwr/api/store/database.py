@@ -3,23 +3,31 @@
 SQLite (the default) runs in WAL mode with a busy timeout and ``BEGIN IMMEDIATE``
 transactions, so writers from several processes queue instead of failing; PostgreSQL is
 reached through psycopg 3 (``postgresql+psycopg://``).
+
+Reads that change nothing (status, long polls, downloads) go through :meth:`Database.read`:
+a snapshot that never takes the write lock (SQLite: a deferred ``BEGIN`` in WAL mode;
+PostgreSQL: a ``REPEATABLE READ, READ ONLY`` transaction), so they neither wait for nor
+delay the writers.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+import threading
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
+from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.orm import Session, sessionmaker
 
 __all__ = ["Database"]
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 MIGRATION_LOCK = 0x0E11AC  # PostgreSQL advisory-lock key held while migrating
+_READ_ONLY = "oneliac_read_only"  # execution option of Database.read's connections
 
 
 class Database:
@@ -35,11 +43,13 @@ class Database:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         connect_args = {"timeout": 30, "isolation_level": None} if self.is_sqlite else {}
-        self.engine: Engine = create_engine(url, connect_args=connect_args, pool_pre_ping=True)
+        self.engine: Engine = create_engine(url, connect_args=connect_args, pool_pre_ping=not self.is_sqlite)
         if self.is_sqlite:
             event.listen(self.engine, "connect", _sqlite_connect)
-            event.listen(self.engine, "begin", _sqlite_begin_immediate)
+            event.listen(self.engine, "begin", _sqlite_begin)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._writer: AbstractContextManager[Any] = threading.RLock() if self.is_sqlite else nullcontext()
+        self._readers = sessionmaker(self.engine.execution_options(**{_READ_ONLY: True}), autoflush=False)
 
     def migrate(self) -> None:
         """Bring the schema to the newest Alembic revision (safe at every start, and from
@@ -55,9 +65,28 @@ class Database:
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:
-        """One state change: committed on success, rolled back on any exception."""
-        with self._sessions() as session, session.begin():
+        """One state change: committed on success, rolled back on any exception.
+
+        On SQLite the threads of this process queue for the write lock on a mutex (woken
+        at once when it is free) rather than in SQLite's busy handler, which polls with
+        sleeps; other processes still queue in the busy handler.
+        """
+        with self._writer, self._sessions() as session, session.begin():
             yield session
+
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        """A read-only snapshot: no write lock is taken, and it is always rolled back (on
+        PostgreSQL a write fails at once: the transaction is ``READ ONLY``)."""
+        with self._readers() as session:
+            session.begin()
+            try:
+                if not self.is_sqlite:
+                    session.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"))
+                yield session
+            finally:
+                session.expunge_all()  # what was read stays readable after the rollback
+                session.rollback()
 
     def dispose(self) -> None:
         """Close every pooled connection."""
@@ -72,6 +101,8 @@ def _sqlite_connect(dbapi_connection, _record) -> None:  # noqa: ANN001 - DB-API
     cursor.close()
 
 
-def _sqlite_begin_immediate(connection) -> None:  # noqa: ANN001 - SQLAlchemy connection
-    # pysqlite's own BEGIN is disabled (isolation_level=None): take the write lock at once
-    connection.exec_driver_sql("BEGIN IMMEDIATE")
+def _sqlite_begin(connection) -> None:  # noqa: ANN001 - SQLAlchemy connection
+    # pysqlite's own BEGIN is disabled (isolation_level=None): a writer takes the write lock
+    # at once; a reader takes a WAL snapshot at its first read and never the write lock
+    read_only = connection.get_execution_options().get(_READ_ONLY, False)
+    connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")

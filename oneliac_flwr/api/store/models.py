@@ -126,16 +126,20 @@ class SecureRun(Base):
     """The federation's secure-sum run: its id and the coordinator's protocol state (one row).
 
     ``state`` is :meth:`SecureSumServer.state_dict` through the JSON record codec, without
-    the open round's masked running total, which is ``total`` (raw ring elements).
+    the open round's masked running total, which is ``total`` (raw ring elements): a
+    snapshot taken at the last stage change; the messages accepted since are in
+    ``secure_messages`` (``record`` not null). ``version`` counts every change (snapshot or
+    message), so a process may reuse a copy of the state built at the current version.
     """
 
     __tablename__ = "secure_runs"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     run_id: Mapped[int] = mapped_column(BigInteger)
-    state: Mapped[str] = mapped_column(Text)
-    total: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    state: Mapped[str] = mapped_column(Text, deferred=True)
+    total: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True, deferred=True)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    version: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
 class SecureRoundStage(Base):
@@ -152,7 +156,9 @@ class SecureRoundStage(Base):
 
 
 class SecureMessage(Base):
-    """One accepted stage message (its content went into the protocol state): replay detection."""
+    """One accepted stage message: replay detection, and (until the next stage change folds
+    it into the ``secure_runs`` snapshot) its content: ``record`` (JSON record codec) and,
+    for a masked upload, ``masked`` (raw little-endian ring elements)."""
 
     __tablename__ = "secure_messages"
 
@@ -162,3 +168,5 @@ class SecureMessage(Base):
     body_sha256: Mapped[str] = mapped_column(String(64))
     receipt: Mapped[str] = mapped_column(String(64))
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    record: Mapped[str | None] = mapped_column(Text, nullable=True, deferred=True)
+    masked: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True, deferred=True)

@@ -1,0 +1,52 @@
+"""Read-only snapshots of the coordinator's database (:meth:`Database.read`)."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime
+
+from sqlalchemy import select
+
+from oneliac_flwr.api.store import AuditEvent, Database
+
+
+def _event(detail: str) -> AuditEvent:
+    return AuditEvent(at=datetime.now(UTC), actor="test", action="test.event", organization_id=None, detail=detail)
+
+
+def _details(database: Database) -> list[str]:
+    with database.read() as session:
+        return list(session.scalars(select(AuditEvent.detail).order_by(AuditEvent.id)))
+
+
+def test_a_read_neither_waits_for_a_writer_nor_sees_its_uncommitted_rows(database_url: str) -> None:
+    database = Database(database_url)
+    try:
+        database.migrate()
+        with database.transaction() as session:
+            session.add(_event("committed"))
+        seen: list[list[str]] = []
+        with database.transaction() as session:  # holds the write lock (SQLite: BEGIN IMMEDIATE)
+            session.add(_event("pending"))
+            session.flush()
+            reader = threading.Thread(target=lambda: seen.append(_details(database)), daemon=True)
+            reader.start()
+            reader.join(timeout=20)  # a read that waited for the lock would still be blocked here
+            assert not reader.is_alive(), "the read waited for the writer's lock"
+        assert seen == [["committed"]]
+        assert _details(database) == ["committed", "pending"]
+    finally:
+        database.dispose()
+
+
+def test_what_a_read_adds_is_discarded(database_url: str) -> None:
+    database = Database(database_url)
+    try:
+        database.migrate()
+        with database.read() as session:
+            session.add(_event("never stored"))
+            rows = list(session.scalars(select(AuditEvent)))  # no autoflush: the read stays read-only
+        assert rows == []
+        assert _details(database) == []
+    finally:
+        database.dispose()
