@@ -5,7 +5,6 @@ from __future__ import annotations
 import concurrent.futures
 import signal
 import time
-from collections.abc import Iterator
 
 import httpx
 import numpy as np
@@ -29,15 +28,7 @@ def settings(*, min_participants: int = 2, timeout_minutes: float = 5.0, max_rou
     ]
 
 
-@pytest.fixture(autouse=True)
-def task_identity() -> Iterator[None]:
-    """Flower messages (the reference FedAvg) need a run identity outside a run."""
-    from flwr.supercore.task_identity import TaskIdentity
-
-    saved = (TaskIdentity._run_id, TaskIdentity._task_id, TaskIdentity._node_id)
-    TaskIdentity.run_id, TaskIdentity.task_id, TaskIdentity.node_id = 1, 1, 0
-    yield
-    TaskIdentity._run_id, TaskIdentity._task_id, TaskIdentity._node_id = saved
+pytestmark = pytest.mark.usefixtures("task_identity")  # the reference strategies build Flower messages
 
 
 def register(service, n: int) -> list[dict]:
