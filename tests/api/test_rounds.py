@@ -179,6 +179,29 @@ def test_server_optimizer_state_survives_sigkill_and_two_processes(start_service
         database.dispose()
 
 
+def test_keep_sealed_updates_keeps_them_after_the_round_closes(start_service, database_url: str) -> None:
+    from oneliac_flwr.api.store import Database, Submission
+
+    service = start_service(extra=[*settings(min_participants=2, max_rounds=1), "coordinator.keep_sealed_updates=true"])
+    orgs = register(service, 2)
+    sent = {}
+    with service.client(token=orgs[0]["api_key"]) as client:
+        version = wait_until(lambda: (s := status(client))["status"] == "open" and s)["model_version"]
+    for i, org in enumerate(orgs):
+        with service.client(token=org["api_key"]) as client:
+            payload = body(client, org, 1, version, lambda a, i=i: local_model(a, i, 1), 10)
+            assert client.post(f"{PREFIX}/gradients", json=payload).status_code == 200
+            sent[org["organization_id"]] = bytes.fromhex(payload["gradients_encrypted"][2:])
+    with service.client() as admin:
+        wait_until(lambda: model(admin)[2]["training_round"] == 1)
+    database = Database(database_url)
+    try:
+        with database.transaction() as session:
+            assert {s.organization_id: s.payload for s in session.query(Submission)} == sent
+    finally:
+        database.dispose()
+
+
 def test_submissions_are_checked_before_anything_is_stored(start_service) -> None:
     service = start_service(extra=settings(min_participants=2))
     a, b = register(service, 2)
@@ -213,11 +236,19 @@ def test_a_missing_hospital_becomes_a_dropout_at_the_deadline_and_too_few_skip(s
     clients = [service.client(token=o["api_key"]) for o in orgs]
     try:
         state = wait_until(lambda: (s := status(clients[0]))["status"] == "open" and s)
+        accepted = []
         for i in (0, 1):
             payload = body(clients[i], orgs[i], 1, state["model_version"], lambda a, i=i: local_model(a, i, 1), 50)
-            assert clients[i].post(f"{PREFIX}/gradients", json=payload).status_code == 200
+            answer = clients[i].post(f"{PREFIX}/gradients", json=payload)
+            assert answer.status_code == 200
+            accepted.append((payload, answer.json()["receipt"]))
         # no request is needed for the deadline to pass: wait, then look
         time.sleep(4.5)
+        # the round closed and its sealed updates were erased: a re-submission still gets its receipt
+        again = clients[0].post(f"{PREFIX}/gradients", json=accepted[0][0])
+        assert again.status_code == 200 and again.json()["receipt"] == accepted[0][1] and again.json()["replayed"] is True
+        other = body(clients[0], orgs[0], 1, "1.0.0", lambda a: a, 50)
+        assert clients[0].post(f"{PREFIX}/gradients", json=other).status_code == 409
         with service.client() as admin:
             rounds = admin.get(f"{PREFIX}/rounds").json()
         assert rounds[0]["status"] == "ok" and rounds[0]["contributors"] == 2
