@@ -76,7 +76,9 @@ class InnerStrategyUpdate:
 
     The strategy sees the aggregate as one synthetic reply holding ``global + mean_update``
     with the round's total weight, so its own rule (FedAvg's mean, FedAvgM's momentum,
-    FedAdam's moments, ...) is what updates the model.
+    FedAdam's moments, ...) is what updates the model. :func:`server_update_for` uses it for
+    strategies without a core optimizer (FedAvg, FedProx, others); tests use it as Flower's
+    reference for the core's optimizers.
 
     Parameters
     ----------
