@@ -463,6 +463,12 @@ class CoordinatorConfig:
         or behind a TLS-terminating proxy only).
     max_body_bytes : int
         Largest request body accepted (413 above it).
+    keep_sealed_updates : bool
+        Keep each organization's sealed update (``fedavg`` mode) after its round closes,
+        e.g. to investigate a suspicious round. The coordinator can open them, so by
+        default (``false``) they are erased in the transaction that closes the round;
+        digests and receipts are kept either way. Secure-sum masked vectors are never kept
+        (only their running total, dropped when the round closes).
     """
 
     host: str = "127.0.0.1"
@@ -471,6 +477,7 @@ class CoordinatorConfig:
     ssl_certfile: str | None = None
     ssl_keyfile: str | None = None
     max_body_bytes: int = 64 * 1024 * 1024
+    keep_sealed_updates: bool = False
 
     def _check(self, path: str) -> None:
         _require(0 <= self.port <= 65535, f"{path}.port", f"must be in 0..65535, got {self.port}")

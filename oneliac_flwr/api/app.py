@@ -107,7 +107,7 @@ def create_app(*, coordinator: CoordinatorConfig, experiment: ExperimentConfig, 
         The operator's bearer token (``ONELIAC_ADMIN_TOKEN``).
     """
     database = Database(coordinator.database_url)
-    engine = RoundEngine(database, experiment)
+    engine = RoundEngine(database, experiment, keep_sealed_updates=coordinator.keep_sealed_updates)
 
     async def ticker() -> None:
         """Deadlines pass even when no request arrives."""

@@ -5,8 +5,15 @@ same one the Flower path uses); only its store differs. :class:`DatabaseLedgerSt
 the ledger in the one-row table ``privacy_ledger``, HMAC-tagged, and writes it in the
 transaction of the round transition or submission that spends the budget. The service
 keeps no ledger in memory: every transaction takes a fresh guard over the stored ledger
-(:meth:`RestPrivacy.guard`), whose load replays every event and checks the tag, so an
+(:meth:`RestPrivacy.guard`), whose load checks the tag and replays every event, so an
 edited row stops the service (at start-up, and before any round moves on).
+
+Replaying is slow (seconds for a few dozen rounds of PLD accounting), so each process keeps
+the last ledger it verified or wrote (:class:`LedgerCache`), keyed by the SHA-256 of the
+whole tagged row. Every load reads the row in its own transaction and uses the cached
+ledger (a copy) only if the row is byte for byte the one verified; any other row (a
+release written by another process, a rollback, an edit with or without its tag) is
+verified and replayed again. The cache is an optimisation, never a source of state.
 
 Supported over REST: ``privacy_budget.mode`` ``none``, ``release`` (each hospital clips
 and noises its own update and declares it; ``privacy_check`` verifies the declaration),
@@ -27,7 +34,10 @@ database to an older, validly tagged state (see ``docs/rest-api.md``).
 
 from __future__ import annotations
 
+import copy
+import hashlib
 import json
+import threading
 from datetime import UTC, datetime
 from typing import Any
 
@@ -43,7 +53,7 @@ from oneliac_flwr.privacy.integrity import StateIntegrityError
 from oneliac_flwr.privacy.ledger import LedgerIntegrityError, load_or_create_ledger_key
 from oneliac_flwr.validation import DeclaredPrivacy
 
-__all__ = ["LEDGER_KEY_FILE", "LEDGER_SOURCE", "DatabaseLedgerStore", "RestPrivacy", "privacy_unsupported"]
+__all__ = ["LEDGER_KEY_FILE", "LEDGER_SOURCE", "DatabaseLedgerStore", "LedgerCache", "RestPrivacy", "privacy_unsupported"]
 
 LEDGER_KEY_FILE = "coordinator-ledger.key"
 LEDGER_SOURCE = "database table privacy_ledger"
@@ -78,6 +88,37 @@ def privacy_unsupported(config: ExperimentConfig) -> ConfigError | None:
     return None
 
 
+class LedgerCache:
+    """The last verified ledger of this process, keyed by the digest of its tagged row.
+
+    Thread-safe; :meth:`get` and :meth:`put` hand out and keep copies, so a guard that
+    records a release in a transaction that is then rolled back never changes the cache.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._entry: tuple[str, PrivacyLedger] | None = None
+
+    @staticmethod
+    def digest(document: str) -> str:
+        """SHA-256 of the row's document (tag included)."""
+        return hashlib.sha256(document.encode()).hexdigest()
+
+    def get(self, document: str) -> PrivacyLedger | None:
+        """A copy of the ledger verified from exactly ``document``, or ``None``."""
+        digest = self.digest(document)
+        with self._lock:
+            if self._entry is None or self._entry[0] != digest:
+                return None
+            return copy.deepcopy(self._entry[1])
+
+    def put(self, document: str, ledger: PrivacyLedger) -> None:
+        """Remember ``ledger`` as the verified content of ``document``."""
+        entry = (self.digest(document), copy.deepcopy(ledger))
+        with self._lock:
+            self._entry = entry
+
+
 class DatabaseLedgerStore:
     """The REST service's :class:`~oneliac_flwr.coordinator.privacy_guard.LedgerStore`: one
     row of ``privacy_ledger``, read and written in the caller's transaction.
@@ -88,13 +129,16 @@ class DatabaseLedgerStore:
         The transaction the ledger is read and written in.
     key : bytes
         The HMAC key (see the module docstring).
+    cache : LedgerCache, optional
+        The process's cache of the last verified ledger (none: verify on every load).
     """
 
     source = LEDGER_SOURCE
 
-    def __init__(self, session: Session, *, key: bytes) -> None:
+    def __init__(self, session: Session, *, key: bytes, cache: LedgerCache | None = None) -> None:
         self.session = session
         self._key = key
+        self._cache = cache
 
     def load(self) -> PrivacyLedger | None:
         """The verified ledger, or ``None`` before any round has run.
@@ -114,16 +158,22 @@ class DatabaseLedgerStore:
                     "cannot be reset silently. To start over explicitly, use a new database"
                 )
             return None
+        cached = self._cache.get(row.document) if self._cache is not None else None
+        if cached is not None:  # this very row was verified by this process
+            return cached
         try:
             data: Any = json.loads(row.document)
         except json.JSONDecodeError as exc:
             raise LedgerIntegrityError(self.source, "document", f"not JSON ({exc})") from None
         try:
-            return PrivacyLedger.from_signed_dict(data, key=self._key, source=self.source)
+            ledger = PrivacyLedger.from_signed_dict(data, key=self._key, source=self.source)
         except StateIntegrityError:
             raise
         except PrivacyError as exc:  # not a ledger at all: as bad as an edited one
             raise LedgerIntegrityError(self.source, "document", str(exc)) from None
+        if self._cache is not None:
+            self._cache.put(row.document, ledger)
+        return ledger
 
     def save(self, ledger: PrivacyLedger) -> None:
         """Write the tagged ledger into the row (committed with the caller's transaction)."""
@@ -135,6 +185,8 @@ class DatabaseLedgerStore:
         else:
             row.document, row.updated_at = document, now
         self.session.flush()
+        if self._cache is not None:  # if the transaction rolls back, the row no longer matches: reloaded
+            self._cache.put(document, ledger)
 
 
 class RestPrivacy:
@@ -165,6 +217,7 @@ class RestPrivacy:
         self.mode = config.privacy_budget.mode
         self._template = LedgerGuard(config, dimension=dimension, store=None, round_offset=0)
         self._key = load_or_create_ledger_key(federation_state_dir(config), filename=LEDGER_KEY_FILE)
+        self.cache = LedgerCache()
         self.expected = self._expected()
 
     def _expected(self) -> DeclaredPrivacy:
@@ -204,7 +257,7 @@ class RestPrivacy:
         ConfigError
             The stored ledger was written for another budget.
         """
-        return self._template.with_store(DatabaseLedgerStore(session, key=self._key), round_offset=0)
+        return self._template.with_store(DatabaseLedgerStore(session, key=self._key, cache=self.cache), round_offset=0)
 
     def client_settings(self) -> dict[str, int | float | str | bool]:
         """What a hospital needs to privatize its update (mode, clip, mechanism, noise,

@@ -20,6 +20,16 @@ round that would exceed the budget is recorded as ``budget_exhausted`` instead, 
 round opens after it), :meth:`RoundEngine.on_receipt` when a sealed update opens (a
 ``release`` is accounted before validation, as in the Flower path), and the guard's
 ``privatize`` inside :meth:`RoundCore.complete` at close (``organization`` noise).
+
+The inner strategy's server update (:func:`~oneliac_flwr.coordinator.build_server_update`)
+is built afresh for every close (:func:`closing_core`) and restored from the state stored
+with the round's base model version; its new state is stored with the version it produces
+(:func:`store_version`), in the same transaction. FedAvgM's momentum and FedAdam's moments
+therefore live in the database only: any process, also after SIGKILL, continues them.
+
+When a round closes, its sealed updates are erased in the same transaction (the rows keep
+their digest and receipt, so a re-submission still gets its receipt), unless
+``coordinator.keep_sealed_updates``.
 """
 
 from __future__ import annotations
@@ -36,7 +46,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from safetensors import SafetensorError
 from safetensors.numpy import load as safetensors_load
 from safetensors.numpy import save as safetensors_save
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -45,8 +55,8 @@ from oneliac_flwr.api.secure_rounds import SecureRounds, secure_unavailable
 from oneliac_flwr.api.store import (
     AuditEvent, CoordinatorKey, Database, ModelVersion, Organization, Round, SecureRoundStage, Submission,
 )  # fmt: skip
-from oneliac_flwr.config import ExperimentConfig
-from oneliac_flwr.coordinator import RoundCore, mean_server_update, plain_aggregate
+from oneliac_flwr.config import ExperimentConfig, StrategyConfig
+from oneliac_flwr.coordinator import PrivacyGuard, RoundCore, build_server_update, plain_aggregate, server_state
 from oneliac_flwr.coordinator.checks import check_update, submission_policy, update_of
 from oneliac_flwr.errors import ProtocolViolation, ValidationFailed
 from oneliac_flwr.privacy import clip_l2
@@ -58,16 +68,17 @@ __all__ = [
     "BUDGET_EXHAUSTED",
     "ROUND_LOCK",
     "RoundEngine",
+    "closing_core",
     "decode_arrays",
     "encode_arrays",
     "model_version_name",
     "rounds_unavailable",
+    "store_version",
 ]
 
 logger = logging.getLogger("oneliac_flwr.api")
 
 ROUND_LOCK = 0x0E11AD  # PostgreSQL advisory-lock key held while a round changes stage
-STATELESS_STRATEGIES = ("fedavg", "fedprox")
 BUDGET_EXHAUSTED = "budget_exhausted"  # status of the round that the privacy budget did not let open
 
 
@@ -109,10 +120,45 @@ def rounds_unavailable(config: ExperimentConfig) -> str | None:
         refusal = secure_unavailable(config)
         if refusal is not None:
             return refusal
-    if config.strategy.name not in STATELESS_STRATEGIES:
-        return (f"the server optimizer state of {config.strategy.name!r} is not persisted yet; "
-                f"REST rounds support {list(STATELESS_STRATEGIES)}")  # fmt: skip
     return None
+
+
+def closing_core(session: Session, *, base_version: str, strategy: StrategyConfig, min_participants: int,
+                 rng: np.random.Generator, privacy: PrivacyGuard | None) -> RoundCore:  # fmt: skip
+    """The core that closes a round: a fresh server update for ``strategy``, continued from
+    the state stored with ``base_version`` (none for the initial model or a stateless rule).
+
+    Raises
+    ------
+    ProtocolViolation
+        The base version is not kept, or its stored state is not this optimizer's.
+    """
+    row = session.get(ModelVersion, base_version)
+    if row is None:
+        raise ProtocolViolation(f"no kept model version {base_version!r}")
+    server_update = build_server_update(strategy)
+    if row.server_state is not None:
+        load = getattr(server_update, "load_state_dict", None)
+        if not callable(load):
+            raise ProtocolViolation(f"model version {base_version} carries server-optimizer state, but strategy "
+                                    f"{strategy.name!r} has none")  # fmt: skip
+        try:
+            load(safetensors_load(row.server_state))
+        except (SafetensorError, ValueError, TypeError) as exc:
+            raise ProtocolViolation(f"model version {base_version}: unreadable server-optimizer state: {exc}") from None
+    return RoundCore(min_participants=min_participants, server_update=server_update, rng=rng, privacy=privacy)
+
+
+def store_version(session: Session, *, training_round: int, names: list[str], arrays: list[np.ndarray],
+                  core: RoundCore, contributors: int, epsilon_spent: float | None, now: datetime) -> None:  # fmt: skip
+    """Keep the model produced by ``training_round`` with the server-optimizer state that
+    produced it (in the caller's transaction)."""
+    weights_file = encode_arrays(names, arrays)
+    state = server_state(core.server_update)
+    session.add(ModelVersion(version=model_version_name(training_round), training_round=training_round,
+                             weights=weights_file, sha256=hashlib.sha256(weights_file).hexdigest(),
+                             contributors=contributors, accuracy=None, epsilon_spent=epsilon_spent, created_at=now,
+                             server_state=safetensors_save(state) if state else None))  # fmt: skip
 
 
 class RoundEngine:
@@ -126,6 +172,8 @@ class RoundEngine:
         ``aggregation_config`` (min_participants, timeout_minutes, max_rounds),
         ``validation`` (checks and bounds), ``strategy`` (the server rule),
         ``privacy_budget`` (:class:`~oneliac_flwr.api.privacy.RestPrivacy`).
+    keep_sealed_updates : bool
+        ``coordinator.keep_sealed_updates``: do not erase sealed updates at round close.
 
     Raises
     ------
@@ -133,16 +181,18 @@ class RoundEngine:
         If ``privacy_budget`` cannot run over REST (the message names the field).
     """
 
-    def __init__(self, database: Database, config: ExperimentConfig) -> None:
+    def __init__(self, database: Database, config: ExperimentConfig, *, keep_sealed_updates: bool = False) -> None:
         self.database = database
         self.config = config
+        self.keep_sealed_updates = keep_sealed_updates
         self.unavailable = rounds_unavailable(config)
         settings = config.aggregation_config
         self.timeout = timedelta(minutes=settings.timeout_minutes)
         self.max_rounds = settings.max_rounds
+        # participant floor and noise source; each close builds its own server update (closing_core)
         self.core = RoundCore(
             min_participants=settings.min_participants,
-            server_update=mean_server_update,
+            server_update=build_server_update(config.strategy),
             rng=np.random.default_rng(secrets.randbits(128)),
         )
         self.privacy = RestPrivacy(config, dimension=_dimension(config)) if config.privacy_budget.mode != "none" else None
@@ -333,22 +383,21 @@ class RoundEngine:
         else:
             aggregate = plain_aggregate(participants=participants, arrays=arrays, weights=weights,
                                         metrics=[{} for _ in arrays], global_arrays=global_arrays)  # fmt: skip
-            core = self.core if guard is None else RoundCore(min_participants=self.core.min_participants,
-                                                              server_update=self.core.server_update,
-                                                              rng=os_generator(), privacy=guard)  # fmt: skip
+            core = closing_core(session, base_version=current.base_version, strategy=self.config.strategy,
+                                min_participants=self.core.min_participants,
+                                rng=self.core.rng if guard is None else os_generator(), privacy=guard)  # fmt: skip
             outcome = core.complete(current.number, aggregate, global_arrays)
             current.status, current.reason = outcome.status, outcome.reason
             if outcome.status == "ok" and outcome.arrays is not None:
-                weights_file = encode_arrays(names, outcome.arrays)
-                session.add(ModelVersion(version=model_version_name(current.number), training_round=current.number,
-                                         weights=weights_file, sha256=hashlib.sha256(weights_file).hexdigest(),
-                                         contributors=len(arrays), accuracy=None,
-                                         epsilon_spent=guard.ledger.get_current_epsilon() if guard else None,
-                                         created_at=now))  # fmt: skip
+                store_version(session, training_round=current.number, names=names, arrays=outcome.arrays, core=core,
+                              contributors=len(arrays), now=now,
+                              epsilon_spent=guard.ledger.get_current_epsilon() if guard else None)  # fmt: skip
         if guard is not None:
             report["epsilon_total"] = guard.ledger.get_current_epsilon()
         current.report = json.dumps(report)
         current.closed_at = now
+        if not self.keep_sealed_updates:  # no longer needed: the digest and receipt stay for idempotency
+            session.execute(update(Submission).where(Submission.round == current.number).values(payload=None))
         session.add(AuditEvent(at=now, actor="coordinator", action=f"round.{current.status}", organization_id=None,
                                detail=f"round {current.number}: {len(arrays)} contributor(s), "
                                       f"{len(report['dropouts'])} dropout(s)" + (f"; {current.reason}" if current.reason else "")))  # fmt: skip

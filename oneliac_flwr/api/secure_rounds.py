@@ -35,7 +35,6 @@ it only while that version is the stored one (checked in the same transaction).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import secrets
@@ -400,7 +399,7 @@ class SecureRounds:
 
     def _finish(self, session: Session, rnd: Round, stage: SecureRoundStage, server: SecureSumServer,
                 names: dict[int, str], now: datetime) -> None:  # fmt: skip
-        from oneliac_flwr.api.rounds import RoundEngine, encode_arrays, model_version_name
+        from oneliac_flwr.api.rounds import RoundEngine, closing_core, store_version
 
         try:
             result = server.finalize()
@@ -428,9 +427,8 @@ class SecureRounds:
             base = session.get(ModelVersion, rnd.base_version)
             if base is not None:
                 base.accuracy = float(accuracy)
-        core = self.core if guard is None else RoundCore(min_participants=self.core.min_participants,
-                                                          server_update=self.core.server_update,
-                                                          rng=self.core.rng, privacy=guard)  # fmt: skip
+        core = closing_core(session, base_version=rnd.base_version, strategy=self.config.strategy,
+                            min_participants=self.core.min_participants, rng=self.core.rng, privacy=guard)  # fmt: skip
         result_core = core.complete(rnd.number, outcome.aggregate, global_arrays)
         epsilon = guard.ledger.get_current_epsilon() if guard is not None else None
         if epsilon is not None:
@@ -438,11 +436,8 @@ class SecureRounds:
         stage.stage = DONE if result_core.status == "ok" else FAILED
         contributors = len(result.counted)
         if result_core.status == "ok" and result_core.arrays is not None:
-            weights_file = encode_arrays(weights, result_core.arrays)
-            session.add(ModelVersion(version=model_version_name(rnd.number), training_round=rnd.number,
-                                     weights=weights_file, sha256=hashlib.sha256(weights_file).hexdigest(),
-                                     contributors=contributors, accuracy=None, epsilon_spent=epsilon,
-                                     created_at=now))  # fmt: skip
+            store_version(session, training_round=rnd.number, names=weights, arrays=result_core.arrays, core=core,
+                          contributors=contributors, epsilon_spent=epsilon, now=now)  # fmt: skip
         self._close(session, rnd, stage, result_core.status, result_core.reason, contributors=contributors, now=now,
                     extra=extra)  # fmt: skip
 

@@ -8,11 +8,13 @@ from flwr.serverapp.strategy.fedopt import FedOpt
 from flwr.serverapp.strategy import FedAdagrad, FedAdam, FedAvg, FedAvgM, FedProx, FedYogi, Strategy
 
 from oneliac_flwr.config import ExperimentConfig
+from oneliac_flwr.coordinator.round import ServerUpdate
+from oneliac_flwr.coordinator.server_opt import ServerAdaptive, ServerMomentum
 from oneliac_flwr.errors import ConfigError
 from oneliac_flwr.flower.console import synthetic_reply_quiet
 from oneliac_flwr.flower.records import METRICS, NUM_EXAMPLES
 
-__all__ = ["WEIGHTED_MEAN_STRATEGIES", "InnerStrategyUpdate", "build_inner_strategy"]
+__all__ = ["WEIGHTED_MEAN_STRATEGIES", "InnerStrategyUpdate", "build_inner_strategy", "server_update_for"]
 
 WEIGHTED_MEAN_STRATEGIES: dict[str, type[FedAvg]] = {
     "fedavg": FedAvg,
@@ -51,12 +53,32 @@ def build_inner_strategy(config: ExperimentConfig) -> Strategy:
     return FedAvg(**common)
 
 
+def server_update_for(inner: Strategy) -> ServerUpdate:
+    """The core's server update for a Flower strategy, with the strategy's own settings.
+
+    FedAvgM and the FedOpt family (FedAdam, FedYogi, FedAdagrad) get the core's server
+    optimizer (:mod:`oneliac_flwr.coordinator.server_opt`), whose state the REST service
+    persists too; any other strategy keeps its own rule through :class:`InnerStrategyUpdate`.
+    """
+    if isinstance(inner, FedAvgM):
+        return ServerMomentum(server_learning_rate=float(inner.server_learning_rate),
+                              server_momentum=float(inner.server_momentum))  # fmt: skip
+    rules = ((FedAdam, "adam"), (FedYogi, "yogi"), (FedAdagrad, "adagrad"))
+    for cls, rule in rules:
+        if isinstance(inner, cls):
+            return ServerAdaptive(rule=rule, eta=float(inner.eta), tau=float(inner.tau),  # type: ignore[arg-type]
+                                  beta_1=float(inner.beta_1), beta_2=float(inner.beta_2))  # fmt: skip
+    return InnerStrategyUpdate(inner)
+
+
 class InnerStrategyUpdate:
     """A Flower weighted-mean strategy's server-side update, as the core's ``ServerUpdate``.
 
     The strategy sees the aggregate as one synthetic reply holding ``global + mean_update``
     with the round's total weight, so its own rule (FedAvg's mean, FedAvgM's momentum,
-    FedAdam's moments, ...) is what updates the model.
+    FedAdam's moments, ...) is what updates the model. :func:`server_update_for` uses it for
+    strategies without a core optimizer (FedAvg, FedProx, others); tests use it as Flower's
+    reference for the core's optimizers.
 
     Parameters
     ----------

@@ -33,7 +33,7 @@ from flwr.serverapp.strategy import Result, Strategy
 
 from oneliac_flwr.coordinator import Aggregate, PrivacyGuard, RoundCore
 from oneliac_flwr.flower.exchange import send_and_receive
-from oneliac_flwr.flower.inner import InnerStrategyUpdate
+from oneliac_flwr.flower.inner import server_update_for
 from oneliac_flwr.flower.records import (
     NUM_EXAMPLES,
     PRIVACY,
@@ -130,7 +130,7 @@ class OneliacStrategy(Strategy):
         self.on_round_end = on_round_end
         self.core = RoundCore(
             min_participants=min_participants,
-            server_update=InnerStrategyUpdate(inner),
+            server_update=server_update_for(inner),
             rng=rng,
             privacy=privacy,
         )

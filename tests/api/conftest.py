@@ -140,3 +140,14 @@ def wait_until(predicate: Callable[[], Any], *, timeout: float = 60.0, interval:
             return value
         time.sleep(interval)
     raise AssertionError("condition not reached in time")
+
+
+@pytest.fixture
+def task_identity() -> Iterator[None]:
+    """Flower messages (a reference Flower strategy) need a run identity outside a run."""
+    from flwr.supercore.task_identity import TaskIdentity
+
+    saved = (TaskIdentity._run_id, TaskIdentity._task_id, TaskIdentity._node_id)
+    TaskIdentity.run_id, TaskIdentity.task_id, TaskIdentity.node_id = 1, 1, 0
+    yield
+    TaskIdentity._run_id, TaskIdentity._task_id, TaskIdentity._node_id = saved

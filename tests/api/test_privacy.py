@@ -236,3 +236,59 @@ def test_privacy_modes_rest_cannot_run_are_refused_at_start(start_service) -> No
     assert service.process.wait(timeout=120) == 2
     log = service.log.read_text()
     assert "privacy_budget.mode" in log and "secure_sum is not built over REST" in log
+
+
+def test_the_cached_ledger_sees_a_row_written_by_another_process(database_url: str, tmp_path, monkeypatch) -> None:  # noqa: ANN001
+    """Two ``RestPrivacy`` (two coordinator processes) on one database: each caches the ledger
+    it verified, and still sees what the other wrote, and an edit of the row."""
+    from oneliac_flwr.api.privacy import RestPrivacy
+    from oneliac_flwr.api.store import Database, PrivacyLedgerRow
+    from oneliac_flwr.config import ExperimentConfig
+    from oneliac_flwr.privacy.integrity import StateIntegrityError
+
+    config = ExperimentConfig.from_dict({
+        "state_dir": str(tmp_path / "state"),
+        "aggregation_config": {"aggregation_method": "fedavg", "max_rounds": 10},
+        "privacy_budget": {"mode": "release", "epsilon": budget_for(5), "delta": DELTA, "noise_multiplier": Z,
+                           "clip_norm": 1.0, "mechanism": "gaussian"},
+    })  # fmt: skip
+    database = Database(database_url)
+    database.migrate()
+    replays: list[int] = []
+    verify = PrivacyLedger.from_signed_dict.__func__  # type: ignore[attr-defined]
+
+    def counted(cls, *args, **kwargs):  # noqa: ANN001, ANN202 - counts, then verifies for real
+        replays.append(1)
+        return verify(cls, *args, **kwargs)
+
+    monkeypatch.setattr(PrivacyLedger, "from_signed_dict", classmethod(counted))
+    first, second = RestPrivacy(config, dimension=10), RestPrivacy(config, dimension=10)
+    try:
+        with database.transaction() as session:
+            first.guard(session).on_receipt(1, 1)  # round 1's release, written by the first process
+        with database.transaction() as session:
+            spent_1 = first.guard(session).ledger.get_current_epsilon()
+        assert spent_1 > 0 and replays == []  # the writer's own row: served from its cache
+        with database.transaction() as session:
+            assert second.guard(session).ledger.get_current_epsilon() == spent_1  # verified once by the other
+            second.guard(session).on_receipt(2, 1)  # round 2's release, written by the second process
+        assert len(replays) == 1
+        with database.transaction() as session:
+            spent_2 = first.guard(session).ledger.get_current_epsilon()
+        assert spent_2 > spent_1 and len(replays) == 2  # the changed row was seen, verified and replayed
+        with database.transaction() as session:  # a rolled-back release leaves the cache consistent with the row
+            first.guard(session).on_receipt(3, 1)
+            session.rollback()
+        with database.transaction() as session:
+            assert first.guard(session).ledger.get_current_epsilon() == spent_2
+        # an edit behind both processes' backs, tag kept: refused although the tag is the cached one
+        with database.transaction() as session:
+            row = session.get(PrivacyLedgerRow, 1)
+            document = json.loads(row.document)
+            document["entries"] = document["entries"][:-1]
+            row.document = json.dumps(document, sort_keys=True)
+        for process in (first, second):
+            with pytest.raises(StateIntegrityError), database.transaction() as session:
+                process.guard(session)
+    finally:
+        database.dispose()

@@ -439,3 +439,56 @@ def test_release_mode_dp_with_secure_sum_checks_declarations_and_accounts_on_unm
         assert_model(http, base, updates, {0: 1.0, 1: 1.0, 2: 1.0}, [0, 1, 2])  # every update weighs 1
     assert row["round"] == 1 and row["participants"] == 3 and row["recorded"] == "when unmasked"
     assert spent == pytest.approx(rounds_epsilon(noise_multiplier=z, rounds=1, delta=delta), rel=1e-6)
+
+
+def test_fedadam_over_secure_sum_keeps_its_moments_across_a_sigkill_and_erases_round_state(
+    start_service, database_url: str, task_identity: None  # noqa: ANN001
+) -> None:
+    """FedAdam's server update over secure-sum rounds, SIGKILL between rounds: the model equals
+    the core's FedAdam on the exact weighted mean within the quantization error (amplified by
+    at most ``eta / tau`` per unit of error), and no masked total or envelope outlives its round."""
+    import json
+
+    from flwr.serverapp.strategy import FedAdam
+
+    from oneliac_flwr.api.store import Database, SecureRun
+    from oneliac_flwr.coordinator import RoundCore, plain_aggregate
+    from oneliac_flwr.flower.inner import InnerStrategyUpdate
+
+    extra = [*settings(min_participants=3), "strategy=fedadam"]
+    services = [start_service(extra=extra)]
+    hospitals = register(services[0], 3)
+    for h in hospitals:
+        h.join(services[0])
+    weights = {0: 100.0, 1: 300.0, 2: 600.0}
+    reference = RoundCore(min_participants=3, server_update=InnerStrategyUpdate(FedAdam(eta=0.1, tau=1e-3)),
+                          rng=np.random.default_rng(0))  # fmt: skip
+    database = Database(database_url)
+    try:
+        for round_ in (1, 2, 3):
+            if round_ == 2:
+                services[0].stop(signal.SIGKILL)
+                services = [start_service(extra=extra)]
+            report, base, updates = run_round(services, hospitals, round_, weights, stats=True)
+            assert report["status"] == "ok", report
+            mean = expected_model(base, updates, weights)
+            aggregate = plain_aggregate(participants=[0, 1, 2], arrays=[mean] * 3, weights=[1.0] * 3, metrics=[{}] * 3,
+                                        global_arrays=base)  # fmt: skip
+            expected = reference.complete(round_, aggregate, base).arrays
+            with hospitals[0].http(services[0]) as http:
+                served, meta = model(http)
+            assert meta["training_round"] == round_
+            quantization = error_bound(SPEC, 3) / sum(weights.values())  # of the mean, per coordinate
+            eta_over_tau = 0.1 / 1e-3  # bound on FedAdam's sensitivity to an error in the mean
+            for a, b, m in zip(served, expected, mean, strict=True):
+                np.testing.assert_allclose(a, b, rtol=0, atol=1e-6 + quantization * eta_over_tau)
+                assert np.abs(a - m).max() > 1e-2  # FedAdam's step, not the plain mean
+            with database.transaction() as session:  # the next round may be open, with nothing masked yet
+                run = session.get(SecureRun, 1)
+                assert run is not None and (run.total is None or not any(run.total))  # the masked total is gone
+        with database.transaction() as session:  # max_rounds reached: no round state is left at all
+            run = session.get(SecureRun, 1)
+            assert run is not None and run.total is None
+            assert json.loads(run.state)["round"] is None  # nor the round's envelopes and unmask responses
+    finally:
+        database.dispose()

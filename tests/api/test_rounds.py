@@ -5,7 +5,6 @@ from __future__ import annotations
 import concurrent.futures
 import signal
 import time
-from collections.abc import Iterator
 
 import httpx
 import numpy as np
@@ -29,15 +28,7 @@ def settings(*, min_participants: int = 2, timeout_minutes: float = 5.0, max_rou
     ]
 
 
-@pytest.fixture(autouse=True)
-def task_identity() -> Iterator[None]:
-    """Flower messages (the reference FedAvg) need a run identity outside a run."""
-    from flwr.supercore.task_identity import TaskIdentity
-
-    saved = (TaskIdentity._run_id, TaskIdentity._task_id, TaskIdentity._node_id)
-    TaskIdentity.run_id, TaskIdentity.task_id, TaskIdentity.node_id = 1, 1, 0
-    yield
-    TaskIdentity._run_id, TaskIdentity._task_id, TaskIdentity._node_id = saved
+pytestmark = pytest.mark.usefixtures("task_identity")  # the reference strategies build Flower messages
 
 
 def register(service, n: int) -> list[dict]:
@@ -123,6 +114,94 @@ def test_three_organizations_three_rounds_match_flower_fedavg(start_service) -> 
             client.close()
 
 
+def _flower_strategy(name: str):  # noqa: ANN202
+    from flwr.serverapp.strategy import FedAdam, FedAvgM
+
+    from oneliac_flwr.config import StrategyConfig
+
+    settings_ = StrategyConfig(name="fedavgm", server_momentum=0.9) if name == "fedavgm" else StrategyConfig(name=name)
+    if name == "fedavgm":
+        return FedAvgM(server_learning_rate=settings_.server_learning_rate, server_momentum=settings_.server_momentum)
+    return FedAdam(eta=settings_.eta, eta_l=settings_.eta_l, tau=settings_.tau)
+
+
+@pytest.mark.parametrize("strategy", ["fedadam", "fedavgm"])
+def test_server_optimizer_state_survives_sigkill_and_two_processes(start_service, database_url: str, strategy: str) -> None:
+    """FedAdam / FedAvgM over REST equal Flower's own strategy bit for bit over 3 rounds,
+    with the coordinator SIGKILLed after round 1 and two processes serving rounds 2 and 3."""
+    from oneliac_flwr.api.store import Database, ModelVersion, Submission
+    from oneliac_flwr.flower.inner import InnerStrategyUpdate
+
+    extra = [*settings(min_participants=3), f"strategy={strategy}"]
+    first = start_service(extra=extra)
+    orgs = register(first, 3)
+    weights = [100, 300, 600]
+    reference = RoundCore(min_participants=3, server_update=InnerStrategyUpdate(_flower_strategy(strategy)),
+                          rng=np.random.default_rng(0))  # fmt: skip
+    with first.client() as admin:
+        names, expected, _ = model(admin)
+    services = {1: [first], 2: [], 3: []}
+    for round_ in (1, 2, 3):
+        if round_ == 2:  # SIGKILL after round 1 closed; two fresh processes on the same database
+            first.stop(signal.SIGKILL)
+            services[2] = services[3] = [start_service(extra=extra), start_service(extra=extra)]
+        serving = services[round_]
+        with serving[0].client(token=orgs[0]["api_key"]) as c:
+            version = wait_until(lambda r=round_, c=c: (s := status(c))["status"] == "open" and s["round"] == r and s)["model_version"]
+        for i, org in enumerate(orgs):
+            with serving[i % len(serving)].client(token=org["api_key"]) as c:
+                payload = body(c, org, round_, version, lambda a, i=i, r=round_: local_model(a, i, r), weights[i])
+                assert c.post(f"{PREFIX}/gradients", json=payload).status_code == 200
+        with serving[-1].client() as admin:
+            wait_until(lambda r=round_, a=admin: model(a)[2]["training_round"] == r)
+            _, served, _ = model(admin)
+        aggregate = plain_aggregate(participants=[0, 1, 2], arrays=[local_model(expected, i, round_) for i in range(3)],
+                                    weights=[float(w) for w in weights], metrics=[{}, {}, {}], global_arrays=expected)  # fmt: skip
+        fedavg_model = [g + u.astype(g.dtype) for g, u in zip(expected, aggregate.mean_update, strict=True)]
+        outcome = reference.complete(round_, aggregate, expected)
+        assert outcome.status == "ok" and outcome.arrays is not None
+        expected = outcome.arrays
+        for a, b in zip(served, expected, strict=True):
+            np.testing.assert_array_equal(a, b)  # bit for bit
+    assert not np.allclose(expected[0], fedavg_model[0])  # the server rule really acted: not FedAvg's model
+    database = Database(database_url)
+    try:
+        with database.transaction() as session:
+            states = {v.training_round: v.server_state for v in session.query(ModelVersion)}
+            assert states[0] is None and all(states[r] for r in (1, 2, 3))  # stored with each version it produced
+            assert sorted(safetensors_load(states[3])) == sorted(
+                [f"m_t.{i}" for i in range(len(names))] + [f"v_t.{i}" for i in range(len(names))]
+                if strategy == "fedadam" else [f"momentum.{i}" for i in range(len(names))])  # fmt: skip
+            # retention: every closed round's sealed updates are erased, their receipts kept
+            kept = [(s.round, s.receipt, s.payload) for s in session.query(Submission)]
+            assert len(kept) == 9 and all(receipt and payload is None for _, receipt, payload in kept)
+    finally:
+        database.dispose()
+
+
+def test_keep_sealed_updates_keeps_them_after_the_round_closes(start_service, database_url: str) -> None:
+    from oneliac_flwr.api.store import Database, Submission
+
+    service = start_service(extra=[*settings(min_participants=2, max_rounds=1), "coordinator.keep_sealed_updates=true"])
+    orgs = register(service, 2)
+    sent = {}
+    with service.client(token=orgs[0]["api_key"]) as client:
+        version = wait_until(lambda: (s := status(client))["status"] == "open" and s)["model_version"]
+    for i, org in enumerate(orgs):
+        with service.client(token=org["api_key"]) as client:
+            payload = body(client, org, 1, version, lambda a, i=i: local_model(a, i, 1), 10)
+            assert client.post(f"{PREFIX}/gradients", json=payload).status_code == 200
+            sent[org["organization_id"]] = bytes.fromhex(payload["gradients_encrypted"][2:])
+    with service.client() as admin:
+        wait_until(lambda: model(admin)[2]["training_round"] == 1)
+    database = Database(database_url)
+    try:
+        with database.transaction() as session:
+            assert {s.organization_id: s.payload for s in session.query(Submission)} == sent
+    finally:
+        database.dispose()
+
+
 def test_submissions_are_checked_before_anything_is_stored(start_service) -> None:
     service = start_service(extra=settings(min_participants=2))
     a, b = register(service, 2)
@@ -157,11 +236,19 @@ def test_a_missing_hospital_becomes_a_dropout_at_the_deadline_and_too_few_skip(s
     clients = [service.client(token=o["api_key"]) for o in orgs]
     try:
         state = wait_until(lambda: (s := status(clients[0]))["status"] == "open" and s)
+        accepted = []
         for i in (0, 1):
             payload = body(clients[i], orgs[i], 1, state["model_version"], lambda a, i=i: local_model(a, i, 1), 50)
-            assert clients[i].post(f"{PREFIX}/gradients", json=payload).status_code == 200
+            answer = clients[i].post(f"{PREFIX}/gradients", json=payload)
+            assert answer.status_code == 200
+            accepted.append((payload, answer.json()["receipt"]))
         # no request is needed for the deadline to pass: wait, then look
         time.sleep(4.5)
+        # the round closed and its sealed updates were erased: a re-submission still gets its receipt
+        again = clients[0].post(f"{PREFIX}/gradients", json=accepted[0][0])
+        assert again.status_code == 200 and again.json()["receipt"] == accepted[0][1] and again.json()["replayed"] is True
+        other = body(clients[0], orgs[0], 1, "1.0.0", lambda a: a, 50)
+        assert clients[0].post(f"{PREFIX}/gradients", json=other).status_code == 409
         with service.client() as admin:
             rounds = admin.get(f"{PREFIX}/rounds").json()
         assert rounds[0]["status"] == "ok" and rounds[0]["contributors"] == 2
@@ -246,8 +333,8 @@ def test_rounds_unavailable_names_each_missing_piece() -> None:
     from oneliac_flwr.config import ExperimentConfig
 
     assert rounds_unavailable(ExperimentConfig()) is None
-    fedadam = ExperimentConfig.from_dict({"strategy": {"name": "fedadam"}})
-    assert "fedadam" in rounds_unavailable(fedadam)
+    for name in ("fedadam", "fedavgm", "fedyogi", "fedadagrad"):  # server-optimizer state is kept in the database
+        assert rounds_unavailable(ExperimentConfig.from_dict({"strategy": {"name": name}})) is None
     secure = ExperimentConfig.from_dict({"aggregation_config": {"aggregation_method": "secure_sum"}})
     assert rounds_unavailable(secure) is None  # secure-sum rounds run over REST
     malicious = ExperimentConfig.from_dict({"aggregation_config": {"aggregation_method": "secure_sum"},

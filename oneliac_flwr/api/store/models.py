@@ -45,6 +45,8 @@ class ModelVersion(Base):
     accuracy: Mapped[float | None] = mapped_column(nullable=True)
     epsilon_spent: Mapped[float | None] = mapped_column(nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # the server optimizer's state after producing this version (safetensors), NULL if stateless
+    server_state: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
 
 
 class AuditEvent(Base):
@@ -89,7 +91,11 @@ class Round(Base):
 
 
 class Submission(Base):
-    """One organization's sealed update for one round (kept sealed at rest)."""
+    """One organization's sealed update for one round (kept sealed at rest).
+
+    ``payload`` is erased (``NULL``) in the transaction that closes the round, unless
+    ``coordinator.keep_sealed_updates``; the digest and receipt stay for idempotency.
+    """
 
     __tablename__ = "submissions"
 
@@ -97,7 +103,7 @@ class Submission(Base):
     organization_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"), primary_key=True)
     body_sha256: Mapped[str] = mapped_column(String(64))
     receipt: Mapped[str] = mapped_column(String(64))
-    payload: Mapped[bytes] = mapped_column(LargeBinary)
+    payload: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     sample_count: Mapped[int] = mapped_column(Integer)
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
