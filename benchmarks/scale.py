@@ -53,7 +53,6 @@ import json
 import multiprocessing
 import os
 import platform
-import statistics
 import sys
 import time
 from pathlib import Path
