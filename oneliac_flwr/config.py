@@ -467,8 +467,10 @@ class CoordinatorConfig:
         Keep each organization's sealed update (``fedavg`` mode) after its round closes,
         e.g. to investigate a suspicious round. The coordinator can open them, so by
         default (``false``) they are erased in the transaction that closes the round;
-        digests and receipts are kept either way. Secure-sum masked vectors are never kept
-        (only their running total, dropped when the round closes).
+        digests and receipts are kept either way; at start-up, updates of rounds closed
+        earlier (before an upgrade, or while this was ``true``) are erased too. Secure-sum
+        masked vectors are kept only until their stage closes (each is masked: alone it
+        reveals nothing).
     """
 
     host: str = "127.0.0.1"

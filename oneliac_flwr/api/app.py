@@ -124,6 +124,8 @@ def create_app(*, coordinator: CoordinatorConfig, experiment: ExperimentConfig, 
         _ensure_initial_model(database, experiment)
         engine.ensure_key()
         engine.ensure_privacy()  # an edited privacy ledger stops the service here
+        engine.ensure_server_state()  # so does optimizer state another strategy stored
+        engine.erase_closed_updates()
         task = asyncio.create_task(ticker()) if engine.unavailable is None else None
         try:
             yield

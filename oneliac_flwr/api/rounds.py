@@ -58,7 +58,7 @@ from oneliac_flwr.api.store import (
 from oneliac_flwr.config import ExperimentConfig, StrategyConfig
 from oneliac_flwr.coordinator import PrivacyGuard, RoundCore, build_server_update, plain_aggregate, server_state
 from oneliac_flwr.coordinator.checks import check_update, submission_policy, update_of
-from oneliac_flwr.errors import ProtocolViolation, ValidationFailed
+from oneliac_flwr.errors import ConfigError, ProtocolViolation, ValidationFailed
 from oneliac_flwr.privacy import clip_l2
 from oneliac_flwr.privacy.entropy import os_generator
 from oneliac_flwr.secure.sealed import open_sealed, sealing_context
@@ -223,6 +223,36 @@ class RoundEngine:
         with self.database.transaction() as session:
             self.lock(session)
             self.privacy.guard(session)
+
+    def erase_closed_updates(self) -> None:
+        """Unless ``keep_sealed_updates``, erase the sealed updates of every round no longer
+        open (rounds closed before an upgrade, or while they were kept)."""
+        if self.keep_sealed_updates:
+            return
+        with self.database.transaction() as session:
+            closed = select(Round.number).where(Round.status != "open").scalar_subquery()
+            session.execute(update(Submission).where(Submission.round.in_(closed), Submission.payload.is_not(None))
+                            .values(payload=None))  # fmt: skip
+
+    def ensure_server_state(self) -> None:
+        """Refuse to start when the latest model version carries server-optimizer state that
+        ``strategy`` cannot continue (another optimizer, other shapes): every round would
+        otherwise fail to close.
+
+        Raises
+        ------
+        ConfigError
+            ``strategy``: the stored state is not this strategy's (the message says which version).
+        """
+        with self.database.read() as session:
+            latest = session.scalars(select(ModelVersion.version).order_by(ModelVersion.training_round.desc()).limit(1)).first()
+            if latest is None:
+                return
+            try:
+                closing_core(session, base_version=latest, strategy=self.config.strategy,
+                             min_participants=self.core.min_participants, rng=self.core.rng, privacy=None)  # fmt: skip
+            except ProtocolViolation as exc:
+                raise ConfigError("strategy", f"{exc}; start with the strategy that produced it, or a new database") from None
 
     def public_key(self, session: Session) -> bytes:
         """The published X25519 key that fedavg updates are sealed to."""

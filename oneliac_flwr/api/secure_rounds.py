@@ -401,13 +401,18 @@ class SecureRounds:
                 names: dict[int, str], now: datetime) -> None:  # fmt: skip
         from oneliac_flwr.api.rounds import RoundEngine, closing_core, store_version
 
+        # everything that can refuse to close the round is built before the sum is revealed, so
+        # that a reveal is never rolled back with its ledger entry (an edited ledger, stored
+        # optimizer state that is not this strategy's)
+        weights, global_arrays = RoundEngine.model_arrays(session, rnd.base_version)
+        guard = self.privacy.guard(session) if self.privacy is not None else None  # refuses an edited ledger
+        core = closing_core(session, base_version=rnd.base_version, strategy=self.config.strategy,
+                            min_participants=self.core.min_participants, rng=self.core.rng, privacy=guard)  # fmt: skip
         try:
             result = server.finalize()
         except RoundFailed as exc:
             self._fail(session, rnd, stage, server, str(exc), now)
             return
-        weights, global_arrays = RoundEngine.model_arrays(session, rnd.base_version)
-        guard = self.privacy.guard(session) if self.privacy is not None else None  # refuses an edited ledger
         if guard is not None:
             guard.on_reveal(rnd.number, len(result.counted))  # the sum is revealed: account before any check
         outcome = secure_sum_aggregate(
@@ -427,8 +432,6 @@ class SecureRounds:
             base = session.get(ModelVersion, rnd.base_version)
             if base is not None:
                 base.accuracy = float(accuracy)
-        core = closing_core(session, base_version=rnd.base_version, strategy=self.config.strategy,
-                            min_participants=self.core.min_participants, rng=self.core.rng, privacy=guard)  # fmt: skip
         result_core = core.complete(rnd.number, outcome.aggregate, global_arrays)
         epsilon = guard.ledger.get_current_epsilon() if guard is not None else None
         if epsilon is not None:

@@ -381,7 +381,14 @@ class FederatedLearner:
         if resumed is not None and resumed.round == round:  # uploaded before a restart: never a second vector
             return resumed
         status = self.round_status()
-        secure = (status.aggregation_method or self.settings.aggregation_method) == "secure_sum"
+        published = self.settings.aggregation_method
+        if status.aggregation_method is not None and status.aggregation_method != published:
+            # e.g. 'fedavg' in the status of a federation published as secure_sum: the update would
+            # go sealed to the coordinator's own key instead of masked
+            raise ConfigError("aggregation_config.aggregation_method",
+                              f"the round status says {status.aggregation_method!r} but the coordinator's "
+                              f"configuration says {published!r}; nothing was sent")  # fmt: skip
+        secure = published == "secure_sum"
         if secure and not wait:  # before anything is recorded
             raise ConfigError("wait", "a secure-sum round needs this organization until it is unmasked: use wait=True")
         if secure and status.status == "open" and status.round is not None and status.round != round:

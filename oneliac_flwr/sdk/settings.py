@@ -26,6 +26,8 @@ configuration, or the built-in default.
 
 from __future__ import annotations
 
+import math
+
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -182,11 +184,20 @@ def privacy_refusal(policy: HospitalPolicy, config: ExperimentConfig, published:
         if budget.mode in ("none", "sample"):
             return None
         return f"the coordinator publishes privacy unit {budget.mode!r}; this hospital's policy requires 'sample'"
-    if budget.mode == "none" or published is None:
+    if budget.mode == "none":
         return (f"the coordinator publishes no differential privacy (privacy_budget.mode={budget.mode!r}); "
                 f"this hospital's policy requires {policy.unit!r}-level DP")  # fmt: skip
-    noise = published.get("noise-multiplier", budget.noise_multiplier)
-    delta = published.get("delta", budget.delta)
+    # the values this hospital will use are privacy_budget's; a published policy (absent when the
+    # settings are local) that says otherwise is a contradiction, refused rather than believed
+    noise, delta = budget.noise_multiplier, budget.delta
+    if published is not None:
+        for key, used in (("noise-multiplier", noise), ("delta", delta)):
+            said = published.get(key)
+            if said is not None and used is not None and not math.isclose(float(said), float(used), rel_tol=1e-9):
+                return (f"the coordinator's published policy says {key} {said} but its privacy_budget says {used}; "
+                        "refusing a contradictory configuration")  # fmt: skip
+        if noise is None:
+            noise = published.get("noise-multiplier")
     return policy.refusal(unit=budget.mode, delta=float(delta), noise_multiplier=None if noise is None else float(noise),
                           distributed=budget.noise_placement == "distributed")  # fmt: skip
 

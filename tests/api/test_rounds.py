@@ -177,6 +177,13 @@ def test_server_optimizer_state_survives_sigkill_and_two_processes(start_service
             assert len(kept) == 9 and all(receipt and payload is None for _, receipt, payload in kept)
     finally:
         database.dispose()
+    # restarted with another rule on this database: refused at start, naming the field, instead
+    # of every later round failing to close (a revealed sum's ledger entry rolled back with it)
+    for service in services[3]:
+        service.stop()
+    other = start_service(extra=[*settings(min_participants=3), "strategy=fedavg"], ready=False)
+    assert other.process.wait(timeout=120) != 0
+    assert "strategy" in other.log.read_text() and "server-optimizer state" in other.log.read_text()
 
 
 def test_keep_sealed_updates_keeps_them_after_the_round_closes(start_service, database_url: str) -> None:
@@ -198,6 +205,12 @@ def test_keep_sealed_updates_keeps_them_after_the_round_closes(start_service, da
     try:
         with database.transaction() as session:
             assert {s.organization_id: s.payload for s in session.query(Submission)} == sent
+        # restarted without keep_sealed_updates: the closed round's updates are erased at start
+        service.stop()
+        start_service(extra=settings(min_participants=2, max_rounds=1))
+        with database.transaction() as session:
+            kept = [(s.receipt, s.payload) for s in session.query(Submission)]
+            assert len(kept) == 2 and all(receipt and payload is None for receipt, payload in kept)
     finally:
         database.dispose()
 

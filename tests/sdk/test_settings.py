@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from oneliac.encryption import DifferentialPrivacy
@@ -151,13 +152,45 @@ def test_privacy_refusal_never_lowers_the_hospitals_policy() -> None:
     assert "delta" in privacy_refusal(HospitalPolicy(unit="release", epsilon=1.0, delta=1e-6), release, policy)
     assert "noise multiplier" in privacy_refusal(
         HospitalPolicy(unit="release", epsilon=1.0, delta=DELTA, min_noise_multiplier=Z * 1.01), release, policy)
-    # the policy document is the one that counts: a lower noise multiplier there is refused
-    assert "noise multiplier" in privacy_refusal(
-        HospitalPolicy(unit="release", epsilon=1.0, delta=DELTA, min_noise_multiplier=3.0), release,
-        {**policy, "noise-multiplier": 2.0})  # fmt: skip
+    # a policy document that contradicts privacy_budget (the values the SDK uses) is refused,
+    # whichever way it leans: neither a lower nor a reassuringly higher figure is believed
+    for said in (2.0, Z * 100):
+        assert "contradictory" in privacy_refusal(
+            HospitalPolicy(unit="release", epsilon=1.0, delta=DELTA, min_noise_multiplier=Z / 2), release,
+            {**policy, "noise-multiplier": said})  # fmt: skip
+    assert "contradictory" in privacy_refusal(HospitalPolicy(unit="release", epsilon=1.0, delta=DELTA), release,
+                                              {**policy, "delta": DELTA / 100})  # fmt: skip
+    # settings taken locally (a coordinator without GET /config): privacy_budget is checked alone
+    assert privacy_refusal(HospitalPolicy(unit="release", epsilon=1.0, delta=DELTA), release, None) is None
+    assert "delta" in privacy_refusal(HospitalPolicy(unit="release", epsilon=1.0, delta=1e-6), release, None)
     # a sample-level hospital runs DP-SGD itself: a federation without DP does not lower it
     assert privacy_refusal(HospitalPolicy(unit="sample", epsilon=1.0, delta=DELTA), none, None) is None
     assert "requires 'sample'" in privacy_refusal(HospitalPolicy(unit="sample", epsilon=1.0, delta=DELTA), release, policy)
     central = ExperimentConfig.from_dict({"privacy_budget": {"mode": "organization", "noise_multiplier": Z}})
     distributed_only = HospitalPolicy(unit="organization", epsilon=1.0, delta=DELTA, require_distributed_noise=True)
     assert "central noise" in privacy_refusal(distributed_only, central, {**policy, "mode": "organization"})
+
+
+def test_a_status_that_contradicts_the_published_method_sends_nothing(tmp_path, monkeypatch) -> None:  # noqa: ANN001
+    """A coordinator publishing secure_sum but answering 'fedavg' in the round status would get
+    the update sealed to its own key: the SDK refuses before anything is recorded or sent."""
+    from oneliac_flwr.sdk.settings import FederationSettings
+    from oneliac_flwr.sdk.submission import RoundStatus
+    from oneliac_flwr.sdk.update import ModelUpdate
+
+    config = ExperimentConfig.from_dict({"aggregation_config": {"aggregation_method": "secure_sum"}})
+    learner = FederatedLearner("org_x", "sk_live_x", base_url="http://127.0.0.1:9", state_dir=tmp_path / "h",
+                               progress=None)  # fmt: skip
+    learner._settings = FederationSettings(config=config, source="coordinator")
+    sent: list[str] = []
+    monkeypatch.setattr(learner, "resume", lambda: None)
+    monkeypatch.setattr(learner, "round_status", lambda: RoundStatus(
+        round=1, status="open", model_version="1.0.0", next_action="submit", roster_size=3, in_roster=True,
+        deadline=None, reason=None, contributors=None, aggregation_method="fedavg"))  # fmt: skip
+    monkeypatch.setattr(learner._client, "request", lambda *a, **k: sent.append(str(a)), raising=False)
+    update = ModelUpdate({"w": np.zeros(3, np.float32)}, model_version="1.0.0", num_examples=10)
+    with pytest.raises(ConfigError, match="^aggregation_config.aggregation_method") as refused:
+        learner.submit_gradients(update, round=1)
+    assert "'fedavg'" in str(refused.value) and "'secure_sum'" in str(refused.value)
+    assert sent == [] and learner.get_current_epsilon() == 0.0
+    learner.close()

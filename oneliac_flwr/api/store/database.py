@@ -97,6 +97,7 @@ def _sqlite_connect(dbapi_connection, _record) -> None:  # noqa: ANN001 - DB-API
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA secure_delete=ON")  # erased updates are overwritten in the file, not left in free pages
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()
 
