@@ -8,6 +8,7 @@ Hydra config), so ``ExperimentConfig.from_dict`` rebuilds them on the hospital's
 ``privacy_policy`` is the content of ``GET /privacy/policy``.
 """
 
+import dataclasses
 from collections.abc import Callable
 from typing import Annotated, Any
 
@@ -104,11 +105,13 @@ def install_config_routes(app: FastAPI, *, prefix: str, database: Database, engi
         """The federation's published configuration: model, feature schema, training,
         aggregation method and secure-sum ring, privacy budget and policy, validation
         bounds, round timing and the coordinator's sealing-key fingerprint."""
-        with database.transaction() as session:
+        with database.read() as session:
             key = engine.public_key(session)
         policy = engine.privacy.client_settings() if engine.privacy is not None else None
+        groups = {group: getattr(experiment, group) for group in PUBLISHED_GROUPS}
+        # the operator's own file path is not the hospitals' business (each names its own table)
+        groups["dataset"] = dataclasses.replace(experiment.dataset, csv_path=None)
         return FederationConfigOut(
             federation_name=experiment.federation_name, feature_schema=schema, ring=ring, privacy_policy=policy,
-            coordinator_key_fingerprint=fingerprint(key),
-            **{group: getattr(experiment, group) for group in PUBLISHED_GROUPS},
+            coordinator_key_fingerprint=fingerprint(key), **groups,
         )  # fmt: skip

@@ -62,10 +62,12 @@ def test_published_configuration_needs_an_api_key_and_is_the_coordinators(start_
 
 
 def test_published_configuration_in_the_openapi_and_without_privacy(start_service) -> None:  # noqa: ANN001
-    service = start_service(extra=["aggregation_config.aggregation_method=fedavg", "strategy=fedavg", "privacy_budget=none"])
+    service = start_service(extra=["aggregation_config.aggregation_method=fedavg", "strategy=fedavg", "privacy_budget=none",
+                                   "dataset.csv_path=/srv/operator/tables/all-sites.csv"])  # fmt: skip
     with service.client() as admin:
         org = admin.post(f"{PREFIX}/organizations", json=hospital("Hospital A")).json()
         document = admin.get("/openapi.json").json()
+        assert admin.get(f"{PREFIX}/config").json()["dataset"]["csv_path"] is None  # the operator's path stays home
     operation = document["paths"][f"{PREFIX}/config"]["get"]
     schema = operation["responses"]["200"]["content"]["application/json"]["schema"]
     assert schema == {"$ref": "#/components/schemas/FederationConfigOut"}
