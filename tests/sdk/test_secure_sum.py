@@ -3,6 +3,7 @@ hospital PROCESSES (each with its own CSV made from the built-in breast-cancer t
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import signal
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from oneliac.encryption import DifferentialPrivacy
 from oneliac.federated import FederatedLearner
@@ -176,6 +178,7 @@ def test_three_hospital_processes_three_secure_rounds_with_local_dp(start_servic
     with FederatedLearner(orgs[0]["organization_id"], orgs[0]["api_key"], base_url=service.base_url,
                           state_dir=tmp_path / "reader", progress=None) as reader:  # fmt: skip
         versions = [reader.download_model(f"1.0.{r}") for r in range(4)]
+        rebuilt = versions[0].arrays()  # the initial model plus the releases, computed here, not downloaded
         for number in (1, 2, 3):
             releases = [dict(np.load(out.with_name(f"{out.stem}-release-{number}.npz"))) for _, out, _ in started]
             scales = [min(1.0, clip / float(np.sqrt(sum(np.sum(np.square(a, dtype=np.float64)) for a in r.values()))))
@@ -185,8 +188,16 @@ def test_three_hospital_processes_three_secure_rounds_with_local_dp(start_servic
             for name in after:
                 expected = sum(s * r[name].astype(np.float64) for s, r in zip(scales, releases)) / len(releases)
                 np.testing.assert_allclose(after[name] - before[name], expected, rtol=0, atol=1e-4)
+                rebuilt[name] = rebuilt[name] + expected.astype(np.float32)
         final = versions[3]
         accuracy, before = held_out_accuracy(final, test, reader.config), held_out_accuracy(versions[0], test, reader.config)
+        # the downloaded model's held-out accuracy is the accuracy of the model the releases make
+        # (a row may sit within the 1e-4 tolerance of the decision boundary: one row of slack)
+        independent = copy.deepcopy(versions[0])
+        loaded = independent.module.load_state_dict({n: torch.as_tensor(v) for n, v in rebuilt.items()}, strict=False)
+        assert not loaded.unexpected_keys and not set(loaded.missing_keys) & set(rebuilt)
+        expected_accuracy = held_out_accuracy(independent, test, reader.config)
+        assert abs(accuracy - expected_accuracy) <= 1.0 / len(test) + 1e-12, (accuracy, expected_accuracy)
     print(json.dumps({"held_out_accuracy": accuracy, "initial_accuracy": before, "epsilon_total": spent["epsilon_spent"],
                       "noise_multiplier": z, "hospital_epsilon": [entries[-1]["current_epsilon"] for entries in seen],
                       "coordinator_epsilon_per_round": [row["epsilon_cumulative"] for row in report],
