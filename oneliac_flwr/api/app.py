@@ -171,7 +171,8 @@ def create_app(*, coordinator: CoordinatorConfig, experiment: ExperimentConfig, 
         return who
 
     def get_org(session, organization_id: str) -> Organization:  # noqa: ANN001 - Session
-        org = session.get(Organization, organization_id)
+        # a NUL byte can name no organization (and PostgreSQL refuses it in a query)
+        org = None if "\x00" in organization_id else session.get(Organization, organization_id)
         if org is None:
             raise ApiProblem(404, "unknown_organization", "Not found", f"no organization {organization_id!r}",
                              field="organization_id")  # fmt: skip
@@ -245,7 +246,7 @@ def create_app(*, coordinator: CoordinatorConfig, experiment: ExperimentConfig, 
     )
     def get_model(
         _: Annotated[str, Depends(caller)],
-        version: Annotated[str | None, Query(max_length=40)] = None,
+        version: Annotated[str | None, Query(max_length=40, pattern=r"^[0-9A-Za-z._-]+$")] = None,
         accept: Annotated[str | None, Header()] = None,
     ) -> ModelOut | Response:
         """The current global model, or a kept ``version``; raw safetensors with

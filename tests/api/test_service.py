@@ -227,3 +227,10 @@ def test_tls_with_a_generated_certificate(start_service, tmp_path: Path) -> None
     plain = f"http://127.0.0.1:{service.port}/healthz"
     with pytest.raises(httpx.HTTPError):  # no plain HTTP on a TLS port
         httpx.get(plain, trust_env=False, timeout=5)
+
+
+def test_a_nul_byte_in_a_version_or_organization_id_is_a_4xx(service) -> None:  # noqa: ANN001
+    """Found by schemathesis on PostgreSQL (which refuses NUL in text): a 500 before."""
+    with service.client() as admin:
+        assert problem(admin.get(f"{PREFIX}/model", params={"version": "1.0\x000"}), 422)["field"] == "version"
+        assert problem(admin.post(f"{PREFIX}/organizations/org_%00/deactivate"), 404)
