@@ -18,6 +18,11 @@ parameters), killed after ``--secagg-cap`` seconds and reported as not finishing
 ``steady_seconds`` the mean of rounds 2..R; ratios are ours / FedAvg in the same run;
 ``steady_breakdown`` gives each exchange of a steady round (its seconds and the mean and
 largest client handler time inside it) and the coordinator's time outside the exchanges.
+The engine's floor: after its timed rounds each simulation runs 3 exchanges with every
+node whose handler returns at once (``train.noop``); ``engine_noop_exchange_seconds`` is
+their mean over both simulations of a point, and ``engine_floor_over_fedavg_steady`` what
+one and two such exchanges cost against FedAvg's steady round (a steady secure round needs
+two exchanges, so ``two_exchanges`` is the ratio no handler or coordinator work can beat).
 One scale at a time: ``--orgs 100 --sizes 10000 --skip-secagg``.
 
 Everything runs in this process (SecAgg+ in a child process with a time cap), without
@@ -53,6 +58,7 @@ import json
 import multiprocessing
 import os
 import platform
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -245,6 +251,8 @@ def simulated(method: str, size: int, orgs: int, rounds: int, log: Any, cap: flo
         "steady_breakdown": summary.get("breakdown_mean_seconds"),
         "secure_sum": summary.get("secure_sum_records"),
         "simulation_wall_seconds": summary["simulation_wall_seconds"],
+        "noop_exchange_seconds": summary.get("noop_exchange_seconds"),
+        "noop_exchange_seconds_mean": summary.get("noop_exchange_seconds_mean"),
     }
 
 
@@ -266,6 +274,14 @@ def simulation_points(
             if plain["status"] == ours_["status"] == "ok":
                 entry["ours_over_fedavg_steady"] = ours_["steady_seconds"] / plain["steady_seconds"]
                 entry["ours_over_fedavg_key_setup"] = ours_["key_setup_seconds"] / plain["key_setup_seconds"]
+                noop = [r["noop_exchange_seconds_mean"] for r in (plain, ours_) if r.get("noop_exchange_seconds_mean")]
+                if noop:
+                    # The engine's floor: one exchange whose handlers return at once, same engine and nodes.
+                    entry["engine_noop_exchange_seconds"] = statistics.fmean(noop)
+                    entry["engine_floor_over_fedavg_steady"] = {
+                        "one_exchange": statistics.fmean(noop) / plain["steady_seconds"],
+                        "two_exchanges": 2 * statistics.fmean(noop) / plain["steady_seconds"],
+                    }
             _log(f"done n={orgs} size={size}: {json.dumps({k: v for k, v in entry.items() if 'over' in k})}")
             points.append(entry)
     return points

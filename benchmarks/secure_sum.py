@@ -65,6 +65,10 @@ CLIP_NORM = 10.0
 WEIGHT_BOUND = 200
 MAX_PARTICIPANTS = 16
 GRAPH = "auto"  # secure_sum.graph: auto | complete | sparse
+#: After the timed rounds, each simulation runs this many exchanges with every node whose
+#: handler returns at once (``train.noop``): the engine's own cost of one exchange.
+NOOP_ACTION = "noop"
+NOOP_REPEATS = 3
 # SecAgg+ quantization matched to ours: the same per-coordinate range (|x_i| <= ||x|| <= 10)
 # and the same weight bound; quantization_range and modulus_range stay at flwr's defaults.
 SECAGG_CLIPPING_RANGE = CLIP_NORM
@@ -172,6 +176,22 @@ def build_message_api_apps(method: str, size: int, num_clients: int, rounds: int
     # (as our real ClientApp does), not as pickled closures with every message.
     client_app = PortableClientApp(builder="secure_sum:bench_client_app", args=(method, size, num_clients, rounds, MAX_PARTICIPANTS, GRAPH))
     initial = lambda: ArrayRecord(numpy_ndarrays=[np.zeros(size, dtype=np.float32)])  # noqa: E731
+    out["noop_exchange_seconds"] = []
+
+    @client_app.train(NOOP_ACTION)
+    def noop_train(msg: Message, context: Any) -> Message:
+        return Message(content=RecordDict({}), reply_to=msg)
+
+    def noop_exchanges(grid: Any) -> None:
+        """The engine's floor: exchanges with every node whose handler returns at once."""
+        nodes = sorted(grid.get_node_ids())
+        for _ in range(NOOP_REPEATS):
+            messages = [Message(content=RecordDict({}), dst_node_id=n, message_type=f"train.{NOOP_ACTION}") for n in nodes]
+            started = time.perf_counter()
+            replies = list(grid.send_and_receive(messages, timeout=600.0))
+            seconds = time.perf_counter() - started
+            if sum(not r.has_error() for r in replies) == len(nodes):
+                out["noop_exchange_seconds"].append(seconds)
 
     if method == "fedavg":
 
@@ -191,6 +211,7 @@ def build_message_api_apps(method: str, size: int, num_clients: int, rounds: int
             strategy = CapturingFedAvg(**fedavg_kwargs)
             strategy.round_seconds, strategy.round_windows, strategy.captured = out["round_seconds"], out["round_windows"], {}
             strategy.start(grid=TimingGrid(grid, out["exchanges"]), initial_arrays=initial(), num_rounds=rounds, timeout=600.0)
+            noop_exchanges(grid)
             for server_round, aggregate in strategy.captured.items():
                 exact = exact_weighted_mean(size, num_clients, server_round)
                 out["max_abs_error"][server_round] = float(np.max(np.abs(aggregate.astype(np.float64) - exact)))
@@ -246,6 +267,7 @@ def build_message_api_apps(method: str, size: int, num_clients: int, rounds: int
             )
             strategy.round_seconds, strategy.round_windows = out["round_seconds"], out["round_windows"]
             strategy.start(grid=TimingGrid(grid, out["exchanges"]), initial_arrays=initial(), num_rounds=rounds, timeout=600.0, train_config=ConfigRecord())
+            noop_exchanges(grid)
             record_strategy(strategy)
             for server_round, mean in aggregator.captured.items():
                 exact = exact_weighted_mean(size, num_clients, server_round)
@@ -296,6 +318,7 @@ def build_message_api_apps(method: str, size: int, num_clients: int, rounds: int
         )
         strategy.round_seconds, strategy.round_windows = out["round_seconds"], out["round_windows"]
         strategy.start(grid=TimingGrid(grid, out["exchanges"]), initial_arrays=initial(), num_rounds=rounds, timeout=600.0, train_config=ConfigRecord())
+        noop_exchanges(grid)
         record_strategy(strategy)
         for server_round, record in sorted(strategy.records.items()):
             if record.secure_sum:
@@ -518,6 +541,9 @@ def summarize_simulation(result: dict[str, Any], rounds: int) -> dict[str, Any]:
             "in_exchanges": statistics.fmean(b["exchange_seconds"] for b in steady_breakdown),
             "server_outside_exchanges": statistics.fmean(b["outside_exchanges_seconds"] for b in steady_breakdown),
         }
+    if result.get("noop_exchange_seconds"):
+        summary["noop_exchange_seconds"] = [round(v, 4) for v in result["noop_exchange_seconds"]]
+        summary["noop_exchange_seconds_mean"] = statistics.fmean(result["noop_exchange_seconds"])
     if len(seconds) < rounds or len(errors) < rounds:
         summary["warning"] = f"{len(seconds)} rounds timed, {len(errors)} aggregates for {rounds} rounds"
     if result.get("secure_sum"):

@@ -5,7 +5,8 @@ Per round (see ``docs/secure-sum.md``):
 1. stage K, only for sampled nodes without registered keys: ``train.secure_keys``;
 2. stage M rides on the training message: the round setup goes out in the
    ``secure-sum`` ConfigRecord, each client replies with its masked update;
-3. stage U: ``train.secure_unmask`` to the nodes whose masked update was accepted.
+3. stage U: ``train.secure_unmask`` to enough of the nodes whose masked update was
+   accepted (a further one to others only if some stay silent and shares are missing).
 
 The inner strategy then receives only the unmasked weighted mean. Every exchange is
 bounded by ``aggregation_config.timeout_minutes``.
@@ -45,6 +46,9 @@ logger = logging.getLogger("oneliac_flwr")
 KEYS_ACTION = "secure_keys"
 UNMASK_ACTION = "secure_unmask"
 CONFIRM_ACTION = "secure_confirm"
+#: Spare holders per secret asked in stage U beyond its threshold: up to this many silent
+#: holders of one secret cost no further exchange.
+UNMASK_MARGIN = 2
 
 
 def _payload_bytes(message: Message) -> int:
@@ -221,20 +225,25 @@ class SecureSumAggregator:
                     self.server.receive_consistency(node, ConsistencyResponse.from_record(dict(message.content[SECURE_SUM])))
                 except (SecureAggregationError, KeyError, TypeError) as exc:
                     logger.warning("round %d: consistency reply of node %d ignored: %s", server_round, node, exc)
-        requests = self.server.unmask_requests()
-        responses = self._exchange(
-            grid,
-            sorted(requests),
-            UNMASK_ACTION,
-            {n: ConfigRecord(req.to_record()) for n, req in requests.items()},
-            timeout,
-            server_round,
-        )
-        for node, message in responses.items():
-            try:
-                self.server.receive_unmask(node, UnmaskResponse.from_record(dict(message.content[SECURE_SUM])))
-            except (SecureAggregationError, KeyError, TypeError) as exc:
-                logger.warning("round %d: unmask reply of node %d ignored: %s", server_round, node, exc)
+        # Stage U asks only the survivors needed (each secret's threshold plus a margin of
+        # holders); only if some stay silent and a secret lacks shares, a further exchange
+        # asks others (docs/secure-sum.md section 6).
+        requests = self.server.unmask_requests(subset=True, margin=UNMASK_MARGIN)
+        while requests:
+            responses = self._exchange(
+                grid,
+                sorted(requests),
+                UNMASK_ACTION,
+                {n: ConfigRecord(req.to_record()) for n, req in requests.items()},
+                timeout,
+                server_round,
+            )
+            for node, message in responses.items():
+                try:
+                    self.server.receive_unmask(node, UnmaskResponse.from_record(dict(message.content[SECURE_SUM])))
+                except (SecureAggregationError, KeyError, TypeError) as exc:
+                    logger.warning("round %d: unmask reply of node %d ignored: %s", server_round, node, exc)
+            requests = self.server.further_unmask_requests(margin=UNMASK_MARGIN)
         result = self.server.finalize()
         counted = [n for n in result.counted if n in accepted]
         if self.on_reveal is not None:

@@ -42,6 +42,8 @@ __all__ = ["AggregateResult", "SecureSumServer"]
 Stage = Literal["idle", "masking", "unmasking"]
 _STATE = "server_state"
 _STATE_VERSION = 1
+#: Spare holders per secret that ``unmask_requests(subset=True)`` asks beyond the threshold.
+UNMASK_MARGIN = 2
 
 
 @dataclass(frozen=True, eq=False, kw_only=True)
@@ -113,6 +115,7 @@ class _Round:
     responses: dict[int, UnmaskResponse] = field(default_factory=dict)
     closed: bool = False  # stage M closed: counted and dropped are fixed
     signatures: dict[int, bytes] = field(default_factory=dict)  # malicious mode: survivor-set signatures
+    selective: bool = False  # stage U asks only the survivors needed (unmask_requests(subset=True))
 
     def index_of(self, node: int) -> int:
         return self.setup.participants.index(node) + 1
@@ -426,33 +429,49 @@ class SecureSumServer:
         )
 
     # ------------------------------------------------------------------ stage U
-    def unmask_requests(self) -> dict[int, UnmaskRequest]:
-        """Close stage M and build one unmask request per accepted node.
+    def unmask_requests(self, *, subset: bool = False, margin: int = UNMASK_MARGIN) -> dict[int, UnmaskRequest]:
+        """Close stage M and build the unmask requests.
+
+        Parameters
+        ----------
+        subset : bool
+            ``False`` (default): one request per counted node (in malicious mode, per
+            signer). ``True``: only to enough of them that every secret to recover (each
+            counted node's self-mask seed, each dropped node's mask key) has its threshold
+            of holders among the recipients plus ``margin`` spare holders where there are
+            that many, and every counted neighbour of a dropped node recovered from seeds.
+            The requests themselves are the same as with ``subset=False``, so fewer
+            recipients reveal less, never more. If some recipients stay silent, call
+            :meth:`further_unmask_requests` after collecting the responses.
+        margin : int
+            Spare holders asked per secret beyond its threshold (``subset=True`` only).
 
         Returns
         -------
         dict of int to UnmaskRequest
-            Keyed by recipient (the counted nodes).
+            Keyed by recipient. A repeated call returns every request built so far.
 
         Raises
         ------
+        ConfigError
+            If ``margin`` is not an integer ``>= 0``.
         RoundFailed
-            If fewer than ``threshold`` masked inputs were accepted (the round is closed).
+            If fewer than ``threshold`` masked inputs were accepted, or in malicious mode
+            fewer than ``threshold`` survivors signed the survivor set (the round is closed).
         """
+        if not isinstance(margin, int) or isinstance(margin, bool) or margin < 0:
+            raise ConfigError("margin", f"expected an integer >= 0, got {margin!r}")
         rnd = self._open("unmask requests")
         if rnd.requests is not None:
             return dict(rnd.requests)
         self._close_masking(rnd)
         setup, counted, dropped = rnd.setup, rnd.counted, rnd.dropped
-        recipients = counted
-        if self._mode == "malicious":
-            recipients = tuple(sorted(rnd.signatures))
-            if len(recipients) < setup.threshold:
-                self._close()
-                raise RoundFailed(
-                    f"round {setup.round}: consistency check: {len(recipients)} survivors signed the survivor "
-                    f"set, below the threshold {setup.threshold}"
-                )
+        if self._mode == "malicious" and len(rnd.signatures) < setup.threshold:
+            self._close()
+            raise RoundFailed(
+                f"round {setup.round}: consistency check: {len(rnd.signatures)} survivors signed the survivor "
+                f"set, below the threshold {setup.threshold}"
+            )
         alive, graph = set(counted), setup.graph
         seeds: list[int] = []
         for d in dropped:
@@ -473,29 +492,134 @@ class SecureSumServer:
             else:
                 seeds.append(d)
         rnd.seed_plan = tuple(seeds)
+        rnd.selective = subset
+        recipients = self._eligible(rnd)
+        if subset:
+            recipients = self._choose(rnd, recipients, margin=margin, first=True)
+        rnd.requests = {v: self._request_for(rnd, v) for v in recipients}
+        return dict(rnd.requests)
+
+    def further_unmask_requests(self, *, margin: int = UNMASK_MARGIN) -> dict[int, UnmaskRequest]:
+        """After a partial answer to :meth:`unmask_requests`, ask survivors not asked yet.
+
+        Call it once the responses of the requests sent so far are in (a recipient that has
+        not answered counts as silent). When some secret has fewer shares (or seeds) than it
+        needs, the survivors not asked yet that hold the missing ones are chosen as in
+        ``unmask_requests(subset=True)``, restoring ``margin`` spare holders where possible.
+
+        Parameters
+        ----------
+        margin : int
+            Spare holders asked per secret beyond its threshold.
+
+        Returns
+        -------
+        dict of int to UnmaskRequest
+            The new requests only, keyed by recipient; empty when nothing is missing or no
+            survivor not yet asked can help (``finalize`` then names what is missing).
+
+        Raises
+        ------
+        ConfigError
+            If ``margin`` is not an integer ``>= 0``.
+        ProtocolViolation
+            If no unmask request was built yet.
+        """
+        if not isinstance(margin, int) or isinstance(margin, bool) or margin < 0:
+            raise ConfigError("margin", f"expected an integer >= 0, got {margin!r}")
+        rnd = self._open("further unmask requests")
+        if rnd.requests is None:
+            raise ProtocolViolation("further unmask requests: call unmask_requests() first")
+        pool = [v for v in self._eligible(rnd) if v not in rnd.requests]
+        chosen = self._choose(rnd, pool, margin=margin, first=False) if pool else ()
+        new = {v: self._request_for(rnd, v) for v in chosen}
+        rnd.requests.update(new)
+        return new
+
+    def _eligible(self, rnd: _Round) -> tuple[int, ...]:
+        """Who may receive an unmask request: counted nodes (malicious mode: the signers)."""
+        return tuple(sorted(rnd.signatures)) if self._mode == "malicious" else rnd.counted
+
+    def _request_for(self, rnd: _Round, v: int) -> UnmaskRequest:
+        setup, counted = rnd.setup, rnd.counted
+        near = set(setup.graph.neighbourhood(v))
+        owners = tuple(w for w in counted if w in near)
+        key_owners = [d for d, sh in rnd.key_plan.items() if v in sh.holders]
         signers = tuple(sorted(rnd.signatures))
-        requests: dict[int, UnmaskRequest] = {}
-        for v in recipients:
-            near = set(graph.neighbourhood(v))
-            owners = tuple(w for w in counted if w in near)
-            key_owners = [d for d, sh in rnd.key_plan.items() if v in sh.holders]
-            requests[v] = UnmaskRequest(
-                run_id=self._run,
-                round=setup.round,
-                node_id=v,
-                counted=counted,
-                dropped=dropped,
-                self_share_owners=owners,
-                self_share_ciphertexts=tuple(rnd.self_envelopes[w][v] for w in owners),
-                key_share_owners=tuple(key_owners),
-                key_share_rounds=tuple(rnd.key_plan[d].round for d in key_owners),
-                key_share_ciphertexts=tuple(rnd.key_plan[d].holders[v][1] for d in key_owners),
-                seed_requests=tuple(d for d in rnd.seed_plan if d in near),
-                consistency_signers=signers,
-                consistency_signatures=tuple(rnd.signatures[n] for n in signers),
+        return UnmaskRequest(
+            run_id=self._run,
+            round=setup.round,
+            node_id=v,
+            counted=counted,
+            dropped=rnd.dropped,
+            self_share_owners=owners,
+            self_share_ciphertexts=tuple(rnd.self_envelopes[w][v] for w in owners),
+            key_share_owners=tuple(key_owners),
+            key_share_rounds=tuple(rnd.key_plan[d].round for d in key_owners),
+            key_share_ciphertexts=tuple(rnd.key_plan[d].holders[v][1] for d in key_owners),
+            seed_requests=tuple(d for d in rnd.seed_plan if d in near),
+            consistency_signers=signers,
+            consistency_signatures=tuple(rnd.signatures[n] for n in signers),
+        )
+
+    def _choose(self, rnd: _Round, pool: Sequence[int], *, margin: int, first: bool) -> tuple[int, ...]:
+        """Greedy multi-cover: the fewest of ``pool`` that give every secret its shares.
+
+        Each secret needs its threshold of shares (self-mask seed of a counted ``w``: from
+        ``N[w]``; mask key of a key-plan dropout: from its holders) plus ``margin`` spares
+        where the pool has them; a seed-plan dropout needs a seed from each of its counted
+        neighbours, so those are always asked. After the first wave (``first=False``)
+        nothing is chosen unless some secret is below its threshold.
+        """
+        setup, graph = rnd.setup, rnd.setup.graph
+        alive = set(rnd.counted)
+        index = {v: i for i, v in enumerate(pool)}
+        got_self: dict[int, int] = {}
+        got_key: dict[int, int] = {}
+        got_seed: dict[int, set[int]] = {}
+        for v, resp in rnd.responses.items():
+            for w in resp.self_share_owners:
+                got_self[w] = got_self.get(w, 0) + 1
+            for d in resp.key_share_owners:
+                got_key[d] = got_key.get(d, 0) + 1
+            for d in resp.seed_peers:
+                got_seed.setdefault(d, set()).add(v)
+        # Columns: one per secret with (candidates in the pool, shares needed, shares held).
+        columns: list[tuple[list[int], int, int]] = []
+        for w in rnd.counted:
+            columns.append(
+                ([index[v] for v in graph.neighbourhood(w) if v in index], setup.sharing_threshold, got_self.get(w, 0))
             )
-        rnd.requests = requests
-        return dict(requests)
+        for d, sharing in rnd.key_plan.items():
+            columns.append(([index[v] for v in sharing.holders if v in index], sharing.threshold, got_key.get(d, 0)))
+        forced: set[int] = set()
+        below = False
+        for d in rnd.seed_plan:
+            missing = [v for v in graph.neighbours(d) if v in alive and v not in got_seed.get(d, set())]
+            forced.update(index[v] for v in missing if v in index)
+            below = below or bool(missing)
+        cover = np.zeros((len(pool), len(columns)), dtype=np.int64)
+        deficit = np.zeros(len(columns), dtype=np.int64)
+        for j, (rows, need, held) in enumerate(columns):
+            cover[rows, j] = 1
+            if held < need and rows:
+                below = True
+            deficit[j] = min(need + margin - held, len(rows))
+        if not first and not below:
+            return ()
+        chosen = np.zeros(len(pool), dtype=bool)
+        for i in forced:
+            chosen[i] = True
+            deficit -= cover[i]
+        while (deficit > 0).any():
+            score = cover @ (deficit > 0)
+            score[chosen] = 0
+            best = int(np.argmax(score))
+            if score[best] == 0:
+                break
+            chosen[best] = True
+            deficit -= cover[best]
+        return tuple(v for v, c in zip(pool, chosen, strict=True) if c)
 
     def _close_masking(self, rnd: _Round) -> None:
         if rnd.closed:
@@ -645,6 +769,7 @@ class SecureSumServer:
                 "responses": [[v, r.to_record()] for v, r in sorted(rnd.responses.items())],
                 "closed": rnd.closed,
                 "signatures": [[v, sig] for v, sig in sorted(rnd.signatures.items())],
+                "selective": rnd.selective,
             }  # fmt: skip
         spec = self._spec
         return {
@@ -739,6 +864,7 @@ class SecureSumServer:
                     responses={v: UnmaskResponse.from_record(r) for v, r in get("responses", raw_round, where)},
                     closed=get("closed", raw_round, where) is True,
                     signatures={v: check_bytes(sig, f"{where}.signatures") for v, sig in get("signatures", raw_round, where)},
+                    selective=raw_round.get("selective") is True,  # absent in states saved before it existed
                 )  # fmt: skip
                 server._round = rnd
         except (TypeError, ValueError) as exc:
@@ -788,7 +914,7 @@ class SecureSumServer:
             if absent:
                 missing.append(f"pairwise masks of dropped node {d}: no seed from counted nodes {absent}")
         if missing:
-            silent = [w for w in counted if w not in rnd.responses]
+            silent = [w for w in counted if w not in rnd.responses and (not rnd.selective or w in rnd.requests)]
             raise RoundFailed(
                 f"round {setup.round} cannot be unmasked: " + "; ".join(missing) + f" (silent in stage U: {silent})"
             )
@@ -821,6 +947,8 @@ class SecureSumServer:
             dropped=dropped,
             recovered_dropouts=len(dropped),
             recovered_from_seeds=rnd.seed_plan,
-            silent_in_unmask=tuple(w for w in counted if w not in rnd.responses),
+            silent_in_unmask=tuple(
+                w for w in counted if w not in rnd.responses and (not rnd.selective or w in rnd.requests)
+            ),
             error_bound=error_bound(self._spec, len(counted)),
         )

@@ -204,3 +204,28 @@ def test_a_shifted_masked_input_fails_the_aggregate_check_and_leaves_the_model(p
     assert record.secure_sum["aggregate_check"]["passed"] is False
     initial = np.concatenate([a.ravel() for a in get_weights(new_model(config))])
     assert np.array_equal(_flat(result), initial)
+
+
+def test_stage_u_asks_only_the_needed_survivors_and_replaces_silent_ones() -> None:
+    """10 organizations, complete graph, t = 6: stage U asks t + 2 = 8 of them; when 3 of
+    those stay silent, a further exchange asks the 2 others and the round completes."""
+    nodes = [1000 + 7 * i for i in range(10)]
+    config = _config("secure_sum", federation={"num_organizations": len(nodes)})
+    fed_config = _config("fedavg", federation={"num_organizations": len(nodes)})
+    silent = set(nodes[:3])
+    asked: dict[int, list[int]] = {}
+
+    def drop(node: int, kind: str, rnd: int) -> bool:
+        if kind == "train.secure_unmask":
+            asked.setdefault(rnd, []).append(node)
+            return rnd == 1 and node in silent
+        return False
+
+    strategy, secure = _run(config, AppGrid(config, drop=drop, nodes=nodes), rounds=2)
+    _, plain = _run(fed_config, AppGrid(fed_config, nodes=nodes), rounds=2)
+    assert np.max(np.abs(_flat(secure) - _flat(plain))) < 1e-5
+    first, steady = strategy.records[1].secure_sum, strategy.records[2].secure_sum
+    assert sorted(asked[1]) == sorted(nodes)  # 8, then the 2 others after 3 stayed silent
+    assert first["exchanges"] == 4 and len(first["silent_in_unmask"]) == 3
+    assert len(first["counted"]) == 10
+    assert len(asked[2]) == 8 and steady["exchanges"] == 2 and steady["silent_in_unmask"] == []

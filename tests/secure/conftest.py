@@ -154,11 +154,14 @@ class Federation:
         drop_u: Iterable[int] = (),
         graph_degree: int = 0,
         sharing_threshold: int | None = None,
+        subset: bool = False,
+        margin: int = 2,
     ) -> AggregateResult:
         """One full round; ``inputs`` maps every selected node to ``(x, weight)``.
 
         ``drop_m`` nodes mask (their state advances) but their reply is lost;
-        ``drop_u`` nodes answer nothing in stage U.
+        ``drop_u`` nodes answer nothing in stage U. ``subset``: stage U asks only the
+        survivors needed (with ``margin``), then others while something is missing.
         """
         tr = Transcript()
         self.transcripts[round] = tr
@@ -190,17 +193,19 @@ class Federation:
                 self.server.receive_consistency(node, roundtrip(self.clients[node].confirm_survivors(roundtrip(creq))))
                 if self.persist:
                     self.reload(node)
-        requests = self.server.unmask_requests()
-        for node, request in requests.items():
-            request = roundtrip(request)
-            tr.requests[node] = request
-            if node in silent:
-                continue
-            response = roundtrip(self.clients[node].unmask(request))
-            if self.persist:
-                self.reload(node)
-            tr.responses[node] = response
-            self.server.receive_unmask(node, response)
+        requests = self.server.unmask_requests(subset=subset, margin=margin)
+        while requests:
+            for node, request in requests.items():
+                request = roundtrip(request)
+                tr.requests[node] = request
+                if node in silent:
+                    continue
+                response = roundtrip(self.clients[node].unmask(request))
+                if self.persist:
+                    self.reload(node)
+                tr.responses[node] = response
+                self.server.receive_unmask(node, response)
+            requests = self.server.further_unmask_requests(margin=margin) if subset else {}
         return self.server.finalize()
 
 
