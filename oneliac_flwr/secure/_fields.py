@@ -29,6 +29,17 @@ def check_u64(value: object, where: str) -> int:
     return value
 
 
+def check_u64_fields(**named: object) -> tuple[int, ...]:
+    """Return the values (in argument order) if each is an int (not bool) in ``[0, 2^64)``.
+
+    The error names the first bad field (by its keyword).
+    """
+    values = tuple(named.values())
+    if all(type(v) is int and 0 <= v <= U64_MAX for v in values):  # fast path
+        return values  # type: ignore[return-value]
+    return tuple(check_u64(v, name) for name, v in named.items())
+
+
 def check_int(value: object, where: str, *, lo: int, hi: int | None = None) -> int:
     """Return ``value`` if it is an int (not bool) with ``lo <= value <= hi``."""
     if not isinstance(value, int) or isinstance(value, bool) or value < lo or (hi is not None and value > hi):

@@ -30,7 +30,7 @@ from ._fields import (
 )
 from .encoding import encode
 from .graph import DEFAULT_COLLUDING_FRACTION, DEFAULT_DROPOUT_FRACTION, SharingGraph, check_graph, sharing_graph
-from .envelope import open_share_with_key, seal_share_with_key
+from .envelope import open_share_with_key, seal_shares_with_key
 from .identity import (
     ANY_ROUND,
     Identity,
@@ -387,13 +387,16 @@ class SecureSumClient:
             # One key per recipient and round seals both of its shares (distinct nonces and
             # associated data): section 3, Envelopes.
             key = share_encryption_key_from_secret(c_secrets[c_pk], run_id=run, round=rnd, sender=me, recipient=v)
-            common: dict[str, Any] = {"key": key, "run_id": run, "round": rnd, "sender": me, "recipient": v}
-            self_envs.append(seal_share_with_key(SharePlaintext(i_b, sh_b).to_bytes(), kind="self", **common))
             # ``participants`` binds the index range: |S|, of which the holder's index is pos_S.
             key_plain = SharePlaintext(
                 i_k, sh_k, next_s_pk, threshold=t, participants=len(setup.participants), use_round=rnd + 1
             )
-            key_envs.append(seal_share_with_key(key_plain.to_bytes(), kind="pairwise", **common))
+            self_env, key_env = seal_shares_with_key(
+                [("self", SharePlaintext(i_b, sh_b).to_bytes()), ("pairwise", key_plain.to_bytes())],
+                key=key, run_id=run, round=rnd, sender=me, recipient=v,
+            )  # fmt: skip
+            self_envs.append(self_env)
+            key_envs.append(key_env)
         masked.setflags(write=False)
         message = MaskedInput(
             run_id=run,

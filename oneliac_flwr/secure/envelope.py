@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import struct
+from collections.abc import Sequence
 from typing import Literal
 
 from cryptography.exceptions import InvalidTag
@@ -17,12 +18,12 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from oneliac_flwr.errors import ProtocolViolation
 
-from ._fields import check_u64
+from ._fields import check_u64_fields
 from .keys import DOMAIN, share_encryption_key
 
 __all__ = [
     "NONCE_BYTES", "TAG_BYTES", "ShareKind", "associated_data", "open_share", "open_share_with_key", "seal_share",
-    "seal_share_with_key",
+    "seal_share_with_key", "seal_shares_with_key",
 ]  # fmt: skip
 
 ShareKind = Literal["self", "pairwise"]
@@ -35,10 +36,7 @@ def associated_data(*, run_id: int, round: int, sender: int, recipient: int, kin
     """Associated data ``DOMAIN + b"share|" + kind + b"|" + I64(run, round, sender, recipient)``."""
     if kind not in _KINDS:
         raise ProtocolViolation(f"kind: expected 'self' or 'pairwise', got {kind!r}")
-    ids = [
-        check_u64(v, name)
-        for v, name in ((run_id, "run_id"), (round, "round"), (sender, "sender"), (recipient, "recipient"))
-    ]
+    ids = check_u64_fields(run_id=run_id, round=round, sender=sender, recipient=recipient)
     return DOMAIN + b"share|" + kind.encode() + b"|" + struct.pack(">4Q", *ids)
 
 
@@ -76,9 +74,25 @@ def seal_share_with_key(
     recipient under that one key (each with its own random nonce and associated data),
     so it derives the key once per recipient and round.
     """
-    ad = associated_data(run_id=run_id, round=round, sender=sender, recipient=recipient, kind=kind)
-    nonce = os.urandom(NONCE_BYTES)
-    return nonce + AESGCM(key).encrypt(nonce, plaintext, ad)
+    return seal_shares_with_key([(kind, plaintext)], key=key, run_id=run_id, round=round, sender=sender, recipient=recipient)[0]
+
+
+def seal_shares_with_key(
+    items: Sequence[tuple[ShareKind, bytes]], *, key: bytes, run_id: int, round: int, sender: int, recipient: int
+) -> list[bytes]:
+    """:func:`seal_share_with_key` of several ``(kind, plaintext)`` to one recipient.
+
+    One AES-256-GCM object serves them all; each envelope has its own random nonce and
+    the associated data of its kind (a sender seals at most one share of each kind to a
+    recipient in a round).
+    """
+    aead = AESGCM(key)
+    out = []
+    for kind, plaintext in items:
+        ad = associated_data(run_id=run_id, round=round, sender=sender, recipient=recipient, kind=kind)
+        nonce = os.urandom(NONCE_BYTES)
+        out.append(nonce + aead.encrypt(nonce, plaintext, ad))
+    return out
 
 
 def open_share(

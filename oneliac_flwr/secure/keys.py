@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption,
 
 from oneliac_flwr.errors import ProtocolViolation
 
-from ._fields import check_u64
+from ._fields import check_u64_fields
 
 __all__ = [
     "DOMAIN",
@@ -193,7 +193,7 @@ def derive_key(ikm: bytes, *, purpose: Purpose, run_id: int, round: int, a: int,
     """
     if purpose not in _PURPOSES:
         raise ProtocolViolation(f"purpose: expected one of {sorted(_PURPOSES)}, got {purpose!r}")
-    fields = [check_u64(v, name) for v, name in ((run_id, "run_id"), (round, "round"), (a, "a"), (b, "b"))]
+    fields = check_u64_fields(run_id=run_id, round=round, a=a, b=b)
     info = DOMAIN + purpose.encode() + b"|" + struct.pack(">4Q", *fields)
     return HKDF(algorithm=hashes.SHA256(), length=KEY_BYTES, salt=None, info=info).derive(ikm)
 
