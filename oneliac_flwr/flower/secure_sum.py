@@ -46,9 +46,6 @@ logger = logging.getLogger("oneliac_flwr")
 KEYS_ACTION = "secure_keys"
 UNMASK_ACTION = "secure_unmask"
 CONFIRM_ACTION = "secure_confirm"
-#: Spare holders per secret asked in stage U beyond its threshold: up to this many silent
-#: holders of one secret cost no further exchange.
-UNMASK_MARGIN = 2
 
 
 def _payload_bytes(message: Message) -> int:
@@ -225,10 +222,11 @@ class SecureSumAggregator:
                     self.server.receive_consistency(node, ConsistencyResponse.from_record(dict(message.content[SECURE_SUM])))
                 except (SecureAggregationError, KeyError, TypeError) as exc:
                     logger.warning("round %d: consistency reply of node %d ignored: %s", server_round, node, exc)
-        # Stage U asks only the survivors needed (each secret's threshold plus a margin of
-        # holders); only if some stay silent and a secret lacks shares, a further exchange
-        # asks others (docs/secure-sum.md section 6).
-        requests = self.server.unmask_requests(subset=True, margin=UNMASK_MARGIN)
+        # Stage U asks only the survivors needed (each secret's threshold plus the core's
+        # default margin of 2 spare holders, so up to 2 silent holders of one secret cost
+        # nothing); only if more stay silent, a further exchange asks others
+        # (docs/secure-sum.md section 6).
+        requests = self.server.unmask_requests(subset=True)
         while requests:
             responses = self._exchange(
                 grid,
@@ -243,7 +241,7 @@ class SecureSumAggregator:
                     self.server.receive_unmask(node, UnmaskResponse.from_record(dict(message.content[SECURE_SUM])))
                 except (SecureAggregationError, KeyError, TypeError) as exc:
                     logger.warning("round %d: unmask reply of node %d ignored: %s", server_round, node, exc)
-            requests = self.server.further_unmask_requests(margin=UNMASK_MARGIN)
+            requests = self.server.further_unmask_requests()
         result = self.server.finalize()
         counted = [n for n in result.counted if n in accepted]
         if self.on_reveal is not None:
