@@ -14,48 +14,18 @@ import numpy as np
 import pytest
 
 from oneliac_flwr.api.participant import take_part_in_secure_round
-from oneliac_flwr.config import ExperimentConfig
-from oneliac_flwr.coordinator import Aggregate
 from oneliac_flwr.privacy import clip_l2
 from oneliac_flwr.privacy.hospital import HospitalPolicy, locked_state
 from oneliac_flwr.privacy.update_release import privatize_update
 
 from conftest import PREFIX
+from flower_reference import afforded_budget, flower_epsilons, flower_guard, rest_overrides
 from test_rest_secure_rounds import Hospital, model, register, status, wait_until
 
 Z = 1.0
 DELTA = 1e-5
 CLIP = 1.0
 HOSPITALS = 3
-PUBLISHED = ("federation", "dataset", "model", "training", "aggregation_config", "secure_sum", "privacy_budget", "validation")
-
-
-def dp_overrides(placement: str, *, epsilon: float) -> list[str]:
-    return ["privacy_budget.mode=organization", f"privacy_budget.noise_placement={placement}",
-            f"privacy_budget.noise_multiplier={Z}", f"privacy_budget.delta={DELTA}", f"privacy_budget.clip_norm={CLIP}",
-            "privacy_budget.mechanism=gaussian", f"privacy_budget.epsilon={epsilon}"]  # fmt: skip
-
-
-def flower_guard(published: dict[str, Any]):  # noqa: ANN201 - the Flower path's LedgerGuard
-    """The guard the Flower path builds for the configuration the service publishes."""
-    from oneliac_flwr.flower.components import build_strategy
-
-    config = ExperimentConfig.from_dict({group: published[group] for group in PUBLISHED})
-    return build_strategy(config, rng=np.random.default_rng(0), run_id=1, state_dir=None).privacy
-
-
-def flower_epsilons(published: dict[str, Any], rounds: int) -> list[float]:
-    """The Flower path's cumulative epsilon after each of ``rounds`` rounds of 3 organizations."""
-    guard = flower_guard(published)
-    out = []
-    for r in range(1, rounds + 1):
-        if guard.distributed:
-            guard.on_reveal(r, HOSPITALS)  # recorded when the sum of shares is unmasked
-        else:
-            zeros = Aggregate(mean_update=[np.zeros(1)], total_weight=HOSPITALS, counted=list(range(HOSPITALS)), metrics={})
-            guard.privatize(r, zeros, np.random.default_rng(0))  # recorded when noised
-        out.append(guard.ledger.get_current_epsilon())
-    return out
 
 
 def dp_federation(start_service, placement: str, *, max_rounds: int, afforded: int) -> tuple[Any, list[Hospital]]:  # noqa: ANN001
@@ -67,17 +37,9 @@ def dp_federation(start_service, placement: str, *, max_rounds: int, afforded: i
     with setup.client() as admin:
         published = admin.get(f"{PREFIX}/config").json()
     setup.stop()
-    published["aggregation_config"] |= {"aggregation_method": "secure_sum", "min_participants": HOSPITALS, "max_rounds": max_rounds}
-    published["secure_sum"] |= {"max_participants": 6}
-    published["federation"] |= {"num_organizations": HOSPITALS}
-    published["privacy_budget"] |= {"mode": "organization", "noise_placement": placement, "noise_multiplier": Z, "delta": DELTA,
-                                    "clip_norm": CLIP, "mechanism": "gaussian", "epsilon": 10.0}  # fmt: skip
-    epsilons = flower_epsilons(published, afforded + 1)
-    assert epsilons[-1] > epsilons[-2] * 1.1
-    epsilon = epsilons[-2] * 1.05
-    service = start_service(extra=[*dp_overrides(placement, epsilon=epsilon), "aggregation_config.aggregation_method=secure_sum",
-                                   "secure_sum.max_participants=6", f"aggregation_config.min_participants={HOSPITALS}",
-                                   f"aggregation_config.max_rounds={max_rounds}", "aggregation_config.timeout_minutes=1"])  # fmt: skip
+    shape = {"placement": placement, "participants": HOSPITALS, "max_rounds": max_rounds, "z": Z, "delta": DELTA, "clip": CLIP}
+    epsilon = afforded_budget(published, afforded=afforded, **shape)
+    service = start_service(extra=rest_overrides(epsilon=epsilon, **shape))
     for h in hospitals:
         h.join(service)
     return service, hospitals
@@ -150,7 +112,7 @@ def test_organization_dp_over_secure_sum_matches_the_flower_guard(start_service,
         assert published["ring"]["clip_bound"] > CLIP  # the ring holds a noisy share
     else:
         assert "frac-bits" not in policy and "share-std" not in policy
-    expected = flower_epsilons(published, 2)
+    expected = flower_epsilons(published, 2, participants=HOSPITALS)
     dirs = [tmp_path / f"hospital-{i}" for i in range(HOSPITALS)]
     noise = []
     for round_ in (1, 2):
