@@ -4,13 +4,16 @@ reference the REST tests (``tests/api``, ``tests/sdk``) compare the REST ledger 
 from __future__ import annotations
 
 import copy
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import numpy as np
 
 from oneliac_flwr.config import ExperimentConfig
 from oneliac_flwr.coordinator import Aggregate
 
+PREFIX = "/api/v1/federated"
+_T = TypeVar("_T")
 PUBLISHED = ("federation", "dataset", "model", "training", "aggregation_config", "secure_sum", "privacy_budget", "validation")
 
 
@@ -68,3 +71,18 @@ def flower_epsilons(published: dict[str, Any], rounds: int, *, participants: int
             guard.privatize(r, zeros, np.random.default_rng(0))  # recorded when noised
         out.append(guard.ledger.get_current_epsilon())
     return out
+
+
+def dp_secure_federation(start_service, register: Callable[[Any], _T], *, placement: str, participants: int,  # noqa: ANN001
+                         max_rounds: int, afforded: int, z: float, delta: float, clip: float) -> tuple[Any, _T]:  # fmt: skip
+    """Register the organizations (``register(service)``) before any round can open, then serve
+    an organization-DP secure-sum federation on the same database whose budget affords
+    ``afforded`` rounds and not one more (:func:`afforded_budget`)."""
+    setup = start_service(extra=["aggregation_config.min_participants=100", "federation.num_organizations=100"])
+    registered = register(setup)
+    with setup.client() as admin:
+        published = admin.get(f"{PREFIX}/config").json()
+    setup.stop()
+    shape = {"placement": placement, "participants": participants, "max_rounds": max_rounds, "z": z, "delta": delta, "clip": clip}
+    epsilon = afforded_budget(published, afforded=afforded, **shape)
+    return start_service(extra=rest_overrides(epsilon=epsilon, **shape)), registered

@@ -19,7 +19,7 @@ from oneliac_flwr.privacy.hospital import HospitalPolicy, locked_state
 from oneliac_flwr.privacy.update_release import privatize_update
 
 from conftest import PREFIX
-from flower_reference import afforded_budget, flower_epsilons, flower_guard, rest_overrides
+from flower_reference import dp_secure_federation, flower_epsilons, flower_guard
 from test_rest_secure_rounds import Hospital, model, register, status, wait_until
 
 Z = 1.0
@@ -32,14 +32,9 @@ def dp_federation(start_service, placement: str, *, max_rounds: int, afforded: i
     """Register the organizations before any round can open, then serve the DP federation with
     a budget that affords ``afforded`` rounds of it and not one more (from the Flower path's guard
     on the same configuration)."""
-    setup = start_service(extra=["aggregation_config.min_participants=100", "federation.num_organizations=100"])
-    hospitals = register(setup, HOSPITALS)
-    with setup.client() as admin:
-        published = admin.get(f"{PREFIX}/config").json()
-    setup.stop()
-    shape = {"placement": placement, "participants": HOSPITALS, "max_rounds": max_rounds, "z": Z, "delta": DELTA, "clip": CLIP}
-    epsilon = afforded_budget(published, afforded=afforded, **shape)
-    service = start_service(extra=rest_overrides(epsilon=epsilon, **shape))
+    service, hospitals = dp_secure_federation(start_service, lambda setup: register(setup, HOSPITALS), placement=placement,
+                                              participants=HOSPITALS, max_rounds=max_rounds, afforded=afforded, z=Z,
+                                              delta=DELTA, clip=CLIP)  # fmt: skip
     for h in hospitals:
         h.join(service)
     return service, hospitals

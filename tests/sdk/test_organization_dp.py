@@ -36,14 +36,9 @@ HOSPITALS = 3
 def federation(start_service, dirs: list[Path], placement: str, *, max_rounds: int, afforded: int) -> tuple[Any, list[dict]]:  # noqa: ANN001
     """Register the hospitals before any round opens, then serve an organization-DP secure-sum
     federation whose budget affords ``afforded`` rounds (from the Flower path's guard)."""
-    setup = start_service(extra=["aggregation_config.min_participants=100", "federation.num_organizations=100"])
-    orgs = register(setup, dirs)
-    with setup.client() as admin:
-        published = admin.get(f"{PREFIX}/config").json()
-    setup.stop()
-    shape = {"placement": placement, "participants": HOSPITALS, "max_rounds": max_rounds, "z": Z, "delta": DELTA, "clip": CLIP}
-    epsilon = flower_reference.afforded_budget(published, afforded=afforded, **shape)
-    return start_service(extra=flower_reference.rest_overrides(epsilon=epsilon, **shape)), orgs
+    return flower_reference.dp_secure_federation(start_service, lambda setup: register(setup, dirs), placement=placement,
+                                                 participants=HOSPITALS, max_rounds=max_rounds, afforded=afforded, z=Z,
+                                                 delta=DELTA, clip=CLIP)  # fmt: skip
 
 
 def learner(service, org: dict, folder: Path, policy: HospitalPolicy) -> FederatedLearner:  # noqa: ANN001
