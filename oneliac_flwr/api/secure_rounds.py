@@ -53,6 +53,7 @@ from oneliac_flwr.api.records import record_from_json, record_to_json
 from oneliac_flwr.api.store import AuditEvent, ModelVersion, Round, SecureMessage, SecureNode, SecureRoundStage, SecureRun
 from oneliac_flwr.config import ExperimentConfig
 from oneliac_flwr.coordinator import RoundCore, secure_sum_aggregate
+from oneliac_flwr.coordinator.aggregate import publishable_check
 from oneliac_flwr.coordinator.secure_plan import graph_for, ring_for, statistics_slots_for, threshold_for
 from oneliac_flwr.errors import ConfigError, ProtocolViolation, RoundFailed, SecureAggregationError
 from oneliac_flwr.privacy.entropy import os_generator
@@ -434,21 +435,15 @@ class SecureRounds:
             statistics_slots=self.slots, clip_bound=self.spec.clip_bound, frac_bits=self.spec.frac_bits,
             noise_std=guard.sum_noise_std if guard is not None else 0.0,
         )  # fmt: skip
-        unnoised = guard is not None and guard.noises_centrally
-        check = outcome.check.to_dict()
-        if unnoised:  # the check's numbers (the mean's norm) are computed from the un-noised sum: not kept
-            check = {"check": check["check"], "passed": check["passed"]}
+        # under central noise nothing computed from the un-noised sum is kept (the mean's norm, ...)
+        check, failure = publishable_check(outcome, unnoised=guard is not None and guard.noises_centrally)
         extra = {"counted": sorted(names[n] for n in result.counted), "error_bound_sum": float(result.error_bound),
                  "recovered_dropouts": int(result.recovered_dropouts),
                  "silent_in_unmask": sorted(names[n] for n in result.silent_in_unmask),
                  "aggregate_check": check, "label_distribution": outcome.label_distribution}  # fmt: skip
-        if outcome.failure is not None:
-            reason = outcome.failure
-            if unnoised:
-                reason = ("aggregate_bounds_check: the unmasked sum is out of bounds (its values are not published "
-                          "under central noise: they were never noised)")  # fmt: skip
+        if failure is not None:
             stage.stage = FAILED
-            self._close(session, rnd, stage, "failed", reason, contributors=0, now=now, extra=extra)
+            self._close(session, rnd, stage, "failed", failure, contributors=0, now=now, extra=extra)
             return
         accuracy = outcome.aggregate.metrics.get("received_eval_accuracy")
         if accuracy is not None:  # the hospitals' evaluation of the model they received: the base version

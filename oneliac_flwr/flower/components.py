@@ -61,6 +61,8 @@ def build_strategy(
     )
     if isinstance(aggregator, SecureSumAggregator) and privacy is not None:
         aggregator.on_reveal = privacy.on_reveal
+    if isinstance(aggregator, SecureSumAggregator) and isinstance(privacy, LedgerGuard):
+        aggregator.unnoised = privacy.noises_centrally
     if isinstance(aggregator, SecureSumAggregator) and isinstance(privacy, LedgerGuard) and privacy.distributed:
         # the sum of at most max_participants shares: its noise std is at most this
         aggregator.noise_std = privacy.sum_noise_std
