@@ -348,7 +348,11 @@ class FederatedLearner:
         ----------
         gradients : ModelUpdate
             ``LocalModel.gradients``, or its noised copy from
-            :meth:`DifferentialPrivacy.add_noise_to_gradients`.
+            :meth:`DifferentialPrivacy.add_noise_to_gradients` (``release`` policy). Under
+            an ``organization`` policy, ``LocalModel.gradients`` as they are: the SDK clips
+            them to the published ``clip-norm`` and, under distributed noise, adds this
+            hospital's noise share (:meth:`_organization_release`), recording the release
+            before anything is sent.
         round : int
             The open round.
         wait : bool
@@ -367,7 +371,11 @@ class FederatedLearner:
         PrivacyBudgetExhausted
             The release would exceed the hospital's own cap; nothing was sent or recorded.
         PrivacyError
-            The hospital's policy requires a noised update and this one is not.
+            The hospital's policy requires a noised update and this one is not (``release``),
+            or an un-noised one and this one is noised (``organization``).
+        PrivacyPolicyRefused
+            The federation's privacy is weaker than the hospital's policy (e.g. central noise
+            for a hospital that requires distributed noise); nothing was sent.
         AuthenticationFailed, RoundClosed, StaleModelVersion, SubmissionRejected
             The coordinator refused it.
         RoundNotAggregated
