@@ -102,12 +102,14 @@ def secure_node(http: httpx.Client) -> SecureNode:
     return SecureNode(organization_id=body["organization_id"], node_id=int(body["node_id"]), run_id=int(body["run_id"]))
 
 
-def masked_vector(update: Sequence[np.ndarray], *, setup: RoundSetup, statistics: MaskedStatistics | None) -> np.ndarray:
-    """The flat vector a hospital masks: the update clipped to the ring's bound, then the
-    masked statistics (:mod:`oneliac_flwr.masked_statistics`), as the Flower client does."""
+def masked_vector(update: Sequence[np.ndarray], *, setup: RoundSetup, statistics: MaskedStatistics | None,
+                  clip: bool = True) -> np.ndarray:  # fmt: skip
+    """The flat vector a hospital masks: the update clipped to the ring's bound (unless it
+    carries a distributed noise share, whose ring bound is per coordinate), then the masked
+    statistics (:mod:`oneliac_flwr.masked_statistics`), as the Flower client does."""
     flat = np.concatenate([np.asarray(u, np.float64).ravel() for u in update])
     norm = float(np.linalg.norm(flat))
-    if norm > setup.clip_bound:
+    if clip and norm > setup.clip_bound:
         flat = flat * (setup.clip_bound / norm)
     if statistics is not None:
         flat = np.concatenate([flat, pack_statistics(statistics, bound=setup.clip_bound)])
@@ -130,6 +132,7 @@ def take_part_in_secure_round(
     on_step: Callable[[SecureSumClient], None] | None = None,
     on_upload: Callable[[Mapping[str, Any]], None] | None = None,
     round: int | None = None,
+    clip: bool = True,
 ) -> SecureRoundReceipt:
     """Take part in the open secure-sum round: keys, masked upload and unmasking, over HTTP.
 
@@ -178,6 +181,10 @@ def take_part_in_secure_round(
         without the model-version check of a new round. ``secure_client`` must be the one
         saved after its masked upload; ``update`` is then not used (the client refuses to
         mask twice in one round).
+    clip : bool
+        Clip the update to the ring's bound before masking (default). ``False`` for an
+        update carrying a distributed noise share (already clipped to ``clip-norm`` before
+        its noise; the ring's bound is then per coordinate, checked by the encoding).
 
     Returns
     -------
@@ -249,7 +256,7 @@ def take_part_in_secure_round(
         elif action == "submit":
             say(f"round {number}: masked upload")
             setup = RoundSetup.from_record(record_from_json(_call(http, "GET", f"/rounds/{number}/setup")["record"]))
-            flat = masked_vector(update, setup=setup, statistics=statistics)
+            flat = masked_vector(update, setup=setup, statistics=statistics, clip=clip)
             masked = secure_client.mask(flat, weight=min(float(weight), float(setup.weight_bound)), setup=setup)
             wire = np.ascontiguousarray(masked.masked, dtype=np.dtype(masked.masked.dtype).newbyteorder("<"))
             if on_step is not None:

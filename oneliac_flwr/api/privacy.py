@@ -17,9 +17,12 @@ verified and replayed again. The cache is an optimisation, never a source of sta
 
 Supported over REST: ``privacy_budget.mode`` ``none``, ``release`` (each hospital clips
 and noises its own update and declares it; ``privacy_check`` verifies the declaration),
-with ``fedavg`` or ``secure_sum`` rounds, and ``organization`` with ``noise_placement:
+with ``fedavg`` or ``secure_sum`` rounds, and ``organization``: with ``noise_placement:
 central`` under ``fedavg`` (the coordinator clips each update and the guard adds Gaussian
-noise to the mean). Anything else is refused at start-up.
+noise to the mean) or ``secure_sum`` (each hospital clips before masking; the guard noises
+the unmasked mean at the quantized sensitivity), and with ``distributed`` under
+``secure_sum`` (each hospital adds its own noise share before masking; the guard accounts
+the unmasked sum). ``sample`` is refused at start-up.
 
 Where a release is accounted is the Flower path's rule: a sealed ``fedavg`` update on
 receipt (:meth:`LedgerGuard.on_receipt`), a secure sum when it is unmasked
@@ -51,6 +54,7 @@ from oneliac_flwr.errors import ConfigError, PrivacyError
 from oneliac_flwr.privacy import DifferentialPrivacy, PrivacyLedger
 from oneliac_flwr.privacy.integrity import StateIntegrityError
 from oneliac_flwr.privacy.ledger import LedgerIntegrityError, load_or_create_ledger_key
+from oneliac_flwr.secure import RingSpec
 from oneliac_flwr.validation import DeclaredPrivacy
 
 __all__ = ["LEDGER_KEY_FILE", "LEDGER_SOURCE", "DatabaseLedgerStore", "LedgerCache", "RestPrivacy", "privacy_unsupported"]
@@ -69,19 +73,12 @@ def privacy_unsupported(config: ExperimentConfig) -> ConfigError | None:
             "privacy_budget.mode",
             "'sample' (DP-SGD accounted by each hospital) is not supported over REST; use 'release' or 'organization'",
         )
-    if budget.noise_placement != "central":
+    method = config.aggregation_config.aggregation_method
+    if budget.mode == "organization" and budget.noise_placement == "distributed" and method != "secure_sum":
         return ConfigError(
             "privacy_budget.noise_placement",
-            f"{budget.noise_placement!r} noise (shares added by the hospitals inside the secure sum) is not built "
-            "over REST; use 'central', or privacy_budget.mode='release' with secure_sum",
-        )
-    method = config.aggregation_config.aggregation_method
-    if method == "secure_sum" and budget.mode != "release":
-        return ConfigError(
-            "privacy_budget.mode",
-            f"{budget.mode!r} with aggregation_config.aggregation_method=secure_sum is not built over REST (the "
-            "coordinator would have to noise the unmasked sum at the quantized sensitivity); use 'release' "
-            "(each hospital clips and noises its own update) or aggregation_method=fedavg",
+            "'distributed' noise shares need aggregation_config.aggregation_method=secure_sum (otherwise the "
+            "coordinator would see every noise share's update); use 'central' with fedavg",
         )
     if method not in ("fedavg", "secure_sum"):
         return ConfigError("aggregation_config.aggregation_method", f"unknown method {method!r}")
@@ -196,10 +193,14 @@ class RestPrivacy:
     Parameters
     ----------
     config : ExperimentConfig
-        ``privacy_budget`` (mode ``release`` or ``organization``, central noise),
-        ``aggregation_config`` and ``federation`` / ``state_dir`` (where the MAC key lives).
+        ``privacy_budget`` (mode ``release`` or ``organization``), ``aggregation_config``
+        and ``federation`` / ``state_dir`` (where the MAC key lives).
     dimension : int
         Number of model parameters.
+    spec : RingSpec, optional
+        The secure-sum ring (``secure_sum`` rounds): its fractional bits give the quantized
+        sensitivity of central noise and the grid of distributed shares, its bound the
+        share-failure probability (:func:`~oneliac_flwr.coordinator.secure_plan.secure_ring`).
 
     Raises
     ------
@@ -207,7 +208,7 @@ class RestPrivacy:
         If the privacy settings cannot run over REST (:func:`privacy_unsupported`).
     """
 
-    def __init__(self, config: ExperimentConfig, *, dimension: int) -> None:
+    def __init__(self, config: ExperimentConfig, *, dimension: int, spec: RingSpec | None = None) -> None:
         problem = privacy_unsupported(config)
         if problem is not None:
             raise problem
@@ -215,7 +216,9 @@ class RestPrivacy:
             raise ConfigError("privacy_budget.mode", "RestPrivacy needs differential privacy ('release' or 'organization')")
         self.config = config
         self.mode = config.privacy_budget.mode
-        self._template = LedgerGuard(config, dimension=dimension, store=None, round_offset=0)
+        frac_bits, ring_bound = (None, None) if spec is None else (spec.frac_bits, float(spec.clip_bound))
+        self._template = LedgerGuard(config, dimension=dimension, frac_bits=frac_bits, ring_bound=ring_bound, store=None,
+                                     round_offset=0)  # fmt: skip
         self._key = load_or_create_ledger_key(federation_state_dir(config), filename=LEDGER_KEY_FILE)
         self.cache = LedgerCache()
         self.expected = self._expected()
@@ -259,10 +262,22 @@ class RestPrivacy:
         """
         return self._template.with_store(DatabaseLedgerStore(session, key=self._key, cache=self.cache), round_offset=0)
 
+    @property
+    def noises_centrally(self) -> bool:
+        """The coordinator adds the noise (``organization`` mode, central placement)."""
+        return self._template.noises_centrally
+
     def client_settings(self) -> dict[str, int | float | str | bool]:
         """What a hospital needs to privatize its update (mode, clip, mechanism, noise,
-        per-release epsilon and delta): the Flower path's client config."""
+        per-release epsilon and delta; for distributed noise the ring's ``frac-bits``, the
+        ``min-contributors`` its share is sized for and the resulting ``share-std``): the
+        Flower path's client config."""
         values = self._template.client_config()
         if self.mode == "release" and self.expected.noise_multiplier is not None:
             values["noise-multiplier"] = self.expected.noise_multiplier
+        if self._template.distributed:
+            values["min-contributors"] = self._template.min_contributors
+            values["share-std"] = self._template.client_std
+        if self.mode == "organization":
+            values["noise-placement"] = "distributed" if self._template.distributed else "central"
         return values

@@ -108,7 +108,8 @@ def install_privacy_routes(
         # fedavg release mode: the accepted updates (each one a release); secure sum: the organizations
         # counted in the unmasked sum (what the ledger recorded on reveal)
         release = engine.privacy.mode == "release" and engine.secure is None  # type: ignore[union-attr]
-        recorded = "on receipt" if release else "when unmasked" if engine.secure is not None else "when noised"
+        central = engine.privacy.noises_centrally  # type: ignore[union-attr]
+        recorded = "on receipt" if release else "when noised" if central or engine.secure is None else "when unmasked"
         return [
             PrivacyReportOut(
                 round=r["round"], epsilon_round=r["epsilon_round"], epsilon_cumulative=r["epsilon_cumulative"],

@@ -57,6 +57,7 @@ from oneliac_flwr.api.store import (
 )  # fmt: skip
 from oneliac_flwr.config import ExperimentConfig, StrategyConfig
 from oneliac_flwr.coordinator import PrivacyGuard, RoundCore, build_server_update, plain_aggregate, server_state
+from oneliac_flwr.coordinator.secure_plan import secure_ring
 from oneliac_flwr.coordinator.checks import check_update, submission_policy, update_of
 from oneliac_flwr.errors import ConfigError, ProtocolViolation, ValidationFailed
 from oneliac_flwr.privacy import clip_l2
@@ -195,11 +196,14 @@ class RoundEngine:
             server_update=build_server_update(config.strategy),
             rng=np.random.default_rng(secrets.randbits(128)),
         )
-        self.privacy = RestPrivacy(config, dimension=_dimension(config)) if config.privacy_budget.mode != "none" else None
+        secure = settings.aggregation_method == "secure_sum"
+        # the ring, sized like the Flower path's (it also holds distributed noise shares)
+        spec = secure_ring(config, dimension=_dimension(config)) if secure else None
+        self.privacy = RestPrivacy(config, dimension=_dimension(config), spec=spec) if config.privacy_budget.mode != "none" else None
         self._change = threading.Condition()  # wakes long polls; never holds federation state
         self.secure: SecureRounds | None = None
-        if self.unavailable is None and settings.aggregation_method == "secure_sum":
-            self.secure = SecureRounds(config, core=self.core, privacy=self.privacy)
+        if self.unavailable is None and spec is not None:
+            self.secure = SecureRounds(config, core=self.core, spec=spec, privacy=self.privacy)
 
     # ------------------------------------------------------------------ keys and models
     def ensure_key(self) -> None:

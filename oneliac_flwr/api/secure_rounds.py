@@ -53,9 +53,11 @@ from oneliac_flwr.api.records import record_from_json, record_to_json
 from oneliac_flwr.api.store import AuditEvent, ModelVersion, Round, SecureMessage, SecureNode, SecureRoundStage, SecureRun
 from oneliac_flwr.config import ExperimentConfig
 from oneliac_flwr.coordinator import RoundCore, secure_sum_aggregate
+from oneliac_flwr.coordinator.aggregate import publishable_check
 from oneliac_flwr.coordinator.secure_plan import graph_for, ring_for, statistics_slots_for, threshold_for
 from oneliac_flwr.errors import ConfigError, ProtocolViolation, RoundFailed, SecureAggregationError
-from oneliac_flwr.secure import AdvertiseKeys, MaskedInput, SecureSumServer, UnmaskRequest, UnmaskResponse
+from oneliac_flwr.privacy.entropy import os_generator
+from oneliac_flwr.secure import AdvertiseKeys, MaskedInput, RingSpec, SecureSumServer, UnmaskRequest, UnmaskResponse
 from oneliac_flwr.secure.messages import RoundSetup
 
 __all__ = ["SecureRounds", "StageView", "secure_unavailable"]
@@ -110,10 +112,20 @@ class SecureRounds:
         deadline), ``dataset.num_classes`` and ``privacy_budget.mode`` (statistics slots).
     core : RoundCore
         The coordinator core that turns the unmasked mean into the next model.
+    spec : RingSpec, optional
+        The ring (default :func:`~oneliac_flwr.coordinator.secure_plan.ring_for`; under
+        distributed noise :func:`~oneliac_flwr.coordinator.secure_plan.secure_ring`, which
+        holds the noise shares).
     privacy : RestPrivacy, optional
-        ``privacy_budget.mode: release``: each unmasked sum is accounted in the ledger
-        (:meth:`LedgerGuard.on_reveal <oneliac_flwr.coordinator.privacy_guard.LedgerGuard.on_reveal>`,
-        as the Flower secure-sum path does), before any check can drop the round.
+        Differential privacy, through the core guard as in the Flower secure-sum path:
+        ``release`` and distributed ``organization`` noise are accounted when the sum is
+        unmasked (:meth:`LedgerGuard.on_reveal
+        <oneliac_flwr.coordinator.privacy_guard.LedgerGuard.on_reveal>`), before any check
+        can drop the round; central ``organization`` noise is added to the unmasked mean
+        and accounted by :meth:`LedgerGuard.privatize
+        <oneliac_flwr.coordinator.privacy_guard.LedgerGuard.privatize>` inside
+        :meth:`RoundCore.complete`. Under central noise nothing computed from the
+        un-noised sum (its norm, a failed check's numbers) is stored or published.
 
     Raises
     ------
@@ -121,10 +133,11 @@ class SecureRounds:
         If no ring fits ``secure_sum.*`` (names the field).
     """
 
-    def __init__(self, config: ExperimentConfig, *, core: RoundCore, privacy: RestPrivacy | None = None) -> None:
+    def __init__(self, config: ExperimentConfig, *, core: RoundCore, spec: RingSpec | None = None,
+                 privacy: RestPrivacy | None = None) -> None:  # fmt: skip
         self.config = config
         self.privacy = privacy
-        self.spec = ring_for(config)
+        self.spec = ring_for(config) if spec is None else spec
         self.slots = statistics_slots_for(config)
         self.core = core
         self.timeout = timedelta(minutes=config.aggregation_config.timeout_minutes)
@@ -406,8 +419,10 @@ class SecureRounds:
         # optimizer state that is not this strategy's)
         weights, global_arrays = RoundEngine.model_arrays(session, rnd.base_version)
         guard = self.privacy.guard(session) if self.privacy is not None else None  # refuses an edited ledger
+        # central DP noise comes from OS entropy (the guard's privatize draws it)
         core = closing_core(session, base_version=rnd.base_version, strategy=self.config.strategy,
-                            min_participants=self.core.min_participants, rng=self.core.rng, privacy=guard)  # fmt: skip
+                            min_participants=self.core.min_participants,
+                            rng=self.core.rng if guard is None else os_generator(), privacy=guard)  # fmt: skip
         try:
             result = server.finalize()
         except RoundFailed as exc:
@@ -417,15 +432,18 @@ class SecureRounds:
             guard.on_reveal(rnd.number, len(result.counted))  # the sum is revealed: account before any check
         outcome = secure_sum_aggregate(
             result.weighted_sum, counted=list(result.counted), global_arrays=global_arrays,
-            statistics_slots=self.slots, clip_bound=self.spec.clip_bound, frac_bits=self.spec.frac_bits, noise_std=0.0,
+            statistics_slots=self.slots, clip_bound=self.spec.clip_bound, frac_bits=self.spec.frac_bits,
+            noise_std=guard.sum_noise_std if guard is not None else 0.0,
         )  # fmt: skip
+        # under central noise nothing computed from the un-noised sum is kept (the mean's norm, ...)
+        check, failure = publishable_check(outcome, unnoised=guard is not None and guard.noises_centrally)
         extra = {"counted": sorted(names[n] for n in result.counted), "error_bound_sum": float(result.error_bound),
                  "recovered_dropouts": int(result.recovered_dropouts),
                  "silent_in_unmask": sorted(names[n] for n in result.silent_in_unmask),
-                 "aggregate_check": outcome.check.to_dict(), "label_distribution": outcome.label_distribution}  # fmt: skip
-        if outcome.failure is not None:
+                 "aggregate_check": check, "label_distribution": outcome.label_distribution}  # fmt: skip
+        if failure is not None:
             stage.stage = FAILED
-            self._close(session, rnd, stage, "failed", outcome.failure, contributors=0, now=now, extra=extra)
+            self._close(session, rnd, stage, "failed", failure, contributors=0, now=now, extra=extra)
             return
         accuracy = outcome.aggregate.metrics.get("received_eval_accuracy")
         if accuracy is not None:  # the hospitals' evaluation of the model they received: the base version

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -12,7 +13,8 @@ from oneliac_flwr.masked_statistics import unpack_statistics
 from oneliac_flwr.validation import check_aggregate
 from oneliac_flwr.validation.result import CheckResult
 
-__all__ = ["Aggregate", "SecureSumOutcome", "plain_aggregate", "secure_sum_aggregate", "weighted_mean_metrics"]
+__all__ = ["UNNOISED_FAILURE", "Aggregate", "SecureSumOutcome", "plain_aggregate", "publishable_check", "secure_sum_aggregate",
+           "weighted_mean_metrics"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -158,3 +160,22 @@ def secure_sum_aggregate(
             offset += array.size
     aggregate = Aggregate(mean_update=mean_update, total_weight=total_weight, counted=list(counted), metrics=metrics)
     return SecureSumOutcome(aggregate=aggregate, check=check, label_distribution=label_distribution, failure=failure)
+
+
+UNNOISED_FAILURE = (
+    "aggregate_bounds_check: the unmasked sum is out of bounds (its values are not published under central noise: "
+    "they were never noised)"
+)
+
+
+def publishable_check(outcome: SecureSumOutcome, *, unnoised: bool) -> tuple[dict[str, Any], str | None]:
+    """The aggregate check and failure reason a coordinator may store and publish.
+
+    Under central DP noise (``unnoised``) the check ran on the sum *before* the noise, so its
+    numbers (the mean's norm, the bound it was compared with) are a release outside the
+    ledger: only the check's name and outcome are kept, and a failure reason without numbers.
+    """
+    check = outcome.check.to_dict()
+    if not unnoised:
+        return check, outcome.failure
+    return {"check": check["check"], "passed": check["passed"]}, None if outcome.failure is None else UNNOISED_FAILURE

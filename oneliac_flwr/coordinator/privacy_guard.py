@@ -318,6 +318,21 @@ class LedgerGuard:
             self.sensitivity = quantized_sensitivity(clip_norm=self.clip_norm, dimension=dimension, fractional_bits=frac_bits)
         self._resume(store, round_offset)
 
+    @property
+    def sum_noise_std(self) -> float:
+        """Largest std of the noise inside an unmasked secure sum: distributed shares of at
+        most ``secure_sum_participants()`` clients (0 without distributed noise). The
+        aggregate's bounds check allows for it."""
+        if not self.distributed:
+            return 0.0
+        return self.client_std * math.sqrt(self.config.secure_sum_participants())
+
+    @property
+    def noises_centrally(self) -> bool:
+        """``organization`` mode with central noise: the coordinator holds the un-noised sum
+        until :meth:`privatize`, so nothing computed from it before then may be published."""
+        return self.mode == "organization" and not self.distributed
+
     def with_store(self, store: LedgerStore, *, round_offset: int | None = None) -> LedgerGuard:
         """The same guard (settings, events, noise) over the ledger in ``store``.
 

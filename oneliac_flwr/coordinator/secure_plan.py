@@ -8,11 +8,17 @@ from __future__ import annotations
 
 from oneliac_flwr.config import ExperimentConfig
 from oneliac_flwr.errors import ConfigError
+from oneliac_flwr.coordinator.privacy_guard import (
+    SHARE_FAILURE_PROBABILITY,
+    distributed_noise_multiplier,
+    distributed_share_std,
+)
 from oneliac_flwr.masked_statistics import slots
+from oneliac_flwr.privacy import share_bound
 from oneliac_flwr.secure import RingSpec, plan_ring
 from oneliac_flwr.secure.graph import GraphPlan, plan_graph
 
-__all__ = ["graph_for", "participants_source", "ring_for", "statistics_slots_for", "threshold_for"]
+__all__ = ["graph_for", "participants_source", "ring_for", "secure_ring", "statistics_slots_for", "threshold_for"]
 
 
 def ring_for(config: ExperimentConfig) -> RingSpec:
@@ -37,6 +43,37 @@ def ring_for(config: ExperimentConfig) -> RingSpec:
         )
     except ConfigError as exc:
         raise ConfigError("secure_sum.max_participants", f"{participants_source(config)}: {exc}") from exc
+
+
+def secure_ring(config: ExperimentConfig, *, dimension: int) -> RingSpec:
+    """The secure-sum ring; under distributed DP it also fits every client's noise share.
+
+    Distributed noise shares are added after clipping, so a coordinate may exceed the
+    clip norm: the ring's coordinate bound is then the shares' high-probability bound
+    (:func:`oneliac_flwr.privacy.share_bound`), and every update weighs 1.
+    """
+    budget = config.privacy_budget
+    if not (budget.mode == "organization" and budget.noise_placement == "distributed"):
+        return ring_for(config)
+    settings = config.secure_sum
+    frac_bits = settings.frac_bits if settings.frac_bits is not None else 16
+    std = distributed_share_std(
+        config, noise_multiplier=distributed_noise_multiplier(config, dimension=dimension, frac_bits=frac_bits)
+    )
+    bound = share_bound(
+        clip_norm=budget.clip_norm,
+        noise_std=std,
+        dimension=dimension,
+        fractional_bits=frac_bits,
+        failure_probability=SHARE_FAILURE_PROBABILITY,
+    )
+    return plan_ring(
+        clip_bound=bound,
+        weight_bound=1,
+        max_participants=config.secure_sum_participants(),
+        bits=settings.bits,
+        frac_bits=frac_bits,
+    )
 
 
 def participants_source(config: ExperimentConfig) -> str:

@@ -10,58 +10,18 @@ from oneliac_flwr.config import ExperimentConfig
 from oneliac_flwr.flower.checks import ServerValidator
 from oneliac_flwr.flower.inner import build_inner_strategy
 from oneliac_flwr.flower.plain import PlainAggregator
-from oneliac_flwr.flower.privacy import (
-    SHARE_FAILURE_PROBABILITY,
-    LedgerGuard,
-    build_privacy_guard,
-    distributed_noise_multiplier,
-    distributed_share_std,
-    expected_declaration,
-)
-from oneliac_flwr.flower.secure_sum import SecureSumAggregator, ring_for
-from oneliac_flwr.privacy import share_bound
-from oneliac_flwr.secure import RingSpec, plan_ring
+from oneliac_flwr.flower.privacy import LedgerGuard, build_privacy_guard, expected_declaration
+from oneliac_flwr.flower.secure_sum import SecureSumAggregator
 from oneliac_flwr.flower.strategy import OneliacStrategy
-from oneliac_flwr.coordinator.secure_plan import statistics_slots_for
+from oneliac_flwr.coordinator.secure_plan import secure_ring, statistics_slots_for
 from oneliac_flwr.models import new_model
 from oneliac_flwr.results import RoundRecord
 
-__all__ = ["build_strategy", "new_model"]
+__all__ = ["build_strategy", "new_model", "secure_ring"]
 
 
 # Checks the coordinator can still run when it only sees metadata (secure sum).
 METADATA_CHECKS = ("privacy_check", "metadata_check")
-
-
-def secure_ring(config: ExperimentConfig, *, dimension: int) -> RingSpec:
-    """The secure-sum ring; under distributed DP it also fits every client's noise share.
-
-    Distributed noise shares are added after clipping, so a coordinate may exceed the
-    clip norm: the ring's coordinate bound is then the shares' high-probability bound
-    (:func:`oneliac_flwr.privacy.share_bound`), and every update weighs 1.
-    """
-    budget = config.privacy_budget
-    if not (budget.mode == "organization" and budget.noise_placement == "distributed"):
-        return ring_for(config)
-    settings = config.secure_sum
-    frac_bits = settings.frac_bits if settings.frac_bits is not None else 16
-    std = distributed_share_std(
-        config, noise_multiplier=distributed_noise_multiplier(config, dimension=dimension, frac_bits=frac_bits)
-    )
-    bound = share_bound(
-        clip_norm=budget.clip_norm,
-        noise_std=std,
-        dimension=dimension,
-        fractional_bits=frac_bits,
-        failure_probability=SHARE_FAILURE_PROBABILITY,
-    )
-    return plan_ring(
-        clip_bound=bound,
-        weight_bound=1,
-        max_participants=config.secure_sum_participants(),
-        bits=settings.bits,
-        frac_bits=frac_bits,
-    )
 
 
 def build_strategy(
@@ -101,9 +61,11 @@ def build_strategy(
     )
     if isinstance(aggregator, SecureSumAggregator) and privacy is not None:
         aggregator.on_reveal = privacy.on_reveal
+    if isinstance(aggregator, SecureSumAggregator) and isinstance(privacy, LedgerGuard):
+        aggregator.unnoised = privacy.noises_centrally
     if isinstance(aggregator, SecureSumAggregator) and isinstance(privacy, LedgerGuard) and privacy.distributed:
         # the sum of at most max_participants shares: its noise std is at most this
-        aggregator.noise_std = privacy.client_std * float(np.sqrt(config.secure_sum_participants()))
+        aggregator.noise_std = privacy.sum_noise_std
     return OneliacStrategy(
         build_inner_strategy(config),
         aggregator=aggregator,

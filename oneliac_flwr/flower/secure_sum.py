@@ -26,6 +26,7 @@ from oneliac_flwr.errors import ConfigError, ProtocolViolation, RoundFailed, Sec
 from oneliac_flwr.flower.exchange import send_and_receive
 from oneliac_flwr.flower.records import MASKED, SECURE_SUM, TrainReply
 from oneliac_flwr.coordinator import Aggregate, secure_sum_aggregate
+from oneliac_flwr.coordinator.aggregate import publishable_check
 from oneliac_flwr.coordinator.secure_plan import graph_for, participants_source, ring_for, threshold_for
 from oneliac_flwr.results import Rejection, RoundRecord
 from oneliac_flwr.secure import (
@@ -107,6 +108,7 @@ class SecureSumAggregator:
         )
         self.noise_std = noise_std
         self.on_reveal = on_reveal
+        self.unnoised = False  # central DP noise: the unmasked sum is not noised yet (publishable_check)
         self._exchanges: dict[int, int] = {}
         self._keyed_this_round: dict[int, list[int]] = {}
 
@@ -256,6 +258,7 @@ class SecureSumAggregator:
             noise_std=self.noise_std,
         )
         total_weight = outcome.aggregate.total_weight
+        check, failure = publishable_check(outcome, unnoised=self.unnoised)
         record.secure_sum = {
             "counted": [accepted[n].organization for n in counted],
             "dropped": [int(n) for n in result.dropped],
@@ -268,10 +271,10 @@ class SecureSumAggregator:
             "ring_bits": self.spec.bits,
             "frac_bits": self.spec.frac_bits,
             "error_bound_sum": float(result.error_bound),
-            "aggregate_check": outcome.check.to_dict(),
+            "aggregate_check": check,
             "total_weight": round(total_weight, 6),
             "label_distribution": outcome.label_distribution,
         }
-        if outcome.failure is not None:
-            raise RoundFailed(outcome.failure)
+        if failure is not None:
+            raise RoundFailed(failure)
         return outcome.aggregate

@@ -21,6 +21,7 @@ from oneliac_flwr.data.analysis import analyze_local_data
 from oneliac_flwr.errors import ConfigError, PrivacyBudgetExhausted, PrivacyError, RoundClosed
 from oneliac_flwr.masked_statistics import MaskedStatistics
 from oneliac_flwr.privacy.hospital import HospitalPolicy
+from oneliac_flwr.privacy.update_release import privatize_update
 from oneliac_flwr.sdk.checks import ValidationResults, run_checks
 from oneliac_flwr.sdk.data import LocalData, columns, prepare, raw_columns
 from oneliac_flwr.sdk.dp import DifferentialPrivacy
@@ -42,6 +43,7 @@ from oneliac_flwr.sdk.submission import (
 )
 from oneliac_flwr.sdk.transport import CoordinatorClient
 from oneliac_flwr.sdk.update import ModelUpdate, as_update
+from oneliac_flwr.validation import DeclaredPrivacy
 
 if TYPE_CHECKING:
     from oneliac_flwr.api.participant import SecureRoundReceipt
@@ -346,7 +348,11 @@ class FederatedLearner:
         ----------
         gradients : ModelUpdate
             ``LocalModel.gradients``, or its noised copy from
-            :meth:`DifferentialPrivacy.add_noise_to_gradients`.
+            :meth:`DifferentialPrivacy.add_noise_to_gradients` (``release`` policy). Under
+            an ``organization`` policy, ``LocalModel.gradients`` as they are: the SDK clips
+            them to the published ``clip-norm`` and, under distributed noise, adds this
+            hospital's noise share (:meth:`_organization_release`), recording the release
+            before anything is sent.
         round : int
             The open round.
         wait : bool
@@ -365,7 +371,11 @@ class FederatedLearner:
         PrivacyBudgetExhausted
             The release would exceed the hospital's own cap; nothing was sent or recorded.
         PrivacyError
-            The hospital's policy requires a noised update and this one is not.
+            The hospital's policy requires a noised update and this one is not (``release``),
+            or an un-noised one and this one is noised (``organization``).
+        PrivacyPolicyRefused
+            The federation's privacy is weaker than the hospital's policy (e.g. central noise
+            for a hospital that requires distributed noise); nothing was sent.
         AuthenticationFailed, RoundClosed, StaleModelVersion, SubmissionRejected
             The coordinator refused it.
         RoundNotAggregated
@@ -395,7 +405,12 @@ class FederatedLearner:
             raise RoundClosed(f"round {round} is not open (open round: {status.round})", status=409,
                               problem="round_not_open", field="round")  # fmt: skip
         policy = self.policy
-        if policy.unit in ("organization", "release") and update.release is None:
+        if policy.unit == "organization" and update.release is not None:
+            raise PrivacyError(
+                "this hospital's policy is organization-level DP: submit the training update (LocalModel.gradients); "
+                "the SDK clips it and adds the federation's noise share, or the coordinator adds central noise"
+            )
+        if policy.unit == "release" and update.release is None:
             raise PrivacyError(
                 f"this hospital's policy is {policy.unit}-level DP: add noise first "
                 "(DifferentialPrivacy(...).add_noise_to_gradients(model.gradients, sensitivity=...))"
@@ -403,7 +418,10 @@ class FederatedLearner:
         if policy.unit == "sample" and update.training_privacy is None and update.release is None:
             raise PrivacyError("this hospital's policy is sample-level DP: submit the gradients of train_local (DP-SGD)")
         version = self._base_version(update)
-        self.validate_submission(update).raise_for_failure()
+        checks = None
+        if policy.unit == "organization":  # its declaration is made below, from the published instruction
+            checks = [c for c in self.config.validation.checks if c != "privacy_check"]
+        self.validate_submission(update, checks).raise_for_failure()
         if update.release is not None:
             event = update.release.event()
             with self.state.privacy(organization=self.organization_id, policy=policy) as state:
@@ -414,10 +432,14 @@ class FederatedLearner:
                             f"{state.ledger.epsilon_if([event]):.4f}, above its cap {policy.epsilon:g}; nothing was sent"
                         )
                     state.record_release([event], round_number=round, label=_RELEASE_LABEL + update.release.release_id)
-        declared = update.declared()
+        clip = True
+        if policy.unit == "organization":  # clipped (and noised with this hospital's share) and recorded here
+            update, declared, clip = self._organization_release(update, round)
+        else:
+            declared = update.declared()
         privacy = None if declared is None else {k: v for k, v in asdict(declared).items() if v is not None}
         if secure:
-            return self._submit_secure(update, version, privacy=privacy)
+            return self._submit_secure(update, version, privacy=privacy, clip=clip)
         base = self.download_model(version)
         receipt = submit_fedavg(self._client, self.state, update, organization_id=self.organization_id, round=round,
                                 model_version=version, base=base.arrays(), sample_count=self._sample_count(update),
@@ -432,7 +454,39 @@ class FederatedLearner:
         return Receipt(receipt=receipt, round=round, organization_id=self.organization_id, status=final.status,
                        model_version=produced, organizations_contributed=final.contributors)  # fmt: skip
 
-    def _submit_secure(self, update: ModelUpdate, version: str, *, privacy: dict[str, Any] | None) -> Receipt:
+    def _organization_release(self, update: ModelUpdate, round: int) -> tuple[ModelUpdate, DeclaredPrivacy, bool]:
+        """Organization-level DP, as the Flower client does (the core's
+        :func:`~oneliac_flwr.privacy.update_release.privatize_update`): clip the update to the
+        published ``clip-norm``; under distributed noise add this hospital's Gaussian share
+        (std from ``noise-multiplier``, ``clip-norm`` and ``min-contributors``, on the ring's
+        ``frac-bits`` grid); record the release in the hospital's own ledger before it leaves.
+
+        Returns
+        -------
+        (ModelUpdate, DeclaredPrivacy, bool)
+            The update to mask, its declaration, and whether the ring's L2 clip still applies
+            (not to a noise share, whose ring bound is per coordinate).
+
+        Raises
+        ------
+        PrivacyError
+            If the coordinator publishes no organization-level instruction.
+        PrivacyBudgetExhausted
+            If the release would exceed the hospital's own cap; nothing was sent or recorded.
+        """
+        instruction = self.settings.privacy_policy
+        if instruction is None or instruction.get("mode") != "organization":
+            raise PrivacyError("privacy_policy: the coordinator publishes no organization-level instruction; nothing was sent")
+        distributed = "frac-bits" in instruction
+        threshold = int(instruction["min-contributors"]) if distributed else None
+        with self.state.privacy(organization=self.organization_id, policy=self.policy) as state:
+            release = privatize_update(update.arrays(), instruction, state=state, server_round=round, threshold=threshold)
+        if isinstance(release, str):
+            raise PrivacyBudgetExhausted(f"{release}; nothing was sent")
+        return update.replaced(release.update, release=None), release.declared, not distributed
+
+    def _submit_secure(self, update: ModelUpdate, version: str, *, privacy: dict[str, Any] | None,
+                       clip: bool = True) -> Receipt:  # fmt: skip
         """A secure-sum round: the whole protocol, then the round's new model version.
 
         Under differential privacy (a release, or a DP policy) the weight is 1 and no
@@ -442,7 +496,8 @@ class FederatedLearner:
         statistics = None if private else self._statistics.get(update.digest())
         outcome = submit_secure_sum(self._client, self.state, update, organization_id=self.organization_id,
                                     model_version=version, weight=self._sample_count(update), statistics=statistics,
-                                    privacy=privacy, timeout=self._timeout(), progress=self._progress)  # fmt: skip
+                                    privacy=privacy, timeout=self._timeout(), progress=self._progress,
+                                    clip=clip)  # fmt: skip
         return self._secure_receipt(outcome.receipt, outcome)
 
     def _secure_receipt(self, receipt: str | None, outcome: SecureRoundReceipt) -> Receipt:

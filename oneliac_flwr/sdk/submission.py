@@ -157,6 +157,7 @@ def submit_secure_sum(
     privacy: Mapping[str, Any] | None,
     timeout: float,
     progress: Progress | None,
+    clip: bool = True,
 ) -> SecureRoundReceipt:
     """One secure-sum round over REST for this organization (keys, masked upload, unmasking).
 
@@ -185,6 +186,9 @@ def submit_secure_sum(
         Seconds after which the round is given up.
     progress : callable or None
         Receives one line per step.
+    clip : bool
+        Clip to the ring's L2 bound before masking (default); ``False`` for an update that
+        carries a distributed noise share (the ring's bound is then per coordinate).
 
     Returns
     -------
@@ -209,7 +213,7 @@ def submit_secure_sum(
     return _until_closed(state, lambda: take_part_in_secure_round(
         client.http, organization_id=organization_id, secure_client=secure_client, update=arrays, weight=float(weight),
         model_version=model_version, statistics=statistics, privacy=privacy, wait_seconds=min(LONG_POLL_SECONDS, 10.0),
-        give_up_after=timeout, progress=progress, on_step=state.save_secure_client, on_upload=keep,
+        give_up_after=timeout, progress=progress, on_step=state.save_secure_client, on_upload=keep, clip=clip,
     ))  # fmt: skip
 
 

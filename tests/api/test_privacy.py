@@ -229,13 +229,14 @@ def test_privacy_modes_rest_cannot_run_are_refused_at_start(start_service) -> No
     service = start_service(extra=[*settings(), "privacy_budget=sample"], ready=False)
     assert service.process.wait(timeout=120) == 2
     assert "privacy_budget.mode" in service.log.read_text()
-    # central noise on an unmasked secure sum is not built over REST (release mode is: tests/sdk/test_secure_sum.py)
-    secure = [o.replace("=fedavg", "=secure_sum") if o.startswith("aggregation_config.aggregation_method") else o
-              for o in settings()] + ["privacy_budget.mode=organization", "privacy_budget.epsilon=1.0"]  # fmt: skip
-    service = start_service(extra=secure, ready=False)
+    # distributed noise shares without secure sum would show the coordinator every noised share's update
+    # (organization mode with secure sum runs over REST: tests/api/test_privacy_secure_sum.py)
+    plain = [*settings(), "privacy_budget.mode=organization", "privacy_budget.noise_placement=distributed",
+             "privacy_budget.epsilon=1.0"]  # fmt: skip
+    service = start_service(extra=plain, ready=False)
     assert service.process.wait(timeout=120) == 2
     log = service.log.read_text()
-    assert "privacy_budget.mode" in log and "secure_sum is not built over REST" in log
+    assert "privacy_budget.noise_placement" in log and "need aggregation_config.aggregation_method=secure_sum" in log
 
 
 def test_the_cached_ledger_sees_a_row_written_by_another_process(database_url: str, tmp_path, monkeypatch) -> None:  # noqa: ANN001
