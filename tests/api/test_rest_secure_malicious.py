@@ -162,6 +162,8 @@ def test_a_malicious_mode_hospital_never_unmasks_when_the_coordinator_skips_the_
     assert all(r is not None and str(r).startswith("consistency_check: this node signed no survivor set") for r in refusals)
     assert all(h.client.revealed_fingerprints == () for h in hospitals)
     with hospitals[0].http(service) as http:
+        closed = http.get(f"{PREFIX}/rounds/1/consistency-request")  # this coordinator has no stage C
+        assert closed.status_code == 409 and closed.json()["type"].endswith("stage_closed") and closed.json()["field"] == "round"
         wait_until(lambda: status(http)["status"] == "failed")
         (report,) = http.get(f"{PREFIX}/rounds").json()
         assert "cannot be unmasked" in report["reason"]
@@ -219,6 +221,13 @@ def test_inconsistent_survivor_sets_reveal_nothing(start_service, database_url: 
         answer = http.post(f"{PREFIX}/rounds/1/consistency-response",
                            json={"organization_id": hospitals[1].id, "record": record_to_json(forged.to_record())})  # fmt: skip
         assert answer.status_code == 422 and answer.json()["field"] == "record.signature", answer.text
+    with hospitals[0].http(service) as http:  # hospital 0 was shown the real set: its signature is accepted, once
+        genuine = {"organization_id": hospitals[0].id, "record": record_to_json(ConsistencyResponse(
+            run_id=run_id, round=1, node_id=nodes[0], signature=signatures[nodes[0]]).to_record())}  # fmt: skip
+        first = http.post(f"{PREFIX}/rounds/1/consistency-response", json=genuine)
+        assert first.status_code == 200 and not first.json()["replayed"], first.text
+        assert http.post(f"{PREFIX}/rounds/1/consistency-response", json=genuine).json() == {**first.json(), "replayed": True}
+        assert status(http)["next_action"] == "wait" and status(http)["stage"] == "consistency"
 
     def unmask_request(i: int, *, signed: bool) -> UnmaskRequest:
         counted, dropped = views[i]
