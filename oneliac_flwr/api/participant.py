@@ -20,11 +20,17 @@ from oneliac_flwr.api.records import record_from_json, record_to_json
 from oneliac_flwr.errors import CoordinatorUnavailable, RoundClosed, RoundFailed, StaleModelVersion
 from oneliac_flwr.sdk.transport import problem_error
 from oneliac_flwr.masked_statistics import MaskedStatistics, pack_statistics
-from oneliac_flwr.secure import RoundSetup, SecureSumClient, UnmaskRequest
+from oneliac_flwr.secure import ConsistencyRequest, RoundSetup, SecureSumClient, UnmaskRequest
 
 __all__ = ["SecureRoundReceipt", "SecureNode", "secure_node", "take_part_in_secure_round"]
 
 PREFIX = "/api/v1/federated"
+#: next_action -> (stage name in the receipt, endpoint stem, progress text, the core client's answer to the record)
+_ANSWERS: dict[str, tuple[str, str, str, Callable[[SecureSumClient, dict[str, Any]], Any]]] = {
+    "confirm_survivors": ("consistency", "consistency", "signing the survivor set",
+                          lambda client, record: client.confirm_survivors(ConsistencyRequest.from_record(record))),
+    "unmask": ("unmask", "unmask", "unmasking", lambda client, record: client.unmask(UnmaskRequest.from_record(record))),
+}  # fmt: skip
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -55,7 +61,7 @@ class SecureRoundReceipt:
     model_version : str
         The model the update was computed from.
     stages : tuple of str
-        The stages this organization acted in (``keys``, ``masked``, ``unmask``).
+        The stages this organization acted in (``keys``, ``masked``, ``consistency``, ``unmask``).
     status : str
         The round's outcome (``ok``).
     contributors : int or None
@@ -134,7 +140,12 @@ def take_part_in_secure_round(
     round: int | None = None,
     clip: bool = True,
 ) -> SecureRoundReceipt:
-    """Take part in the open secure-sum round: keys, masked upload and unmasking, over HTTP.
+    """Take part in the open secure-sum round: keys, masked upload, the consistency check
+    (``secure_sum.mode: malicious``) and unmasking, over HTTP.
+
+    Every protocol decision is the core client's: in particular a client built with
+    ``mode="malicious"`` reveals nothing unless it signed this round's survivor set and the
+    unmask request carries ``t`` valid signatures of it, whatever the coordinator asks.
 
     Parameters
     ----------
@@ -170,7 +181,7 @@ def take_part_in_secure_round(
         ``statistics``: nothing data-dependent may travel outside the released update.
     on_step : callable, optional
         Called with ``secure_client`` after each step that changed its state (keys,
-        masking, unmasking), to persist it (``state_dict()``) before the next request.
+        masking, survivor-set signature, unmasking), to persist it (``state_dict()``) before the next request.
     on_upload : callable, optional
         Called with the masked upload's exact body before it is sent, to keep it: after a
         restart the same bytes are sent again (the coordinator answers the same receipt),
@@ -272,17 +283,16 @@ def take_part_in_secure_round(
             receipt = str(_call(http, "POST", "/gradients", json=body)["receipt"])
             stages.append("masked")
             say(f"round {number}: masked upload accepted ({receipt})")
-        elif action == "unmask":
-            say(f"round {number}: unmasking")
-            request = UnmaskRequest.from_record(
-                record_from_json(_call(http, "GET", f"/rounds/{number}/unmask-request")["record"])
-            )
-            response = secure_client.unmask(request)
+        elif action in _ANSWERS:
+            stage, path, what, answer = _ANSWERS[action]
+            say(f"round {number}: {what}")
+            request = record_from_json(_call(http, "GET", f"/rounds/{number}/{path}-request")["record"])
+            response = answer(secure_client, request)  # the core client's checks: it may refuse (ProtocolViolation)
             if on_step is not None:
                 on_step(secure_client)
-            _call(http, "POST", f"/rounds/{number}/unmask-response",
+            _call(http, "POST", f"/rounds/{number}/{path}-response",
                   json={"organization_id": organization_id, "record": record_to_json(response.to_record())})  # fmt: skip
-            stages.append("unmask")
+            stages.append(stage)
         else:
             say(f"round {number}: waiting ({status.get('stage')})")
         after = {} if action != "wait" else after

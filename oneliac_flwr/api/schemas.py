@@ -195,11 +195,12 @@ class RoundOut(BaseModel):
     deadline: datetime | None = None
     roster_size: int | None = None
     in_roster: bool | None = None
-    next_action: str = Field(description="advertise_keys | submit | unmask | wait | finished | none")
+    next_action: str = Field(description="advertise_keys | submit | confirm_survivors | unmask | wait | finished | none")
     reason: str | None = None
     dropouts: list[str] | None = None
     contributors: int | None = None
-    stage: str | None = Field(default=None, description="secure_sum mode: keys | masking | unmasking | done | failed")
+    stage: str | None = Field(default=None, description="secure_sum mode: keys | masking | consistency | unmasking | "
+                              "done | failed")  # fmt: skip
     node_id: int | None = Field(default=None, description="secure_sum mode: this organization's node id")
     run_id: int | None = Field(default=None, description="secure_sum mode: the federation's run id")
     aggregation_method: str | None = Field(default=None, description="fedavg | secure_sum: how this federation's "
@@ -207,7 +208,7 @@ class RoundOut(BaseModel):
 
 
 class SecureRecordIn(BaseModel):
-    """A secure-sum stage message: key advertisement or unmask response (bytes as ``0x`` hex)."""
+    """A secure-sum stage message: key advertisement, consistency response or unmask response (bytes as ``0x`` hex)."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
@@ -216,7 +217,7 @@ class SecureRecordIn(BaseModel):
 
 
 class SecureRecordOut(BaseModel):
-    """A secure-sum message for this organization: round setup or unmask request."""
+    """A secure-sum message for this organization: round setup, consistency request or unmask request."""
 
     round: int
     record: dict[str, Any]

@@ -11,6 +11,10 @@ same parameter choices (:mod:`oneliac_flwr.coordinator.secure_plan`) and the sam
     (a second pass if the round's size changed its sharing threshold);
 ``masking``
     stage M: each participant downloads the round setup and posts its masked vector;
+``consistency``
+    stage C, ``secure_sum.mode: malicious`` only: each counted organization downloads the
+    survivor set ``(C, D)`` and posts its signature of it; unmask requests go only to the
+    signers, with every signature (below ``t`` signers the round fails);
 ``unmasking``
     stage U: each counted organization downloads its unmask request and posts the response;
 ``done`` / ``failed``
@@ -57,24 +61,38 @@ from oneliac_flwr.coordinator.aggregate import publishable_check
 from oneliac_flwr.coordinator.secure_plan import graph_for, ring_for, statistics_slots_for, threshold_for
 from oneliac_flwr.errors import ConfigError, ProtocolViolation, RoundFailed, SecureAggregationError
 from oneliac_flwr.privacy.entropy import os_generator
-from oneliac_flwr.secure import AdvertiseKeys, MaskedInput, RingSpec, SecureSumServer, UnmaskRequest, UnmaskResponse
+from oneliac_flwr.secure import (
+    AdvertiseKeys,
+    ConsistencyRequest,
+    ConsistencyResponse,
+    MaskedInput,
+    RingSpec,
+    SecureSumServer,
+    UnmaskRequest,
+    UnmaskResponse,
+)
 from oneliac_flwr.secure.messages import RoundSetup
 
 __all__ = ["SecureRounds", "StageView", "secure_unavailable"]
 
 logger = logging.getLogger("oneliac_flwr.api")
 
-KEYS, MASKING, UNMASKING, DONE, FAILED = "keys", "masking", "unmasking", "done", "failed"
+KEYS, MASKING, CONSISTENCY, UNMASKING = "keys", "masking", "consistency", "unmasking"
+DONE, FAILED = "done", "failed"
 MAX_KEY_PASSES = 2
-_MESSAGE_STAGE = {KEYS: "keys", MASKING: "masked", UNMASKING: "unmask"}
+_MESSAGE_STAGE = {KEYS: "keys", MASKING: "masked", CONSISTENCY: "consistency", UNMASKING: "unmask"}
+#: What an organization expected in a stage must do next (``GET /rounds/current``'s ``next_action``).
+ACTIONS = {KEYS: "advertise_keys", MASKING: "submit", CONSISTENCY: "confirm_survivors", UNMASKING: "unmask"}
 _T = TypeVar("_T")
+_R = TypeVar("_R", ConsistencyRequest, UnmaskRequest)
 
 
 def secure_unavailable(config: ExperimentConfig) -> str | None:
-    """Why secure-sum rounds cannot run over REST with this configuration, or ``None``."""
-    if config.secure_sum.mode == "malicious":
-        return ("secure_sum.mode=malicious (the consistency stage) is not available over REST yet; "
-                "set secure_sum.mode=semi-honest")  # fmt: skip
+    """Why secure-sum rounds cannot run over REST with this configuration, or ``None``.
+
+    Both ``secure_sum.mode`` values run (``malicious`` adds the consistency stage).
+    """
+    del config
     return None
 
 
@@ -85,9 +103,10 @@ class StageView:
     Parameters
     ----------
     stage : str
-        ``keys``, ``masking``, ``unmasking``, ``done`` or ``failed``.
+        ``keys``, ``masking``, ``consistency``, ``unmasking``, ``done`` or ``failed``.
     next_action : str
-        ``advertise_keys``, ``submit``, ``unmask`` or ``wait`` for this organization.
+        ``advertise_keys``, ``submit``, ``confirm_survivors``, ``unmask`` or ``wait`` for
+        this organization.
     node_id, run_id : int
         This organization's stable node id and the federation's run id.
     """
@@ -108,7 +127,8 @@ class SecureRounds:
     Parameters
     ----------
     config : ExperimentConfig
-        ``secure_sum.*`` (ring, graph), ``aggregation_config`` (threshold floor, stage
+        ``secure_sum.*`` (ring, graph, ``mode``: ``malicious`` adds the consistency
+        stage), ``aggregation_config`` (threshold floor, stage
         deadline), ``dataset.num_classes`` and ``privacy_budget.mode`` (statistics slots).
     core : RoundCore
         The coordinator core that turns the unmasked mean into the next model.
@@ -142,6 +162,7 @@ class SecureRounds:
         self.core = core
         self.timeout = timedelta(minutes=config.aggregation_config.timeout_minutes)
         self.min_participants = config.aggregation_config.min_participants
+        self.mode = config.secure_sum.mode
         # A copy of the protocol state at the stored version (validated on every use): it
         # saves rebuilding the state for every message; the database stays the truth.
         self._cache: tuple[int, SecureSumServer] | None = None
@@ -175,7 +196,7 @@ class SecureRounds:
         if row is None:
             run_id = secrets.randbits(63)
             length = self._length(session)
-            state = SecureSumServer(run_id=run_id, spec=self.spec, length=length).state_dict()
+            state = SecureSumServer(run_id=run_id, spec=self.spec, length=length, mode=self.mode).state_dict()
             row = SecureRun(id=1, run_id=run_id, state=json.dumps(record_to_json(state, field="server_state")),
                             total=None, updated_at=now)  # fmt: skip
             session.add(row)
@@ -212,6 +233,7 @@ class SecureRounds:
     def _rebuild(self, session: Session, row: SecureRun) -> SecureSumServer:
         """Snapshot plus the log of the current stage's messages."""
         state = record_from_json(json.loads(row.state), field="server_state")
+        state["mode"] = self.mode  # the operator's setting, not the one the run was created with
         if state.get("round") is not None:
             state["round"]["total"] = row.total or b""
         server = SecureSumServer.from_state_dict(state, spec=self.spec)
@@ -373,8 +395,15 @@ class SecureRounds:
             participants = [nodes[o] for o in _ids(rnd.roster) if nodes[o] not in left_out]
             participants = [n for n in participants if names[n] not in json.loads(stage.dropouts).get(KEYS, [])]
             self._keys_or_setup(session, rnd, stage, server, sorted(participants), names, now)
-        elif stage.stage == MASKING:
+        elif stage.stage == MASKING and self.mode == "malicious":  # stage C follows (closes stage M)
             try:
+                confirms = server.consistency_requests()
+            except RoundFailed as exc:
+                self._fail(session, rnd, stage, server, str(exc), now)
+            else:
+                self._enter(rnd, stage, CONSISTENCY, [names[n] for n in confirms], now)
+        elif stage.stage in (MASKING, CONSISTENCY):
+            try:  # in malicious mode, only the signers are asked (below t signers: RoundFailed)
                 requests = server.unmask_requests()
             except RoundFailed as exc:
                 self._fail(session, rnd, stage, server, str(exc), now)
@@ -470,10 +499,10 @@ class SecureRounds:
             return None
         node = self.node_id(session, organization_id)
         action = "wait"
-        if stage.stage in (KEYS, MASKING, UNMASKING) and organization_id in _ids(stage.expected):
+        if stage.stage in ACTIONS and organization_id in _ids(stage.expected):
             done = session.get(SecureMessage, (rnd.number, organization_id, self.message_stage(stage)))
             if done is None:
-                action = {KEYS: "advertise_keys", MASKING: "submit", UNMASKING: "unmask"}[stage.stage]
+                action = ACTIONS[stage.stage]
         return StageView(stage=stage.stage, next_action=action, node_id=node, run_id=self.run_id(session, now))
 
     def stage_of(self, session: Session, number: int) -> SecureRoundStage | None:
@@ -481,15 +510,15 @@ class SecureRounds:
         return session.get(SecureRoundStage, number)
 
     def setup(self, session: Session, number: int, now: datetime) -> RoundSetup:
-        """The open round's setup (stage M and U); read-only.
+        """The open round's setup (stages M, C and U); read-only.
 
         Raises
         ------
         ProtocolViolation
-            The round is not in stage M or U.
+            The round is not in stage M, C or U.
         """
         stage = session.get(SecureRoundStage, number)
-        if stage is None or stage.stage not in (MASKING, UNMASKING):
+        if stage is None or stage.stage not in (MASKING, CONSISTENCY, UNMASKING):
             raise ProtocolViolation(f"round {number} has no round setup to download now")
         setup = self.read(session, now, lambda server: server.open_setup)
         if setup is None or setup.round != number:
@@ -497,24 +526,50 @@ class SecureRounds:
         return setup
 
     def unmask_request(self, session: Session, number: int, organization_id: str, now: datetime) -> UnmaskRequest:
-        """This organization's unmask request (stage U).
+        """This organization's unmask request (stage U); read-only.
 
         Raises
         ------
         ProtocolViolation
             The round is not in stage U or nothing was asked of this organization.
         """
+        return self._request_for(session, number, organization_id, now, stage_name=UNMASKING, what="unmask",
+                                 build=lambda server, node: server.unmask_requests().get(node)
+                                 if server.stage == "unmasking" else None)  # fmt: skip
+
+    def consistency_request(self, session: Session, number: int, organization_id: str,
+                            now: datetime) -> ConsistencyRequest:  # fmt: skip
+        """This organization's consistency request (stage C, malicious mode): the survivor
+        set ``(C, D)`` to sign; read-only (stage M is closed in the stored state, so
+        building it changes nothing).
+
+        Raises
+        ------
+        ProtocolViolation
+            The round is not in stage C or nothing was asked of this organization.
+        """
+        return self._request_for(session, number, organization_id, now, stage_name=CONSISTENCY, what="consistency",
+                                 build=lambda server, node: server.consistency_requests().get(node)
+                                 if server.stage == "masking" else None)  # fmt: skip
+
+    def _request_for(self, session: Session, number: int, organization_id: str, now: datetime, *, stage_name: str,
+                     what: str, build: Callable[[SecureSumServer, int], _R | None]) -> _R:  # fmt: skip
+        """``build(server, node)``: this organization's request of round ``number``'s stage ``stage_name``."""
         stage = session.get(SecureRoundStage, number)
-        if stage is None or stage.stage != UNMASKING:
-            raise ProtocolViolation(f"round {number} is not in stage U (unmasking)")
+        if stage is None or stage.stage != stage_name:
+            raise ProtocolViolation(f"round {number} is not in stage {stage_name!r}")
         row = session.get(SecureNode, organization_id)
-        if row is None:
-            raise ProtocolViolation(f"no unmask request for {organization_id} in round {number}")
+        if row is None or organization_id not in _ids(stage.expected):
+            raise ProtocolViolation(f"no {what} request for {organization_id} in round {number}")
         node = row.node_id
-        request = self.read(session, now, lambda server: server.unmask_requests().get(node)
-                            if server.stage == "unmasking" else None)  # fmt: skip
-        if request is None or request.round != number:
-            raise ProtocolViolation(f"no unmask request for {organization_id} in round {number}")
+
+        def request_of(server: SecureSumServer) -> _R | None:
+            setup = server.open_setup
+            return build(server, node) if setup is not None and setup.round == number else None
+
+        request = self.read(session, now, request_of)
+        if request is None:
+            raise ProtocolViolation(f"no {what} request for {organization_id} in round {number}")
         return request
 
     # ------------------------------------------------------------------ messages (under the lock)
@@ -529,7 +584,7 @@ class SecureRounds:
 
         Parameters
         ----------
-        kind : {"keys", "masked", "unmask"}
+        kind : {"keys", "masked", "consistency", "unmask"}
             The stage the message belongs to; it must be the round's current stage.
         body_sha256, receipt : str
             The request body's hash and the receipt given for it (replay detection).
@@ -565,11 +620,13 @@ class SecureRounds:
             server.register_keys(node, AdvertiseKeys.from_record(record))
         elif kind == "masked":
             server.receive_masked(node, MaskedInput.from_record(record, masked=masked))
+        elif kind == "consistency":
+            server.receive_consistency(node, ConsistencyResponse.from_record(record))
         else:
             server.receive_unmask(node, UnmaskResponse.from_record(record))
 
     def message_kind_now(self, session: Session, number: int) -> str | None:
-        """The message stage name (``keys1``, ``masked``, ``unmask``) the round takes now."""
+        """The message stage name (``keys1``, ``masked``, ``consistency``, ``unmask``) the round takes now."""
         stage = session.get(SecureRoundStage, number)
         if stage is None or stage.stage not in _MESSAGE_STAGE:
             return None

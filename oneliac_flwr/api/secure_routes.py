@@ -4,13 +4,15 @@
 - ``POST /rounds/{round}/keys``: stage K, the key advertisement;
 - ``GET  /rounds/{round}/setup``: stage M, the round setup;
 - ``POST /gradients`` (:func:`submit_masked`): stage M, the masked vector;
+- ``GET  /rounds/{round}/consistency-request`` and ``POST /rounds/{round}/consistency-response``:
+  stage C (``secure_sum.mode: malicious``), the survivor set and this organization's signature of it;
 - ``GET  /rounds/{round}/unmask-request`` and ``POST /rounds/{round}/unmask-response``: stage U.
 
 Message records travel through the one codec :mod:`oneliac_flwr.api.records`. A message
 goes into the protocol state under the round lock, in the same transaction that records
 it (:class:`~oneliac_flwr.api.store.SecureMessage`, its content logged until the next
 stage change), so the same body again gets the same receipt and a different one 409.
-The setup and unmask-request downloads read a snapshot without the lock.
+The setup, consistency-request and unmask-request downloads read a snapshot without the lock.
 """
 
 
@@ -198,16 +200,31 @@ def install_secure_routes(app: FastAPI, *, prefix: str, database: Database, engi
                 raise ApiProblem(409, "stage_closed", "Conflict", str(exc), field="round") from None
         return SecureRecordOut(round=round, record=record_to_json(setup.to_record()))
 
-    @app.get(f"{prefix}/rounds/{{round}}/unmask-request", response_model=SecureRecordOut, responses=errors)
-    def unmask_request(round: round_path, who: Annotated[str, Depends(organization)]) -> SecureRecordOut:
-        """Stage U: what this organization must reveal (shares of counted nodes' seeds, of dropped nodes' keys)."""
+    def download(round: int, who: str, fetch: Callable[[SecureRounds], Callable[..., Any]]) -> SecureRecordOut:
+        """This organization's request of a stage, from a read-only snapshot (409 when the stage is not open)."""
         machine = secure()
         with database.read() as session:
             try:
-                request = machine.unmask_request(session, round, who, _now())
+                request = fetch(machine)(session, round, who, _now())
             except ProtocolViolation as exc:
                 raise ApiProblem(409, "stage_closed", "Conflict", str(exc), field="round") from None
         return SecureRecordOut(round=round, record=record_to_json(request.to_record()))
+
+    @app.get(f"{prefix}/rounds/{{round}}/consistency-request", response_model=SecureRecordOut, responses=errors)
+    def consistency_request(round: round_path, who: Annotated[str, Depends(organization)]) -> SecureRecordOut:
+        """Stage C (``secure_sum.mode: malicious``): the survivor set (counted, dropped) this organization is asked to sign."""
+        return download(round, who, lambda machine: machine.consistency_request)
+
+    @app.post(f"{prefix}/rounds/{{round}}/consistency-response", response_model=Receipt, responses=errors)
+    def consistency_response(round: round_path, body: SecureRecordIn,
+                             who: Annotated[str, Depends(organization)]) -> Receipt:  # fmt: skip
+        """Stage C (``secure_sum.mode: malicious``): this organization's signature of the survivor set (a ConsistencyResponse record)."""
+        return post_record(round, body, who, "consistency")
+
+    @app.get(f"{prefix}/rounds/{{round}}/unmask-request", response_model=SecureRecordOut, responses=errors)
+    def unmask_request(round: round_path, who: Annotated[str, Depends(organization)]) -> SecureRecordOut:
+        """Stage U: what this organization must reveal (shares of counted nodes' seeds, of dropped nodes' keys)."""
+        return download(round, who, lambda machine: machine.unmask_request)
 
     @app.post(f"{prefix}/rounds/{{round}}/unmask-response", response_model=Receipt, responses=errors)
     def unmask_response(round: round_path, body: SecureRecordIn, who: Annotated[str, Depends(organization)]) -> Receipt:

@@ -497,7 +497,7 @@ class FederatedLearner:
         outcome = submit_secure_sum(self._client, self.state, update, organization_id=self.organization_id,
                                     model_version=version, weight=self._sample_count(update), statistics=statistics,
                                     privacy=privacy, timeout=self._timeout(), progress=self._progress,
-                                    clip=clip)  # fmt: skip
+                                    clip=clip, mode=self.config.secure_sum.mode)  # fmt: skip
         return self._secure_receipt(outcome.receipt, outcome)
 
     def _secure_receipt(self, receipt: str | None, outcome: SecureRoundReceipt) -> Receipt:
@@ -530,7 +530,8 @@ class FederatedLearner:
             As :meth:`submit_gradients`.
         """
         resumed = resume_secure_round(self._client, self.state, organization_id=self.organization_id,
-                                      timeout=self._timeout(), progress=self._progress)  # fmt: skip
+                                      timeout=self._timeout(), progress=self._progress,
+                                      mode=self.config.secure_sum.mode)  # fmt: skip
         if resumed is None:
             return None
         receipt, outcome = resumed

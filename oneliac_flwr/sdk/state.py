@@ -34,6 +34,7 @@ from oneliac_flwr.atomic_files import write_json_atomic
 from oneliac_flwr.errors import ConfigError, ProtocolViolation
 from oneliac_flwr.privacy.hospital import LOCK_FILE, HospitalPolicy, HospitalPrivacyState, locked_state
 from oneliac_flwr.secure import SecureSumClient, fingerprint
+from oneliac_flwr.secure.client import Mode
 from oneliac_flwr.secure.identity import IDENTITY_FILE, Identity
 from oneliac_flwr.secure.keys import load_private_key, private_bytes, public_bytes
 
@@ -185,7 +186,8 @@ class StateDirectory:
             )
 
     # ------------------------------------------------------------------ secure sum
-    def secure_client(self, *, organization: str, node_id: int, run_id: int, federation: str = "default") -> SecureSumClient:
+    def secure_client(self, *, organization: str, node_id: int, run_id: int, federation: str = "default",
+                      mode: Mode = "semi-honest") -> SecureSumClient:  # fmt: skip
         """This hospital's secure-sum client for ``run_id``: the one saved after its last
         step, or a new one (first round, another federation, or a replaced identity).
 
@@ -197,6 +199,10 @@ class StateDirectory:
             From the coordinator (``GET /secure-sum/node``).
         federation : str
             The federation name the key statements are bound to.
+        mode : {"semi-honest", "malicious"}
+            The federation's ``secure_sum.mode``. A ``malicious`` client reveals nothing in
+            stage U without the consistency check; a saved client is raised to it, and a
+            saved ``malicious`` client is never lowered (fails closed).
 
         Raises
         ------
@@ -217,9 +223,11 @@ class StateDirectory:
             if saved is not None:
                 state = saved.state_dict()
                 if (state["node_id"], state["run_id"], state["organization"]) == (node_id, run_id, organization):
+                    if mode == "malicious" and state["mode"] != "malicious":
+                        return SecureSumClient.from_state_dict({**state, "mode": mode}, identity=identity)
                     return saved
         return SecureSumClient(node_id=node_id, run_id=run_id, identity=identity, organization=organization,
-                               federation=federation)  # fmt: skip
+                               federation=federation, mode=mode)  # fmt: skip
 
     def save_secure_client(self, client: SecureSumClient) -> None:
         """Keep the client's state (mask keys, round state) for the next step or round (0600)."""

@@ -26,6 +26,7 @@ from oneliac_flwr.masked_statistics import MaskedStatistics
 from oneliac_flwr.sdk.state import StateDirectory
 from oneliac_flwr.sdk.transport import CoordinatorClient
 from oneliac_flwr.sdk.update import ModelUpdate
+from oneliac_flwr.secure.client import Mode
 from oneliac_flwr.secure.sealed import seal, sealing_context
 
 if TYPE_CHECKING:
@@ -158,8 +159,10 @@ def submit_secure_sum(
     timeout: float,
     progress: Progress | None,
     clip: bool = True,
+    mode: Mode = "semi-honest",
 ) -> SecureRoundReceipt:
-    """One secure-sum round over REST for this organization (keys, masked upload, unmasking).
+    """One secure-sum round over REST for this organization (keys, masked upload, the
+    consistency check in malicious mode, unmasking).
 
     The REST driver :func:`oneliac_flwr.api.participant.take_part_in_secure_round` runs
     the stages with this hospital's :class:`~oneliac_flwr.secure.SecureSumClient`, built
@@ -189,6 +192,9 @@ def submit_secure_sum(
     clip : bool
         Clip to the ring's L2 bound before masking (default); ``False`` for an update that
         carries a distributed noise share (the ring's bound is then per coordinate).
+    mode : {"semi-honest", "malicious"}
+        The federation's published ``secure_sum.mode`` (the client's mode,
+        :meth:`StateDirectory.secure_client`).
 
     Returns
     -------
@@ -204,7 +210,8 @@ def submit_secure_sum(
     from oneliac_flwr.api.participant import secure_node, take_part_in_secure_round
 
     node = secure_node(client.http)
-    secure_client = state.secure_client(organization=organization_id, node_id=node.node_id, run_id=node.run_id)
+    secure_client = state.secure_client(organization=organization_id, node_id=node.node_id, run_id=node.run_id,
+                                        mode=mode)  # fmt: skip
     arrays = [np.asarray(update[name]) for name in sorted(update)]
 
     def keep(body: Mapping[str, Any]) -> None:  # before the masked upload leaves: a restart resends these bytes
@@ -239,6 +246,7 @@ def resume_secure_round(
     organization_id: str,
     timeout: float,
     progress: Progress | None,
+    mode: Mode = "semi-honest",
 ) -> tuple[str, SecureRoundReceipt] | None:
     """Finish the secure-sum round this hospital uploaded to before its process stopped.
 
@@ -246,6 +254,11 @@ def resume_secure_round(
     coordinator answers the receipt of the first one; a different vector is never made
     for the round), then the round's remaining requests are answered with the secure-sum
     client saved after the upload (its unmask request above all), until the round closes.
+
+    Parameters
+    ----------
+    mode : {"semi-honest", "malicious"}
+        The federation's published ``secure_sum.mode``.
 
     Returns
     -------
@@ -291,7 +304,8 @@ def resume_secure_round(
         receipt = str(client.post_json("/gradients", pending["upload"])["receipt"])
     except RoundClosed:  # the upload never arrived and its stage closed: this hospital is a dropout of the round
         receipt = ""
-    secure_client = state.secure_client(organization=organization_id, node_id=node.node_id, run_id=node.run_id)
+    secure_client = state.secure_client(organization=organization_id, node_id=node.node_id, run_id=node.run_id,
+                                        mode=mode)  # fmt: skip
     outcome = _until_closed(state, lambda: take_part_in_secure_round(
         client.http, organization_id=organization_id, secure_client=secure_client, update=[], weight=1.0,
         model_version=pending["model_version"], wait_seconds=min(LONG_POLL_SECONDS, 10.0), give_up_after=timeout,

@@ -17,7 +17,7 @@ from safetensors.numpy import load as safetensors_load
 from oneliac_flwr.api.participant import masked_vector, secure_node, take_part_in_secure_round
 from oneliac_flwr.api.records import record_from_json, record_to_json
 from oneliac_flwr.masked_statistics import MaskedStatistics
-from oneliac_flwr.secure import Identity, RoundSetup, SecureSumClient, UnmaskRequest, plan_ring
+from oneliac_flwr.secure import ConsistencyRequest, Identity, RoundSetup, SecureSumClient, UnmaskRequest, plan_ring
 from oneliac_flwr.secure.encoding import error_bound
 
 from conftest import PREFIX, hospital
@@ -26,9 +26,11 @@ from conftest import wait_until as poll_until
 MAX_PARTICIPANTS = 6
 
 
-def settings(*, min_participants: int = 3, timeout_minutes: float = 1.0, max_rounds: int = 3) -> list[str]:
+def settings(*, min_participants: int = 3, timeout_minutes: float = 1.0, max_rounds: int = 3,
+             mode: str = "semi-honest") -> list[str]:  # fmt: skip
     return [
         "aggregation_config.aggregation_method=secure_sum", "strategy=fedavg", "privacy_budget=none",
+        f"secure_sum.mode={mode}",
         f"secure_sum.max_participants={MAX_PARTICIPANTS}", f"aggregation_config.min_participants={min_participants}",
         f"aggregation_config.timeout_minutes={timeout_minutes}", f"aggregation_config.max_rounds={max_rounds}",
     ]  # fmt: skip
@@ -52,11 +54,11 @@ class Hospital:
     def http(self, service) -> httpx.Client:  # noqa: ANN001
         return service.client(token=self.org["api_key"])
 
-    def join(self, service) -> None:  # noqa: ANN001
+    def join(self, service, mode: str = "semi-honest") -> None:  # noqa: ANN001
         with self.http(service) as http:
             node = secure_node(http)
         self.client = SecureSumClient(node_id=node.node_id, run_id=node.run_id, identity=self.identity,
-                                      organization=self.id)  # fmt: skip
+                                      organization=self.id, mode=mode)  # fmt: skip
 
 
 def register(service, n: int) -> list[Hospital]:  # noqa: ANN001
@@ -125,6 +127,12 @@ def drive(services: list, h: Hospital, round_: int, update: list[np.ndarray], we
                         masked = h.client.mask(masked_vector(update, setup=setup, statistics=stats), weight=weight, setup=setup)
                         answer = http.post(f"{PREFIX}/gradients", json=masked_body(h, round_, state["model_version"], masked))
                         assert answer.status_code == 200, answer.text
+                    elif action == "confirm_survivors":  # stage C (secure_sum.mode: malicious)
+                        got = http.get(f"{PREFIX}/rounds/{round_}/consistency-request").json()
+                        signed = h.client.confirm_survivors(ConsistencyRequest.from_record(record_from_json(got["record"])))
+                        answer = http.post(f"{PREFIX}/rounds/{round_}/consistency-response",
+                                           json={"organization_id": h.id, "record": record_to_json(signed.to_record())})  # fmt: skip
+                        assert answer.status_code == 200, answer.text
                     elif action == "unmask":
                         got = http.get(f"{PREFIX}/rounds/{round_}/unmask-request").json()
                         response = h.client.unmask(UnmaskRequest.from_record(record_from_json(got["record"])))
@@ -187,13 +195,14 @@ def assert_model(http: httpx.Client, base: list[np.ndarray], updates: dict, weig
 
 
 def register_then_serve(start_service, n: int, **kwargs: Any) -> tuple[Any, list[Hospital]]:  # noqa: ANN001
-    """Register ``n`` organizations before any round can open (the roster is fixed at opening)."""
+    """Register ``n`` organizations before any round can open (the roster is fixed at opening);
+    their clients run in the federation's ``mode``."""
     setup = start_service(extra=["aggregation_config.min_participants=100", "federation.num_organizations=100"])
     hospitals = register(setup, n)
     setup.stop()
     service = start_service(extra=settings(**kwargs))
     for h in hospitals:
-        h.join(service)
+        h.join(service, mode=kwargs.get("mode", "semi-honest"))
     return service, hospitals
 
 

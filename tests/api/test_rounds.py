@@ -327,20 +327,6 @@ def test_twenty_concurrent_submissions_through_two_processes(start_service) -> N
         assert sorted(e["action"] for e in opened) == ["round.ok", "round.opened"]  # each transition exactly once
 
 
-def test_configurations_without_rest_rounds_say_so(start_service) -> None:
-    service = start_service(extra=["aggregation_config.aggregation_method=secure_sum", "secure_sum.mode=malicious",
-                                   "privacy_budget=none"])
-    (org,) = register(service, 1)
-    with service.client(token=org["api_key"]) as client:
-        state = status(client)
-        assert state["status"] == "unavailable" and "secure_sum.mode" in state["reason"]
-        payload = {"organization_id": org["organization_id"], "round": 1, "gradients_encrypted": "0x00",
-                   "model_version": "1.0.0", "sample_count": 1}  # fmt: skip
-        refused = client.post(f"{PREFIX}/gradients", json=payload)
-        assert refused.status_code == 501 and refused.json()["type"].endswith("rounds_unavailable")
-        assert model(client)[2]["model_version"] == "1.0.0"  # the registry still serves
-
-
 def test_rounds_unavailable_names_each_missing_piece() -> None:
     from oneliac_flwr.api.rounds import rounds_unavailable
     from oneliac_flwr.config import ExperimentConfig
@@ -352,4 +338,4 @@ def test_rounds_unavailable_names_each_missing_piece() -> None:
     assert rounds_unavailable(secure) is None  # secure-sum rounds run over REST
     malicious = ExperimentConfig.from_dict({"aggregation_config": {"aggregation_method": "secure_sum"},
                                             "secure_sum": {"mode": "malicious"}})  # fmt: skip
-    assert "secure_sum.mode" in rounds_unavailable(malicious)
+    assert rounds_unavailable(malicious) is None  # the consistency stage runs over REST (test_rest_secure_malicious.py)

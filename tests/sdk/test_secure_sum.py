@@ -371,3 +371,31 @@ def test_typed_errors_in_secure_mode(start_service, hospital_dirs, tmp_path) -> 
         assert admin.get(f"{PREFIX}/privacy/epsilon").json()["epsilon_spent"] == 0.0
     for each in (learner, capped):
         each.close()
+
+
+def test_hospital_processes_run_a_malicious_mode_round_unchanged(start_service, hospital_dirs, tmp_path) -> None:  # noqa: ANN001
+    """``secure_sum.mode: malicious``: the documented calls, unchanged, sign the survivor set
+    (stage C) before unmasking; each hospital's saved secure-sum client runs in malicious mode,
+    taken from the coordinator's published configuration."""
+    groups = {**federation(min_participants=3, max_rounds=1, timeout_minutes=1.0, dp=False),
+              "secure_sum": {"mode": "malicious"}}  # fmt: skip
+    started = launch(tmp_path, 3)
+    try:
+        service = start_service(extra=overrides(groups))
+        dirs = hospital_dirs(3)
+        orgs = register(service, dirs)
+        frames, _ = breast_cancer_frames(3)
+        hand_over(service, tmp_path, orgs, dirs, frames, groups, rounds=1, epsilon=None)
+        wait_exit(started, timeout=600)
+    finally:
+        stop_all(started)
+    with service.client() as admin:
+        (only,) = admin.get(f"{PREFIX}/rounds").json()
+        events = [e["action"] for e in admin.get(f"{PREFIX}/audit", params={"limit": 1000}).json()]
+    assert only["status"] == "ok" and only["contributors"] == 3, only
+    assert events.count("secure_sum.consistency") == 3
+    for (_, out, log), folder in zip(started, dirs, strict=True):
+        (entry,) = json.loads(out.read_text())
+        assert entry["status"] == "ok" and entry["model_version"] == "1.0.1"
+        assert "signing the survivor set" in log.read_text()
+        assert json.loads((folder / "secure-sum.json").read_text())["mode"] == "malicious"

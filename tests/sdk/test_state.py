@@ -85,3 +85,20 @@ def test_pending_secure_round_is_kept_owner_only_once_per_round_and_forgotten(tm
     file.chmod(0o644)
     with pytest.raises(ConfigError, match="0600"):
         state.pending_round()
+
+
+def test_the_secure_client_is_raised_to_malicious_mode_and_never_lowered(tmp_path: Path) -> None:
+    state = StateDirectory(tmp_path / "hospital")
+    ids = {"organization": "org_0123456789abcdef", "node_id": 7, "run_id": 11}
+    first = state.secure_client(**ids)
+    assert first.state_dict()["mode"] == "semi-honest"
+    first.advertise_keys(round=1)  # it holds keys now: the saved client is the one to continue
+    state.save_secure_client(first)
+    raised = state.secure_client(**ids, mode="malicious")  # the federation runs malicious mode
+    assert raised.state_dict()["mode"] == "malicious" and raised.has_keys
+    assert raised.state_dict()["c_sk"] == first.state_dict()["c_sk"]  # the same client, its keys kept
+    state.save_secure_client(raised)
+    kept = state.secure_client(**ids, mode="semi-honest")  # a saved malicious-mode client is never lowered
+    assert kept.state_dict()["mode"] == "malicious"
+    fresh = state.secure_client(**{**ids, "run_id": 12}, mode="malicious")  # another run: a new client, in its mode
+    assert fresh.state_dict()["mode"] == "malicious" and not fresh.has_keys

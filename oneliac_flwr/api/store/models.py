@@ -149,7 +149,8 @@ class SecureRun(Base):
 
 
 class SecureRoundStage(Base):
-    """Where a secure-sum round is: ``keys``, ``masking``, ``unmasking``, ``done`` or ``failed``."""
+    """Where a secure-sum round is: ``keys``, ``masking``, ``consistency`` (malicious mode), ``unmasking``,
+    ``done`` or ``failed``."""
 
     __tablename__ = "secure_round_stages"
 
