@@ -17,7 +17,7 @@ import httpx
 import numpy as np
 
 from oneliac_flwr.api.records import record_from_json, record_to_json
-from oneliac_flwr.errors import CoordinatorUnavailable, RoundClosed, RoundFailed, StaleModelVersion
+from oneliac_flwr.errors import CoordinatorUnavailable, ProtocolViolation, RoundClosed, RoundFailed, StaleModelVersion
 from oneliac_flwr.sdk.transport import problem_error
 from oneliac_flwr.masked_statistics import MaskedStatistics, pack_statistics
 from oneliac_flwr.secure import ConsistencyRequest, RoundSetup, SecureSumClient, UnmaskRequest
@@ -139,6 +139,7 @@ def take_part_in_secure_round(
     on_upload: Callable[[Mapping[str, Any]], None] | None = None,
     round: int | None = None,
     clip: bool = True,
+    min_threshold: int | None = None,
 ) -> SecureRoundReceipt:
     """Take part in the open secure-sum round: keys, masked upload, the consistency check
     (``secure_sum.mode: malicious``) and unmasking, over HTTP.
@@ -196,6 +197,12 @@ def take_part_in_secure_round(
         Clip the update to the ring's bound before masking (default). ``False`` for an
         update carrying a distributed noise share (already clipped to ``clip-norm`` before
         its noise; the ring's bound is then per coordinate, checked by the encoding).
+    min_threshold : int, optional
+        The fewest contributors this hospital accepts for the round: for an update carrying
+        a distributed noise share, the number its share is sized for (fewer shares in the
+        sum would give less noise than the ledger accounts). A round setup whose threshold
+        ``t`` is lower is refused (:class:`~oneliac_flwr.errors.ProtocolViolation`,
+        ``threshold_check``) before anything is masked or sent.
 
     Returns
     -------
@@ -204,6 +211,9 @@ def take_part_in_secure_round(
 
     Raises
     ------
+    ProtocolViolation
+        This hospital's own checks refused the round (``threshold_check``, or the core
+        client's checks of a request); nothing was sent for that step.
     AuthenticationFailed
         401/403: unknown key, or not this organization's.
     StaleModelVersion
@@ -267,6 +277,11 @@ def take_part_in_secure_round(
         elif action == "submit":
             say(f"round {number}: masked upload")
             setup = RoundSetup.from_record(record_from_json(_call(http, "GET", f"/rounds/{number}/setup")["record"]))
+            if min_threshold is not None and setup.threshold < min_threshold:
+                raise ProtocolViolation(
+                    f"threshold_check: round {number} has threshold t = {setup.threshold}, below the {min_threshold} "
+                    "contributors this hospital's noise share is sized for; nothing was masked or sent"
+                )
             flat = masked_vector(update, setup=setup, statistics=statistics, clip=clip)
             masked = secure_client.mask(flat, weight=min(float(weight), float(setup.weight_bound)), setup=setup)
             wire = np.ascontiguousarray(masked.masked, dtype=np.dtype(masked.masked.dtype).newbyteorder("<"))

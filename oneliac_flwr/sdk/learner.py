@@ -432,14 +432,14 @@ class FederatedLearner:
                             f"{state.ledger.epsilon_if([event]):.4f}, above its cap {policy.epsilon:g}; nothing was sent"
                         )
                     state.record_release([event], round_number=round, label=_RELEASE_LABEL + update.release.release_id)
-        clip = True
+        share_threshold: int | None = None
         if policy.unit == "organization":  # clipped (and noised with this hospital's share) and recorded here
-            update, declared, clip = self._organization_release(update, round)
+            update, declared, share_threshold = self._organization_release(update, round)
         else:
             declared = update.declared()
         privacy = None if declared is None else {k: v for k, v in asdict(declared).items() if v is not None}
         if secure:
-            return self._submit_secure(update, version, privacy=privacy, clip=clip)
+            return self._submit_secure(update, version, privacy=privacy, share_threshold=share_threshold)
         base = self.download_model(version)
         receipt = submit_fedavg(self._client, self.state, update, organization_id=self.organization_id, round=round,
                                 model_version=version, base=base.arrays(), sample_count=self._sample_count(update),
@@ -454,7 +454,7 @@ class FederatedLearner:
         return Receipt(receipt=receipt, round=round, organization_id=self.organization_id, status=final.status,
                        model_version=produced, organizations_contributed=final.contributors)  # fmt: skip
 
-    def _organization_release(self, update: ModelUpdate, round: int) -> tuple[ModelUpdate, DeclaredPrivacy, bool]:
+    def _organization_release(self, update: ModelUpdate, round: int) -> tuple[ModelUpdate, DeclaredPrivacy, int | None]:
         """Organization-level DP, as the Flower client does (the core's
         :func:`~oneliac_flwr.privacy.update_release.privatize_update`): clip the update to the
         published ``clip-norm``; under distributed noise add this hospital's Gaussian share
@@ -463,9 +463,10 @@ class FederatedLearner:
 
         Returns
         -------
-        (ModelUpdate, DeclaredPrivacy, bool)
-            The update to mask, its declaration, and whether the ring's L2 clip still applies
-            (not to a noise share, whose ring bound is per coordinate).
+        (ModelUpdate, DeclaredPrivacy, int or None)
+            The update to mask, its declaration, and under distributed noise the number of
+            contributors its share is sized for (the round's threshold must be at least
+            that; ``None`` under central noise, where the ring's L2 clip still applies).
 
         Raises
         ------
@@ -483,11 +484,15 @@ class FederatedLearner:
             release = privatize_update(update.arrays(), instruction, state=state, server_round=round, threshold=threshold)
         if isinstance(release, str):
             raise PrivacyBudgetExhausted(f"{release}; nothing was sent")
-        return update.replaced(release.update, release=None), release.declared, not distributed
+        return update.replaced(release.update, release=None), release.declared, threshold
 
     def _submit_secure(self, update: ModelUpdate, version: str, *, privacy: dict[str, Any] | None,
-                       clip: bool = True) -> Receipt:  # fmt: skip
+                       share_threshold: int | None = None) -> Receipt:  # fmt: skip
         """A secure-sum round: the whole protocol, then the round's new model version.
+
+        ``share_threshold``: the update carries a distributed noise share sized for that many
+        contributors; a round whose threshold is lower is refused before masking, and the
+        ring's L2 clip does not apply (its bound is per coordinate for a share).
 
         Under differential privacy (a release, or a DP policy) the weight is 1 and no
         statistics are added: nothing data-dependent travels beside the released update.
@@ -497,7 +502,8 @@ class FederatedLearner:
         outcome = submit_secure_sum(self._client, self.state, update, organization_id=self.organization_id,
                                     model_version=version, weight=self._sample_count(update), statistics=statistics,
                                     privacy=privacy, timeout=self._timeout(), progress=self._progress,
-                                    clip=clip, mode=self.config.secure_sum.mode)  # fmt: skip
+                                    clip=share_threshold is None, min_threshold=share_threshold,
+                                    mode=self.config.secure_sum.mode)  # fmt: skip
         return self._secure_receipt(outcome.receipt, outcome)
 
     def _secure_receipt(self, receipt: str | None, outcome: SecureRoundReceipt) -> Receipt:

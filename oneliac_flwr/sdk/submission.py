@@ -159,6 +159,7 @@ def submit_secure_sum(
     timeout: float,
     progress: Progress | None,
     clip: bool = True,
+    min_threshold: int | None = None,
     mode: Mode = "semi-honest",
 ) -> SecureRoundReceipt:
     """One secure-sum round over REST for this organization (keys, masked upload, the
@@ -192,6 +193,9 @@ def submit_secure_sum(
     clip : bool
         Clip to the ring's L2 bound before masking (default); ``False`` for an update that
         carries a distributed noise share (the ring's bound is then per coordinate).
+    min_threshold : int or None
+        For an update carrying a distributed noise share: the contributors the share is
+        sized for. A round whose threshold is lower is refused before anything is masked.
     mode : {"semi-honest", "malicious"}
         The federation's published ``secure_sum.mode`` (the client's mode,
         :meth:`StateDirectory.secure_client`).
@@ -221,6 +225,7 @@ def submit_secure_sum(
         client.http, organization_id=organization_id, secure_client=secure_client, update=arrays, weight=float(weight),
         model_version=model_version, statistics=statistics, privacy=privacy, wait_seconds=min(LONG_POLL_SECONDS, 10.0),
         give_up_after=timeout, progress=progress, on_step=state.save_secure_client, on_upload=keep, clip=clip,
+        min_threshold=min_threshold,
     ))  # fmt: skip
 
 

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from oneliac_flwr.api.participant import take_part_in_secure_round
+from oneliac_flwr.errors import ProtocolViolation
 from oneliac_flwr.privacy import clip_l2
 from oneliac_flwr.privacy.hospital import HospitalPolicy, locked_state
 from oneliac_flwr.privacy.update_release import privatize_update
@@ -57,7 +58,8 @@ def take_part(service, h: Hospital, state_dir: Path, policy: dict, update: list[
     with h.http(service) as http:
         return take_part_in_secure_round(http, organization_id=h.id, secure_client=h.client, update=release.update,
                                          weight=1.0, model_version=version, privacy=declared, wait_seconds=5,
-                                         give_up_after=180, clip="frac-bits" not in policy)  # fmt: skip
+                                         give_up_after=180, clip="frac-bits" not in policy,
+                                         min_threshold=threshold)  # fmt: skip
 
 
 def run_dp_round(service, hospitals: list[Hospital], dirs: list[Path], round_: int) -> tuple[list[np.ndarray], list[np.ndarray]]:  # noqa: ANN001
@@ -208,3 +210,32 @@ def service_database(service) -> str:  # noqa: ANN001
         if str(argument).startswith("coordinator.database_url="):
             return str(argument).split("=", 1)[1]
     raise AssertionError("no database URL in the service's command line")
+
+
+def test_attack_a_share_sized_for_more_contributors_than_the_round_needs_is_never_sent(start_service, tmp_path: Path) -> None:  # noqa: ANN001
+    """A coordinator that publishes a larger ``min-contributors`` than its rounds' threshold
+    would get smaller noise shares, and a sum of fewer of them than the ledger accounts: the
+    hospital refuses the round setup before anything is masked or sent."""
+    service, hospitals = dp_federation(start_service, "distributed", max_rounds=2, afforded=2)
+    with hospitals[0].http(service) as http:
+        wait_until(lambda: (s := status(http))["round"] == 1 and s["status"] == "open")
+        base, meta = model(http)
+        policy = http.get(f"{PREFIX}/privacy/policy").json()
+    inflated = {**policy, "min-contributors": HOSPITALS + 7}  # what a lying coordinator would publish
+    dirs = [tmp_path / f"hospital-{i}" for i in range(HOSPITALS)]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=HOSPITALS) as pool:
+        futures = [pool.submit(take_part, service, h, dirs[i], inflated if i == 0 else policy,
+                               hospital_update(base, i, 1), meta["model_version"], 1)
+                   for i, h in enumerate(hospitals)]  # fmt: skip
+        with pytest.raises(ProtocolViolation, match="threshold_check"):
+            futures[0].result()
+        for f in futures[1:]:  # the others go on; whatever the round's outcome, hospital 0 sent no update
+            f.exception()
+    with service.client() as admin:
+        events = admin.get(f"{PREFIX}/audit", params={"limit": 1000}).json()
+    def actions(org: str) -> set[str]:
+        return {e["action"] for e in events if org in (e["organization_id"], e["actor"])}
+
+    uploads = {"secure_sum.masked", "submission.accepted"}
+    assert "secure_sum.keys" in actions(hospitals[0].id) and not actions(hospitals[0].id) & uploads
+    assert actions(hospitals[1].id) & uploads  # an upload would show here
