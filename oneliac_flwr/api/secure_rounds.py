@@ -22,7 +22,7 @@ deadline (``aggregation_config.timeout_minutes``, as each Flower exchange); the 
 ones are dropouts, recovered by the protocol while ``t`` remain.
 
 No federation state is kept in process memory. The coordinator's protocol state is a
-snapshot (:meth:`SecureSumServer.state_dict` in the ``secure_runs`` row), written at each
+snapshot (:meth:`SecureSumServer.state_dict` in the ``secure_snapshots`` row), written at each
 stage change, plus the log of the messages accepted since (``secure_messages`` rows with
 their records and masked vectors), each appended in the transaction that runs the core's
 checks on it, under the round lock
@@ -50,7 +50,9 @@ from sqlalchemy.orm import Session
 
 from oneliac_flwr.api.privacy import RestPrivacy
 from oneliac_flwr.api.records import record_from_json, record_to_json
-from oneliac_flwr.api.store import AuditEvent, ModelVersion, Round, SecureMessage, SecureNode, SecureRoundStage, SecureRun
+from oneliac_flwr.api.store import (
+    AuditEvent, ModelVersion, Round, SecureMessage, SecureNode, SecureRoundStage, SecureRun, SecureSnapshot,
+)  # fmt: skip
 from oneliac_flwr.config import ExperimentConfig
 from oneliac_flwr.coordinator import RoundCore, secure_sum_aggregate
 from oneliac_flwr.coordinator.secure_plan import graph_for, ring_for, statistics_slots_for, threshold_for
@@ -133,6 +135,11 @@ class SecureRounds:
         # saves rebuilding the state for every message; the database stays the truth.
         self._cache: tuple[int, SecureSumServer] | None = None
         self._cache_lock = threading.Lock()
+        # What a stage publishes (the round setup, the unmask requests) is fixed when the
+        # stage opens: kept per stage instance (round, stage, key pass, deadline, as read from
+        # the stage row in the reader's own snapshot), so the downloads of a stage never
+        # rebuild the state while its messages keep changing the version.
+        self._published: tuple[tuple[Any, ...], RoundSetup | None, dict[int, UnmaskRequest] | None] | None = None
 
     # ------------------------------------------------------------------ identities and state
     def known(self, session: Session, organization_id: str) -> bool:
@@ -163,9 +170,9 @@ class SecureRounds:
             run_id = secrets.randbits(63)
             length = self._length(session)
             state = SecureSumServer(run_id=run_id, spec=self.spec, length=length).state_dict()
-            row = SecureRun(id=1, run_id=run_id, state=json.dumps(record_to_json(state, field="server_state")),
-                            total=None, updated_at=now)  # fmt: skip
+            row = SecureRun(id=1, run_id=run_id, updated_at=now)
             session.add(row)
+            session.add(SecureSnapshot(id=1, state=json.dumps(record_to_json(state, field="server_state")), total=None))
             session.flush()
         return row
 
@@ -198,9 +205,12 @@ class SecureRounds:
 
     def _rebuild(self, session: Session, row: SecureRun) -> SecureSumServer:
         """Snapshot plus the log of the current stage's messages."""
-        state = record_from_json(json.loads(row.state), field="server_state")
+        snapshot = session.get(SecureSnapshot, row.id)
+        if snapshot is None:
+            raise ProtocolViolation("the secure-sum run has no stored snapshot")
+        state = record_from_json(json.loads(snapshot.state), field="server_state")
         if state.get("round") is not None:
-            state["round"]["total"] = row.total or b""
+            state["round"]["total"] = snapshot.total or b""
         server = SecureSumServer.from_state_dict(state, spec=self.spec)
         stage = session.scalar(select(SecureRoundStage).order_by(SecureRoundStage.round.desc()).limit(1))
         if stage is None or stage.stage not in _MESSAGE_STAGE:
@@ -253,8 +263,11 @@ class SecureRounds:
         if state.get("round") is not None:
             total = state["round"]["total"]
             state["round"]["total"] = b""
-        row.state = json.dumps(record_to_json(state, field="server_state"))
-        row.total = total
+        snapshot = session.get(SecureSnapshot, row.id)
+        if snapshot is None:
+            raise ProtocolViolation("the secure-sum run has no stored snapshot")
+        snapshot.state = json.dumps(record_to_json(state, field="server_state"))
+        snapshot.total = total
         row.updated_at = now
         session.execute(update(SecureMessage).where(SecureMessage.record.is_not(None)).values(record=None, masked=None),
                         execution_options={"synchronize_session": False})  # fmt: skip
@@ -473,7 +486,7 @@ class SecureRounds:
         stage = session.get(SecureRoundStage, number)
         if stage is None or stage.stage not in (MASKING, UNMASKING):
             raise ProtocolViolation(f"round {number} has no round setup to download now")
-        setup = self.read(session, now, lambda server: server.open_setup)
+        setup, _ = self._published_by(session, stage, now)
         if setup is None or setup.round != number:
             raise ProtocolViolation(f"round {number} has no round setup to download now")
         return setup
@@ -492,12 +505,34 @@ class SecureRounds:
         row = session.get(SecureNode, organization_id)
         if row is None:
             raise ProtocolViolation(f"no unmask request for {organization_id} in round {number}")
-        node = row.node_id
-        request = self.read(session, now, lambda server: server.unmask_requests().get(node)
-                            if server.stage == "unmasking" else None)  # fmt: skip
+        _, requests = self._published_by(session, stage, now)
+        request = (requests or {}).get(row.node_id)
         if request is None or request.round != number:
             raise ProtocolViolation(f"no unmask request for {organization_id} in round {number}")
         return request
+
+    def _published_by(self, session: Session, stage: SecureRoundStage, now: datetime,
+                      ) -> tuple[RoundSetup | None, dict[int, UnmaskRequest] | None]:  # fmt: skip
+        """The round setup and unmask requests of the stage ``stage`` (a row of the caller's
+        snapshot) opened with: they change only when a stage changes, never with its messages.
+
+        Every stage change writes the snapshot and the stage row in one transaction, and a
+        round passes each (stage, key pass) once, so the stage row's identity names the
+        snapshot they were built from; the copy kept for it is used only when the reader's
+        own snapshot shows that very stage instance.
+        """
+        key = (stage.round, stage.stage, stage.key_pass, self._aware(stage.stage_deadline))
+        published = self._published
+        if published is not None and published[0] == key:
+            return published[1], published[2]
+
+        def derive(server: SecureSumServer) -> tuple[RoundSetup | None, dict[int, UnmaskRequest] | None]:
+            requests = server.unmask_requests() if server.stage == "unmasking" else None
+            return server.open_setup, requests
+
+        setup, requests = self.read(session, now, derive)
+        self._published = (key, setup, requests)
+        return setup, requests
 
     # ------------------------------------------------------------------ messages (under the lock)
     def accept(self, session: Session, *, number: int, organization_id: str, kind: str, record: dict[str, Any],
