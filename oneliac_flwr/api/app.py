@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from typing import Annotated
 
 import numpy as np
-from fastapi import Depends, FastAPI, Header, Query, Response
+from fastapi import Depends, FastAPI, Header, Path, Query, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from safetensors.numpy import save as safetensors_save
@@ -54,7 +54,7 @@ API_PREFIX = "/api/v1/federated"
 API_KEY_PREFIX = "sk_live_"
 TICK_SECONDS = 1.0
 MAX_WAIT_SECONDS = 30.0
-POLL_SECONDS = 0.1  # a long poll re-reads the database at least this often (changes by other processes)
+POLL_SECONDS = 0.1  # while long polls wait, the watcher re-reads the database this often (other processes' changes)
 logger = logging.getLogger("oneliac_flwr.api")
 _bearer = HTTPBearer(auto_error=False)
 _ERRORS = {
@@ -118,6 +118,16 @@ def create_app(*, coordinator: CoordinatorConfig, experiment: ExperimentConfig, 
                 logger.exception("round ticker")
             await asyncio.sleep(TICK_SECONDS)
 
+    async def watcher() -> None:
+        """Wakes this process's long polls when another process changed the round: one read
+        per period for all of them."""
+        while True:
+            try:
+                await run_in_threadpool(engine.watch)
+            except Exception:  # noqa: BLE001 - the next period retries
+                logger.exception("long-poll watcher")
+            await asyncio.sleep(POLL_SECONDS)
+
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         database.migrate()
@@ -126,11 +136,11 @@ def create_app(*, coordinator: CoordinatorConfig, experiment: ExperimentConfig, 
         engine.ensure_privacy()  # an edited privacy ledger stops the service here
         engine.ensure_server_state()  # so does optimizer state another strategy stored
         engine.erase_closed_updates()
-        task = asyncio.create_task(ticker()) if engine.unavailable is None else None
+        tasks = [asyncio.create_task(ticker()), asyncio.create_task(watcher())] if engine.unavailable is None else []
         try:
             yield
         finally:
-            if task is not None:
+            for task in tasks:
                 task.cancel()
             database.dispose()
 
@@ -300,8 +310,10 @@ def create_app(*, coordinator: CoordinatorConfig, experiment: ExperimentConfig, 
             return RoundOut(round=None, status="waiting", next_action="wait", aggregation_method=method,
                             reason=f"waiting for {experiment.aggregation_config.min_participants} active organizations")  # fmt: skip
         roster = json.loads(rnd.roster)
-        submitted = session.scalar(select(Submission.organization_id).where(
-            Submission.round == rnd.number, Submission.organization_id == who))  # fmt: skip
+        submitted = None  # secure_sum rounds keep no Submission rows: their stage view says what is done
+        if rnd.status == "open" and engine.secure is None:
+            submitted = session.scalar(select(Submission.organization_id).where(
+                Submission.round == rnd.number, Submission.organization_id == who))  # fmt: skip
         if rnd.status == "open":
             action = "submit" if who in roster and submitted is None else "wait"
         else:
@@ -341,11 +353,13 @@ def create_app(*, coordinator: CoordinatorConfig, experiment: ExperimentConfig, 
         engine.advance()  # later changes come from submissions and the ticker
         waited = (after_round, after_status, after_stage)
         with_stage = after_stage is not None and who != "admin"
+        seen = engine.generation()  # taken before the read: a change after it is not missed
         while waited != (None, None, None) and time.monotonic() < deadline:
             with database.read() as session:  # a cheap snapshot: the long poll never takes the write lock
                 if engine.position(session, with_stage=with_stage) != waited:
                     break
-            engine.wait_for_change(min(POLL_SECONDS, max(0.0, deadline - time.monotonic())))
+            # woken by a transition of this process, or by the watcher (other processes' changes)
+            seen = engine.wait_for_change(seen, max(0.0, deadline - time.monotonic()))
         return status_of(who)
 
     def status_of(who: str) -> RoundOut:
@@ -367,6 +381,23 @@ def create_app(*, coordinator: CoordinatorConfig, experiment: ExperimentConfig, 
         with database.transaction() as session:
             engine.lock(session)  # makes this organization's node id
             return [round_out(session, r, who) for r in session.scalars(select(Round).order_by(Round.number))]
+
+    @app.get(f"{API_PREFIX}/rounds/{{round}}", response_model=RoundOut, responses=_ERRORS)
+    def get_round(round: Annotated[int, Path(ge=1, le=10**6)], who: Annotated[str, Depends(caller)]) -> RoundOut:
+        """One round with its outcome, contributors and dropouts (what ``GET /rounds`` lists)."""
+
+        def one(session) -> RoundOut:  # noqa: ANN001 - Session
+            rnd = session.get(Round, round)
+            if rnd is None:
+                raise ApiProblem(404, "unknown_round", "Not found", f"no round {round}", field="round")
+            return round_out(session, rnd, who)
+
+        with database.read() as session:
+            if engine.secure is None or who == "admin" or engine.secure.known(session, who):
+                return one(session)
+        with database.transaction() as session:
+            engine.lock(session)  # makes this organization's node id
+            return one(session)
 
     @app.post(f"{API_PREFIX}/gradients", response_model=Receipt, responses={**_ERRORS, 501: _ERRORS[409]})
     def submit_gradients(body: GradientsIn, who: Annotated[str, Depends(caller)]) -> Receipt:

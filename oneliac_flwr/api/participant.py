@@ -17,7 +17,14 @@ import httpx
 import numpy as np
 
 from oneliac_flwr.api.records import record_from_json, record_to_json
-from oneliac_flwr.errors import CoordinatorUnavailable, ProtocolViolation, RoundClosed, RoundFailed, StaleModelVersion
+from oneliac_flwr.errors import (
+    CoordinatorError,
+    CoordinatorUnavailable,
+    ProtocolViolation,
+    RoundClosed,
+    RoundFailed,
+    StaleModelVersion,
+)
 from oneliac_flwr.sdk.transport import problem_error
 from oneliac_flwr.masked_statistics import MaskedStatistics, pack_statistics
 from oneliac_flwr.secure import ConsistencyRequest, RoundSetup, SecureSumClient, UnmaskRequest
@@ -244,10 +251,12 @@ def take_part_in_secure_round(
         after = {k: v for k, v in (("after_round", number), ("after_status", status["status"]),
                                      ("after_stage", status.get("stage"))) if v is not None}  # fmt: skip
         if joined is not None and number != joined:  # the next round opened already: look the joined one up
-            rounds = {r["round"]: r for r in _call(http, "GET", "/rounds")}
-            if joined not in rounds:
-                raise RoundClosed(f"round {joined} is not known to the coordinator (current round {number})")
-            status, number = rounds[joined], joined
+            try:
+                status, number = _call(http, "GET", f"/rounds/{joined}"), joined
+            except CoordinatorError as exc:
+                if exc.status != 404:
+                    raise
+                raise RoundClosed(f"round {joined} is not known to the coordinator (current round {number})") from None
         if joined is not None and status["status"] != "open":
             if status["status"] == "ok":
                 say(f"round {number}: done")
@@ -310,5 +319,6 @@ def take_part_in_secure_round(
             stages.append(stage)
         else:
             say(f"round {number}: waiting ({status.get('stage')})")
-        after = {} if action != "wait" else after
+        # after an action too, the next status is a long poll on the position seen before it: it
+        # answers once the stage moves on (at once if this message completed the stage)
     raise CoordinatorUnavailable(f"round {joined} did not end within {give_up_after} s")

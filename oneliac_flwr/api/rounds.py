@@ -200,7 +200,11 @@ class RoundEngine:
         # the ring, sized like the Flower path's (it also holds distributed noise shares)
         spec = secure_ring(config, dimension=_dimension(config)) if secure else None
         self.privacy = RestPrivacy(config, dimension=_dimension(config), spec=spec) if config.privacy_budget.mode != "none" else None
-        self._change = threading.Condition()  # wakes long polls; never holds federation state
+        # wakes long polls (a hint: they re-read the database); never holds federation state
+        self._change = threading.Condition()
+        self._generation = 0  # transitions seen by this process (committed here or noticed by watch())
+        self._waiting = 0  # long polls waiting now
+        self._watched: tuple[int | None, str | None, str | None] | None = None
         self.secure: SecureRounds | None = None
         if self.unavailable is None and spec is not None:
             self.secure = SecureRounds(config, core=self.core, spec=spec, privacy=self.privacy)
@@ -338,13 +342,40 @@ class RoundEngine:
     def changed(self) -> None:
         """Wake this process's long polls (a hint only: they re-read the database)."""
         with self._change:
+            self._generation += 1
             self._change.notify_all()
 
-    def wait_for_change(self, timeout: float) -> None:
-        """Sleep until this process commits a transition or ``timeout`` seconds pass
-        (changes made by other processes are seen at the next poll)."""
+    def generation(self) -> int:
+        """A counter of the changes this process has seen; pass it to :meth:`wait_for_change`."""
         with self._change:
-            self._change.wait(timeout)
+            return self._generation
+
+    def wait_for_change(self, seen: int, timeout: float) -> int:
+        """Sleep until the change counter differs from ``seen`` (a transition committed by this
+        process, or one of another process noticed by :meth:`watch`) or ``timeout`` seconds
+        pass; the counter then. Taking ``seen`` before reading the database loses no wake-up."""
+        with self._change:
+            self._waiting += 1
+            try:
+                self._change.wait_for(lambda: self._generation != seen, timeout)
+            finally:
+                self._waiting -= 1
+            return self._generation
+
+    def watch(self) -> None:
+        """While long polls wait, read ``(round, status, stage)`` once for all of them and wake
+        them when it moved (a change committed by another process); called every
+        ``POLL_SECONDS`` by the service. One query per period per process, whatever the
+        number of waiting long polls."""
+        with self._change:
+            if self._waiting == 0:
+                self._watched = None  # nobody to wake; the next waiter compares from its own read
+                return
+        with self.database.read() as session:
+            position = self.position(session, with_stage=True)
+        if position != self._watched:  # also the first read after an idle spell: its waiters may be behind it
+            self._watched = position
+            self.changed()
 
     def _advance(self, now: datetime) -> None:
         with self.database.transaction() as session:

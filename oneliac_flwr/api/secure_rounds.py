@@ -26,7 +26,7 @@ deadline (``aggregation_config.timeout_minutes``, as each Flower exchange); the 
 ones are dropouts, recovered by the protocol while ``t`` remain.
 
 No federation state is kept in process memory. The coordinator's protocol state is a
-snapshot (:meth:`SecureSumServer.state_dict` in the ``secure_runs`` row), written at each
+snapshot (:meth:`SecureSumServer.state_dict` in the ``secure_snapshots`` row), written at each
 stage change, plus the log of the messages accepted since (``secure_messages`` rows with
 their records and masked vectors), each appended in the transaction that runs the core's
 checks on it, under the round lock
@@ -54,7 +54,9 @@ from sqlalchemy.orm import Session
 
 from oneliac_flwr.api.privacy import RestPrivacy
 from oneliac_flwr.api.records import record_from_json, record_to_json
-from oneliac_flwr.api.store import AuditEvent, ModelVersion, Round, SecureMessage, SecureNode, SecureRoundStage, SecureRun
+from oneliac_flwr.api.store import (
+    AuditEvent, ModelVersion, Round, SecureMessage, SecureNode, SecureRoundStage, SecureRun, SecureSnapshot,
+)  # fmt: skip
 from oneliac_flwr.config import ExperimentConfig
 from oneliac_flwr.coordinator import RoundCore, secure_sum_aggregate
 from oneliac_flwr.coordinator.aggregate import publishable_check
@@ -84,7 +86,6 @@ _MESSAGE_STAGE = {KEYS: "keys", MASKING: "masked", CONSISTENCY: "consistency", U
 #: What an organization expected in a stage must do next (``GET /rounds/current``'s ``next_action``).
 ACTIONS = {KEYS: "advertise_keys", MASKING: "submit", CONSISTENCY: "confirm_survivors", UNMASKING: "unmask"}
 _T = TypeVar("_T")
-_R = TypeVar("_R", ConsistencyRequest, UnmaskRequest)
 
 
 def secure_unavailable(config: ExperimentConfig) -> str | None:
@@ -167,6 +168,11 @@ class SecureRounds:
         # saves rebuilding the state for every message; the database stays the truth.
         self._cache: tuple[int, SecureSumServer] | None = None
         self._cache_lock = threading.Lock()
+        # What a stage publishes (the round setup, the unmask requests) is fixed when the
+        # stage opens: kept per stage instance (round, stage, key pass, deadline, as read from
+        # the stage row in the reader's own snapshot), so the downloads of a stage never
+        # rebuild the state while its messages keep changing the version.
+        self._published: tuple[tuple[Any, ...], RoundSetup | None, dict[int, Any] | None] | None = None
 
     # ------------------------------------------------------------------ identities and state
     def known(self, session: Session, organization_id: str) -> bool:
@@ -197,9 +203,9 @@ class SecureRounds:
             run_id = secrets.randbits(63)
             length = self._length(session)
             state = SecureSumServer(run_id=run_id, spec=self.spec, length=length, mode=self.mode).state_dict()
-            row = SecureRun(id=1, run_id=run_id, state=json.dumps(record_to_json(state, field="server_state")),
-                            total=None, updated_at=now)  # fmt: skip
+            row = SecureRun(id=1, run_id=run_id, updated_at=now)
             session.add(row)
+            session.add(SecureSnapshot(id=1, state=json.dumps(record_to_json(state, field="server_state")), total=None))
             session.flush()
         return row
 
@@ -232,10 +238,13 @@ class SecureRounds:
 
     def _rebuild(self, session: Session, row: SecureRun) -> SecureSumServer:
         """Snapshot plus the log of the current stage's messages."""
-        state = record_from_json(json.loads(row.state), field="server_state")
+        snapshot = session.get(SecureSnapshot, row.id)
+        if snapshot is None:
+            raise ProtocolViolation("the secure-sum run has no stored snapshot")
+        state = record_from_json(json.loads(snapshot.state), field="server_state")
         state["mode"] = self.mode  # the operator's setting, not the one the run was created with
         if state.get("round") is not None:
-            state["round"]["total"] = row.total or b""
+            state["round"]["total"] = snapshot.total or b""
         server = SecureSumServer.from_state_dict(state, spec=self.spec)
         stage = session.scalar(select(SecureRoundStage).order_by(SecureRoundStage.round.desc()).limit(1))
         if stage is None or stage.stage not in _MESSAGE_STAGE:
@@ -288,8 +297,11 @@ class SecureRounds:
         if state.get("round") is not None:
             total = state["round"]["total"]
             state["round"]["total"] = b""
-        row.state = json.dumps(record_to_json(state, field="server_state"))
-        row.total = total
+        snapshot = session.get(SecureSnapshot, row.id)
+        if snapshot is None:
+            raise ProtocolViolation("the secure-sum run has no stored snapshot")
+        snapshot.state = json.dumps(record_to_json(state, field="server_state"))
+        snapshot.total = total
         row.updated_at = now
         session.execute(update(SecureMessage).where(SecureMessage.record.is_not(None)).values(record=None, masked=None),
                         execution_options={"synchronize_session": False})  # fmt: skip
@@ -520,7 +532,7 @@ class SecureRounds:
         stage = session.get(SecureRoundStage, number)
         if stage is None or stage.stage not in (MASKING, CONSISTENCY, UNMASKING):
             raise ProtocolViolation(f"round {number} has no round setup to download now")
-        setup = self.read(session, now, lambda server: server.open_setup)
+        setup, _ = self._published_by(session, stage, now)
         if setup is None or setup.round != number:
             raise ProtocolViolation(f"round {number} has no round setup to download now")
         return setup
@@ -533,9 +545,7 @@ class SecureRounds:
         ProtocolViolation
             The round is not in stage U or nothing was asked of this organization.
         """
-        return self._request_for(session, number, organization_id, now, stage_name=UNMASKING, what="unmask",
-                                 build=lambda server, node: server.unmask_requests().get(node)
-                                 if server.stage == "unmasking" else None)  # fmt: skip
+        return self._request_for(session, number, organization_id, now, stage_name=UNMASKING, what="unmask")
 
     def consistency_request(self, session: Session, number: int, organization_id: str,
                             now: datetime) -> ConsistencyRequest:  # fmt: skip
@@ -548,29 +558,51 @@ class SecureRounds:
         ProtocolViolation
             The round is not in stage C or nothing was asked of this organization.
         """
-        return self._request_for(session, number, organization_id, now, stage_name=CONSISTENCY, what="consistency",
-                                 build=lambda server, node: server.consistency_requests().get(node)
-                                 if server.stage == "masking" else None)  # fmt: skip
+        return self._request_for(session, number, organization_id, now, stage_name=CONSISTENCY, what="consistency")
 
     def _request_for(self, session: Session, number: int, organization_id: str, now: datetime, *, stage_name: str,
-                     what: str, build: Callable[[SecureSumServer, int], _R | None]) -> _R:  # fmt: skip
-        """``build(server, node)``: this organization's request of round ``number``'s stage ``stage_name``."""
+                     what: str) -> Any:  # fmt: skip
+        """This organization's request of round ``number``'s stage ``stage_name`` (C or U):
+        a :class:`ConsistencyRequest` or an :class:`UnmaskRequest`."""
         stage = session.get(SecureRoundStage, number)
         if stage is None or stage.stage != stage_name:
             raise ProtocolViolation(f"round {number} is not in stage {stage_name!r}")
         row = session.get(SecureNode, organization_id)
         if row is None or organization_id not in _ids(stage.expected):
             raise ProtocolViolation(f"no {what} request for {organization_id} in round {number}")
-        node = row.node_id
-
-        def request_of(server: SecureSumServer) -> _R | None:
-            setup = server.open_setup
-            return build(server, node) if setup is not None and setup.round == number else None
-
-        request = self.read(session, now, request_of)
-        if request is None:
+        _, requests = self._published_by(session, stage, now)
+        request = (requests or {}).get(row.node_id)
+        if request is None or request.round != number:
             raise ProtocolViolation(f"no {what} request for {organization_id} in round {number}")
         return request
+
+    def _published_by(self, session: Session, stage: SecureRoundStage, now: datetime,
+                      ) -> tuple[RoundSetup | None, dict[int, Any] | None]:  # fmt: skip
+        """The round setup and the requests (consistency requests in stage C, unmask requests
+        in stage U) of the stage ``stage`` (a row of the caller's snapshot) opened with: they
+        change only when a stage changes, never with its messages.
+
+        Every stage change writes the snapshot and the stage row in one transaction, and a
+        round passes each (stage, key pass) once, so the stage row's identity names the
+        snapshot they were built from; the copy kept for it is used only when the reader's
+        own snapshot shows that very stage instance.
+        """
+        key = (stage.round, stage.stage, stage.key_pass, self._aware(stage.stage_deadline))
+        published = self._published
+        if published is not None and published[0] == key:
+            return published[1], published[2]
+
+        def derive(server: SecureSumServer) -> tuple[RoundSetup | None, dict[int, Any] | None]:
+            requests: dict[int, Any] | None = None
+            if stage.stage == UNMASKING and server.stage == "unmasking":
+                requests = server.unmask_requests()
+            elif stage.stage == CONSISTENCY and server.stage == "masking":  # stage M closed in the stored state
+                requests = server.consistency_requests()
+            return server.open_setup, requests
+
+        setup, requests = self.read(session, now, derive)
+        self._published = (key, setup, requests)
+        return setup, requests
 
     # ------------------------------------------------------------------ messages (under the lock)
     def accept(self, session: Session, *, number: int, organization_id: str, kind: str, record: dict[str, Any],

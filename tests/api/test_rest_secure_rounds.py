@@ -460,7 +460,7 @@ def test_fedadam_over_secure_sum_keeps_its_moments_across_a_sigkill_and_erases_r
 
     from flwr.serverapp.strategy import FedAdam
 
-    from oneliac_flwr.api.store import Database, SecureRun
+    from oneliac_flwr.api.store import Database, SecureSnapshot
     from oneliac_flwr.coordinator import RoundCore, plain_aggregate
     from oneliac_flwr.flower.inner import InnerStrategyUpdate
 
@@ -493,10 +493,10 @@ def test_fedadam_over_secure_sum_keeps_its_moments_across_a_sigkill_and_erases_r
                 np.testing.assert_allclose(a, b, rtol=0, atol=1e-6 + quantization * eta_over_tau)
                 assert np.abs(a - m).max() > 1e-2  # FedAdam's step, not the plain mean
             with database.transaction() as session:  # the next round may be open, with nothing masked yet
-                run = session.get(SecureRun, 1)
+                run = session.get(SecureSnapshot, 1)
                 assert run is not None and (run.total is None or not any(run.total))  # the masked total is gone
         with database.transaction() as session:  # max_rounds reached: no round state is left at all
-            run = session.get(SecureRun, 1)
+            run = session.get(SecureSnapshot, 1)
             assert run is not None and run.total is None
             assert json.loads(run.state)["round"] is None  # nor the round's envelopes and unmask responses
     finally:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import concurrent.futures
 import signal
 import time
@@ -264,6 +266,9 @@ def test_a_missing_hospital_becomes_a_dropout_at_the_deadline_and_too_few_skip(s
         assert clients[0].post(f"{PREFIX}/gradients", json=other).status_code == 409
         with service.client() as admin:
             rounds = admin.get(f"{PREFIX}/rounds").json()
+            one, unknown = admin.get(f"{PREFIX}/rounds/1"), admin.get(f"{PREFIX}/rounds/99")
+        assert one.status_code == 200 and one.json() == rounds[0]  # GET /rounds/{round}: one entry of the list
+        assert unknown.status_code == 404 and unknown.json()["type"].endswith("unknown_round")
         assert rounds[0]["status"] == "ok" and rounds[0]["contributors"] == 2
         assert rounds[0]["dropouts"] == [orgs[2]["organization_id"]]
         assert model(clients[0])[2]["model_version"] == "1.0.1"
@@ -339,3 +344,53 @@ def test_rounds_unavailable_names_each_missing_piece() -> None:
     malicious = ExperimentConfig.from_dict({"aggregation_config": {"aggregation_method": "secure_sum"},
                                             "secure_sum": {"mode": "malicious"}})  # fmt: skip
     assert rounds_unavailable(malicious) is None  # the consistency stage runs over REST (test_rest_secure_malicious.py)
+
+
+def test_a_long_poll_wakes_when_another_process_changes_the_round(database_url: str) -> None:
+    """Two engines on one database (two processes): a long poll waiting in the first wakes
+    when the second opens a round, through the first's watcher (one read for all its long polls)."""
+    import threading
+
+    from oneliac_flwr.api.app import _ensure_initial_model
+    from oneliac_flwr.api.rounds import RoundEngine
+    from oneliac_flwr.api.serve import load_settings
+    from oneliac_flwr.api.store import Database, Organization
+
+    _, experiment = load_settings(settings(min_participants=2))
+    databases = [Database(database_url), Database(database_url)]
+    try:
+        databases[0].migrate()
+        _ensure_initial_model(databases[0], experiment)
+        waiting, other = (RoundEngine(d, experiment) for d in databases)
+        with databases[1].transaction() as session:
+            for i in range(2):
+                session.add(Organization(id=f"org_{i}", name=f"Hospital {i}", endpoint="https://h.example.org/f",
+                                         encryption_key=bytes(32), identity_key=None, api_key_hash=f"{i:064x}",
+                                         active=True, created_at=datetime.now(UTC)))  # fmt: skip
+        with databases[0].read() as session:
+            assert waiting.position(session, with_stage=False) == (None, "waiting", None)
+        def long_poll() -> tuple[threading.Thread, int, list[int]]:
+            seen, woken = waiting.generation(), []
+            thread = threading.Thread(target=lambda: woken.append(waiting.wait_for_change(seen, 60.0)), daemon=True)
+            thread.start()
+            wait_until(lambda: waiting._waiting == 1)  # noqa: SLF001 - it waits now
+            return thread, seen, woken
+
+        first, _, _ = long_poll()
+        waiting.watch()  # the watcher's first read after an idle spell wakes its waiters once
+        first.join(timeout=20)
+        assert not first.is_alive()
+        second, seen, woken = long_poll()
+        for _ in range(3):  # nothing moved: the watcher reads, and lets the long poll sleep
+            waiting.watch()
+        assert second.is_alive() and not woken
+        other.advance()  # the other process opens round 1 (its own long polls are woken directly)
+        waiting.watch()
+        second.join(timeout=20)
+        assert not second.is_alive(), "the watcher did not wake the long poll"
+        assert woken and woken[0] != seen
+        with databases[0].read() as session:
+            assert waiting.position(session, with_stage=False) == (1, "open", None)
+    finally:
+        for database in databases:
+            database.dispose()

@@ -13,10 +13,11 @@ from oneliac_flwr.api.store.models import (
     SecureNode,
     SecureRoundStage,
     SecureRun,
+    SecureSnapshot,
     Submission,
 )
 
 __all__ = [
     "AuditEvent", "Base", "CoordinatorKey", "Database", "ModelVersion", "Organization", "PrivacyLedgerRow", "Round",
-    "SecureMessage", "SecureNode", "SecureRoundStage", "SecureRun", "Submission",
+    "SecureMessage", "SecureNode", "SecureRoundStage", "SecureRun", "SecureSnapshot", "Submission",
 ]  # fmt: skip

@@ -9,7 +9,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 __all__ = [
     "AuditEvent", "Base", "CoordinatorKey", "ModelVersion", "Organization", "PrivacyLedgerRow", "Round",
-    "SecureMessage", "SecureNode", "SecureRoundStage", "SecureRun", "Submission",
+    "SecureMessage", "SecureNode", "SecureRoundStage", "SecureRun", "SecureSnapshot", "Submission",
 ]  # fmt: skip
 
 
@@ -129,23 +129,34 @@ class SecureNode(Base):
 
 
 class SecureRun(Base):
-    """The federation's secure-sum run: its id and the coordinator's protocol state (one row).
+    """The federation's secure-sum run: its id and the protocol state's change counter (one row).
 
-    ``state`` is :meth:`SecureSumServer.state_dict` through the JSON record codec, without
-    the open round's masked running total, which is ``total`` (raw ring elements): a
-    snapshot taken at the last stage change; the messages accepted since are in
-    ``secure_messages`` (``record`` not null). ``version`` counts every change (snapshot or
-    message), so a process may reuse a copy of the state built at the current version.
+    ``version`` counts every change of the protocol state (snapshot or message), so a
+    process may reuse a copy of the state built at the current version. The state itself is
+    in :class:`SecureSnapshot` (large values stay out of this row, which every message updates).
     """
 
     __tablename__ = "secure_runs"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     run_id: Mapped[int] = mapped_column(BigInteger)
-    state: Mapped[str] = mapped_column(Text, deferred=True)
-    total: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True, deferred=True)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     version: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class SecureSnapshot(Base):
+    """The coordinator's protocol state at the last stage change (one row, ``id`` 1).
+
+    ``state`` is :meth:`SecureSumServer.state_dict` through the JSON record codec, without
+    the open round's masked running total, which is ``total`` (raw ring elements); the
+    messages accepted since are in ``secure_messages`` (``record`` not null).
+    """
+
+    __tablename__ = "secure_snapshots"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    state: Mapped[str] = mapped_column(Text)
+    total: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
 
 
 class SecureRoundStage(Base):
