@@ -192,7 +192,7 @@ def test_attack_central_noise_never_publishes_the_unnoised_sum(start_service, tm
     engine = create_engine(service_database(service))
     try:
         with engine.connect() as connection:
-            totals = connection.execute(sql("SELECT total FROM secure_runs")).scalars().all()
+            totals = connection.execute(sql("SELECT total FROM secure_snapshots")).scalars().all()
             masked = connection.execute(sql("SELECT count(*) FROM secure_messages WHERE masked IS NOT NULL")).scalar_one()
             reports = connection.execute(sql("SELECT report FROM rounds")).scalars().all()
     finally:

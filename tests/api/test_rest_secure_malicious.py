@@ -178,7 +178,7 @@ def test_inconsistent_survivor_sets_reveal_nothing(start_service, database_url: 
     honest hospital in malicious mode refuses to unmask, so nothing about hospital 0's update
     is revealed; the same request without signatures makes a semi-honest client reveal its
     seed (positive control: the forged requests are otherwise well formed)."""
-    from oneliac_flwr.api.store import Database, SecureRun
+    from oneliac_flwr.api.store import Database, SecureSnapshot
 
     service, hospitals = register_then_serve(start_service, 4, min_participants=3, timeout_minutes=5, max_rounds=1,
                                              mode="malicious")  # fmt: skip
@@ -197,7 +197,7 @@ def test_inconsistent_survivor_sets_reveal_nothing(start_service, database_url: 
     database = Database(database_url)
     try:
         with database.transaction() as session:
-            state = record_from_json(json.loads(session.get(SecureRun, 1).state), field="server_state")
+            state = record_from_json(json.loads(session.get(SecureSnapshot, 1).state), field="server_state")
     finally:
         database.dispose()
     nodes = [h.client.node_id for h in hospitals]
