@@ -29,7 +29,7 @@ from oneliac_flwr.sdk.transport import problem_error
 from oneliac_flwr.masked_statistics import MaskedStatistics, pack_statistics
 from oneliac_flwr.secure import ConsistencyRequest, RoundSetup, SecureSumClient, UnmaskRequest
 
-__all__ = ["SecureRoundReceipt", "SecureNode", "secure_node", "take_part_in_secure_round"]
+__all__ = ["NoiseShare", "SecureRoundReceipt", "SecureNode", "secure_node", "take_part_in_secure_round"]
 
 PREFIX = "/api/v1/federated"
 #: next_action -> (stage name in the receipt, endpoint stem, progress text, the core client's answer to the record)
@@ -55,6 +55,41 @@ class SecureNode:
     organization_id: str
     node_id: int
     run_id: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class NoiseShare:
+    """What an update carrying this hospital's distributed noise share was made for.
+
+    The share was sized so that ``min_contributors`` of them give the accounted noise, and
+    rounded to the ``2**-frac_bits`` grid its release was accounted on. A round setup that
+    would sum fewer shares (threshold ``t`` below ``min_contributors``), encode on another
+    grid, or scale the share down (weight bound below 1) would release it under other terms
+    than the hospital's ledger records: :meth:`refusal` says why.
+
+    Parameters
+    ----------
+    min_contributors : int
+        The published ``min-contributors`` the share is sized for.
+    frac_bits : int
+        The published ``frac-bits``.
+    """
+
+    min_contributors: int
+    frac_bits: int
+
+    def refusal(self, setup: RoundSetup) -> str | None:
+        """Why ``setup`` does not carry this share as accounted, or ``None``."""
+        if setup.threshold < self.min_contributors:
+            return (f"threshold_check: round {setup.round} has threshold t = {setup.threshold}, below the "
+                    f"{self.min_contributors} contributors this hospital's noise share is sized for")  # fmt: skip
+        if setup.frac_bits != self.frac_bits:
+            return (f"threshold_check: round {setup.round} encodes with {setup.frac_bits} fractional bits, not the "
+                    f"{self.frac_bits} this hospital's noise share was accounted on")  # fmt: skip
+        if setup.weight_bound < 1.0:
+            return (f"threshold_check: round {setup.round} caps the weight at {setup.weight_bound:g} < 1, which would "
+                    "scale this hospital's noise share down")  # fmt: skip
+        return None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -145,8 +180,7 @@ def take_part_in_secure_round(
     on_step: Callable[[SecureSumClient], None] | None = None,
     on_upload: Callable[[Mapping[str, Any]], None] | None = None,
     round: int | None = None,
-    clip: bool = True,
-    min_threshold: int | None = None,
+    noise_share: NoiseShare | None = None,
 ) -> SecureRoundReceipt:
     """Take part in the open secure-sum round: keys, masked upload, the consistency check
     (``secure_sum.mode: malicious``) and unmasking, over HTTP.
@@ -200,16 +234,14 @@ def take_part_in_secure_round(
         without the model-version check of a new round. ``secure_client`` must be the one
         saved after its masked upload; ``update`` is then not used (the client refuses to
         mask twice in one round).
-    clip : bool
-        Clip the update to the ring's bound before masking (default). ``False`` for an
-        update carrying a distributed noise share (already clipped to ``clip-norm`` before
-        its noise; the ring's bound is then per coordinate, checked by the encoding).
-    min_threshold : int, optional
-        The fewest contributors this hospital accepts for the round: for an update carrying
-        a distributed noise share, the number its share is sized for (fewer shares in the
-        sum would give less noise than the ledger accounts). A round setup whose threshold
-        ``t`` is lower is refused (:class:`~oneliac_flwr.errors.ProtocolViolation`,
-        ``threshold_check``) before anything is masked or sent.
+    noise_share : NoiseShare, optional
+        The update carries this hospital's distributed noise share (already clipped to
+        ``clip-norm`` before its noise): it is not clipped again to the ring's L2 bound
+        (per coordinate for a share, checked by the encoding), and a round setup that would
+        not carry it as accounted (:meth:`NoiseShare.refusal`) is refused
+        (:class:`~oneliac_flwr.errors.ProtocolViolation`, ``threshold_check``) before
+        anything is masked or sent. ``None`` (default): the update is clipped to the ring's
+        bound.
 
     Returns
     -------
@@ -286,12 +318,10 @@ def take_part_in_secure_round(
         elif action == "submit":
             say(f"round {number}: masked upload")
             setup = RoundSetup.from_record(record_from_json(_call(http, "GET", f"/rounds/{number}/setup")["record"]))
-            if min_threshold is not None and setup.threshold < min_threshold:
-                raise ProtocolViolation(
-                    f"threshold_check: round {number} has threshold t = {setup.threshold}, below the {min_threshold} "
-                    "contributors this hospital's noise share is sized for; nothing was masked or sent"
-                )
-            flat = masked_vector(update, setup=setup, statistics=statistics, clip=clip)
+            refusal = None if noise_share is None else noise_share.refusal(setup)
+            if refusal is not None:
+                raise ProtocolViolation(f"{refusal}; nothing was masked or sent")
+            flat = masked_vector(update, setup=setup, statistics=statistics, clip=noise_share is None)
             masked = secure_client.mask(flat, weight=min(float(weight), float(setup.weight_bound)), setup=setup)
             wire = np.ascontiguousarray(masked.masked, dtype=np.dtype(masked.masked.dtype).newbyteorder("<"))
             if on_step is not None:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from oneliac_flwr.config import ExperimentConfig
 from oneliac_flwr.data.analysis import analyze_local_data
-from oneliac_flwr.errors import ConfigError, PrivacyBudgetExhausted, PrivacyError, RoundClosed
+from oneliac_flwr.errors import ConfigError, PrivacyBudgetExhausted, PrivacyError, PrivacyPolicyRefused, RoundClosed
 from oneliac_flwr.masked_statistics import MaskedStatistics
 from oneliac_flwr.privacy.hospital import HospitalPolicy
 from oneliac_flwr.privacy.update_release import privatize_update
@@ -46,7 +46,7 @@ from oneliac_flwr.sdk.update import ModelUpdate, as_update
 from oneliac_flwr.validation import DeclaredPrivacy
 
 if TYPE_CHECKING:
-    from oneliac_flwr.api.participant import SecureRoundReceipt
+    from oneliac_flwr.api.participant import NoiseShare, SecureRoundReceipt
 
 __all__ = ["API_KEY_ENV", "CONFIG_ENV", "STATE_DIR_ENV", "URL_ENV", "FederatedLearner", "config_from_file"]
 
@@ -432,14 +432,14 @@ class FederatedLearner:
                             f"{state.ledger.epsilon_if([event]):.4f}, above its cap {policy.epsilon:g}; nothing was sent"
                         )
                     state.record_release([event], round_number=round, label=_RELEASE_LABEL + update.release.release_id)
-        share_threshold: int | None = None
+        share: NoiseShare | None = None
         if policy.unit == "organization":  # clipped (and noised with this hospital's share) and recorded here
-            update, declared, share_threshold = self._organization_release(update, round)
+            update, declared, share = self._organization_release(update, round)
         else:
             declared = update.declared()
         privacy = None if declared is None else {k: v for k, v in asdict(declared).items() if v is not None}
         if secure:
-            return self._submit_secure(update, version, privacy=privacy, share_threshold=share_threshold)
+            return self._submit_secure(update, version, privacy=privacy, noise_share=share)
         base = self.download_model(version)
         receipt = submit_fedavg(self._client, self.state, update, organization_id=self.organization_id, round=round,
                                 model_version=version, base=base.arrays(), sample_count=self._sample_count(update),
@@ -454,7 +454,7 @@ class FederatedLearner:
         return Receipt(receipt=receipt, round=round, organization_id=self.organization_id, status=final.status,
                        model_version=produced, organizations_contributed=final.contributors)  # fmt: skip
 
-    def _organization_release(self, update: ModelUpdate, round: int) -> tuple[ModelUpdate, DeclaredPrivacy, int | None]:
+    def _organization_release(self, update: ModelUpdate, round: int) -> tuple[ModelUpdate, DeclaredPrivacy, NoiseShare | None]:
         """Organization-level DP, as the Flower client does (the core's
         :func:`~oneliac_flwr.privacy.update_release.privatize_update`): clip the update to the
         published ``clip-norm``; under distributed noise add this hospital's Gaussian share
@@ -463,36 +463,48 @@ class FederatedLearner:
 
         Returns
         -------
-        (ModelUpdate, DeclaredPrivacy, int or None)
-            The update to mask, its declaration, and under distributed noise the number of
-            contributors its share is sized for (the round's threshold must be at least
-            that; ``None`` under central noise, where the ring's L2 clip still applies).
+        (ModelUpdate, DeclaredPrivacy, NoiseShare or None)
+            The update to mask, its declaration, and under distributed noise what its share
+            was made for (a round must carry it as accounted); ``None`` under central noise,
+            where the ring's L2 clip still applies.
 
         Raises
         ------
         PrivacyError
             If the coordinator publishes no organization-level instruction.
+        PrivacyPolicyRefused
+            Central noise for a hospital that requires distributed noise, or a noise share
+            outside a secure sum (it would travel alone); nothing was sent or recorded.
         PrivacyBudgetExhausted
             If the release would exceed the hospital's own cap; nothing was sent or recorded.
         """
         instruction = self.settings.privacy_policy
         if instruction is None or instruction.get("mode") != "organization":
             raise PrivacyError("privacy_policy: the coordinator publishes no organization-level instruction; nothing was sent")
-        distributed = "frac-bits" in instruction
+        distributed = "frac-bits" in instruction  # what this hospital does follows the published instruction
+        if self.policy.require_distributed_noise and not distributed:
+            raise PrivacyPolicyRefused("privacy_policy: the coordinator's instruction is central noise; this hospital's "
+                                       "policy requires distributed noise; nothing was sent")  # fmt: skip
+        if distributed and self.config.aggregation_config.aggregation_method != "secure_sum":
+            raise PrivacyPolicyRefused("privacy_policy: a distributed noise share outside secure_sum would travel alone "
+                                       "(sized for a sum of several); nothing was sent")  # fmt: skip
         threshold = int(instruction["min-contributors"]) if distributed else None
         with self.state.privacy(organization=self.organization_id, policy=self.policy) as state:
             release = privatize_update(update.arrays(), instruction, state=state, server_round=round, threshold=threshold)
         if isinstance(release, str):
             raise PrivacyBudgetExhausted(f"{release}; nothing was sent")
-        return update.replaced(release.update, release=None), release.declared, threshold
+        from oneliac_flwr.api.participant import NoiseShare  # the REST driver (no FastAPI import at SDK import)
+
+        share = None if threshold is None else NoiseShare(min_contributors=threshold, frac_bits=int(instruction["frac-bits"]))
+        return update.replaced(release.update, release=None), release.declared, share
 
     def _submit_secure(self, update: ModelUpdate, version: str, *, privacy: dict[str, Any] | None,
-                       share_threshold: int | None = None) -> Receipt:  # fmt: skip
+                       noise_share: NoiseShare | None = None) -> Receipt:  # fmt: skip
         """A secure-sum round: the whole protocol, then the round's new model version.
 
-        ``share_threshold``: the update carries a distributed noise share sized for that many
-        contributors; a round whose threshold is lower is refused before masking, and the
-        ring's L2 clip does not apply (its bound is per coordinate for a share).
+        ``noise_share``: the update carries a distributed noise share made for it; a round
+        setup that would not carry it as accounted is refused before masking, and the ring's
+        L2 clip does not apply (its bound is per coordinate for a share).
 
         Under differential privacy (a release, or a DP policy) the weight is 1 and no
         statistics are added: nothing data-dependent travels beside the released update.
@@ -502,8 +514,7 @@ class FederatedLearner:
         outcome = submit_secure_sum(self._client, self.state, update, organization_id=self.organization_id,
                                     model_version=version, weight=self._sample_count(update), statistics=statistics,
                                     privacy=privacy, timeout=self._timeout(), progress=self._progress,
-                                    clip=share_threshold is None, min_threshold=share_threshold,
-                                    mode=self.config.secure_sum.mode)  # fmt: skip
+                                    noise_share=noise_share, mode=self.config.secure_sum.mode)  # fmt: skip
         return self._secure_receipt(outcome.receipt, outcome)
 
     def _secure_receipt(self, receipt: str | None, outcome: SecureRoundReceipt) -> Receipt:

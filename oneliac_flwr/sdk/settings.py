@@ -198,8 +198,36 @@ def privacy_refusal(policy: HospitalPolicy, config: ExperimentConfig, published:
                         "refusing a contradictory configuration")  # fmt: skip
         if noise is None:
             noise = published.get("noise-multiplier")
+    distributed = budget.noise_placement == "distributed"
+    if budget.mode == "organization":
+        contradiction = _placement_contradiction(distributed, published)
+        if contradiction is not None:
+            return contradiction
+        if distributed and config.aggregation_config.aggregation_method != "secure_sum":
+            return ("the coordinator publishes distributed noise without secure_sum: this hospital's noise share, "
+                    "sized for a sum of several, would travel alone; refusing")  # fmt: skip
     return policy.refusal(unit=budget.mode, delta=float(delta), noise_multiplier=None if noise is None else float(noise),
-                          distributed=budget.noise_placement == "distributed")  # fmt: skip
+                          distributed=distributed)  # fmt: skip
+
+
+def _placement_contradiction(distributed: bool, published: Mapping[str, Any] | None) -> str | None:
+    """Why the published policy's noise placement contradicts ``privacy_budget``'s, or ``None``.
+
+    What the hospital does follows the published policy (a share on its ``frac-bits`` grid,
+    or a clipped update for central noise); what it accepted follows ``privacy_budget``. A
+    coordinator must not pass the check with one and get the other.
+    """
+    if published is None:
+        return None
+    said = published.get("noise-placement")
+    if said is not None and said != ("distributed" if distributed else "central"):
+        return (f"the coordinator's published policy says noise-placement {said!r} but its privacy_budget says "
+                f"{'distributed' if distributed else 'central'!r}; refusing a contradictory configuration")  # fmt: skip
+    if ("frac-bits" in published) != distributed:
+        return ("the coordinator's published policy " + ("lacks" if distributed else "has") + " the distributed-noise "
+                "instruction (frac-bits) that its privacy_budget.noise_placement implies; refusing a contradictory "
+                "configuration")  # fmt: skip
+    return None
 
 
 def check_privacy(policy: HospitalPolicy, settings: FederationSettings) -> None:

@@ -30,7 +30,7 @@ from oneliac_flwr.secure.client import Mode
 from oneliac_flwr.secure.sealed import seal, sealing_context
 
 if TYPE_CHECKING:
-    from oneliac_flwr.api.participant import SecureRoundReceipt
+    from oneliac_flwr.api.participant import NoiseShare, SecureRoundReceipt
 
 __all__ = ["Progress", "Receipt", "RoundStatus", "resume_secure_round", "submit_fedavg", "submit_secure_sum", "wait_for_round"]
 
@@ -158,8 +158,7 @@ def submit_secure_sum(
     privacy: Mapping[str, Any] | None,
     timeout: float,
     progress: Progress | None,
-    clip: bool = True,
-    min_threshold: int | None = None,
+    noise_share: NoiseShare | None = None,
     mode: Mode = "semi-honest",
 ) -> SecureRoundReceipt:
     """One secure-sum round over REST for this organization (keys, masked upload, the
@@ -190,12 +189,10 @@ def submit_secure_sum(
         Seconds after which the round is given up.
     progress : callable or None
         Receives one line per step.
-    clip : bool
-        Clip to the ring's L2 bound before masking (default); ``False`` for an update that
-        carries a distributed noise share (the ring's bound is then per coordinate).
-    min_threshold : int or None
-        For an update carrying a distributed noise share: the contributors the share is
-        sized for. A round whose threshold is lower is refused before anything is masked.
+    noise_share : NoiseShare or None
+        For an update carrying a distributed noise share: what the share was made for (not
+        clipped again; a round setup that would not carry it as accounted is refused before
+        anything is masked).
     mode : {"semi-honest", "malicious"}
         The federation's published ``secure_sum.mode`` (the client's mode,
         :meth:`StateDirectory.secure_client`).
@@ -224,8 +221,8 @@ def submit_secure_sum(
     return _until_closed(state, lambda: take_part_in_secure_round(
         client.http, organization_id=organization_id, secure_client=secure_client, update=arrays, weight=float(weight),
         model_version=model_version, statistics=statistics, privacy=privacy, wait_seconds=min(LONG_POLL_SECONDS, 10.0),
-        give_up_after=timeout, progress=progress, on_step=state.save_secure_client, on_upload=keep, clip=clip,
-        min_threshold=min_threshold,
+        give_up_after=timeout, progress=progress, on_step=state.save_secure_client, on_upload=keep,
+        noise_share=noise_share,
     ))  # fmt: skip
 
 

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from oneliac_flwr.api.participant import take_part_in_secure_round
+from oneliac_flwr.api.participant import NoiseShare, take_part_in_secure_round
 from oneliac_flwr.errors import ProtocolViolation
 from oneliac_flwr.privacy import clip_l2
 from oneliac_flwr.privacy.hospital import HospitalPolicy, locked_state
@@ -51,6 +51,7 @@ def take_part(service, h: Hospital, state_dir: Path, policy: dict, update: list[
     """A hospital's side with the core: clip (and add its noise share), record, mask, upload, unmask."""
     own = HospitalPolicy(unit="organization", epsilon=1000.0, delta=DELTA)
     threshold = int(policy["min-contributors"]) if "frac-bits" in policy else None
+    share = None if threshold is None else NoiseShare(min_contributors=threshold, frac_bits=int(policy["frac-bits"]))
     with locked_state(state_dir, organization=h.id, policy=own) as state:
         release = privatize_update(update, policy, state=state, server_round=round_, threshold=threshold)
     assert not isinstance(release, str), release
@@ -58,8 +59,7 @@ def take_part(service, h: Hospital, state_dir: Path, policy: dict, update: list[
     with h.http(service) as http:
         return take_part_in_secure_round(http, organization_id=h.id, secure_client=h.client, update=release.update,
                                          weight=1.0, model_version=version, privacy=declared, wait_seconds=5,
-                                         give_up_after=180, clip="frac-bits" not in policy,
-                                         min_threshold=threshold)  # fmt: skip
+                                         give_up_after=180, noise_share=share)  # fmt: skip
 
 
 def run_dp_round(service, hospitals: list[Hospital], dirs: list[Path], round_: int) -> tuple[list[np.ndarray], list[np.ndarray]]:  # noqa: ANN001
@@ -239,3 +239,19 @@ def test_attack_a_share_sized_for_more_contributors_than_the_round_needs_is_neve
     uploads = {"secure_sum.masked", "submission.accepted"}
     assert "secure_sum.keys" in actions(hospitals[0].id) and not actions(hospitals[0].id) & uploads
     assert actions(hospitals[1].id) & uploads  # an upload would show here
+
+
+def test_a_noise_share_is_refused_by_a_setup_that_would_not_carry_it_as_accounted() -> None:
+    """The share is sized for ``min-contributors`` and accounted on the ``frac-bits`` grid at
+    weight 1: a setup with a lower threshold, another grid or a weight cap below 1 (all set
+    by the coordinator) would release it under other terms than the hospital's ledger."""
+    from types import SimpleNamespace
+
+    share = NoiseShare(min_contributors=3, frac_bits=16)
+    fine = SimpleNamespace(round=4, threshold=3, frac_bits=16, weight_bound=1.0)
+    assert share.refusal(fine) is None
+    assert share.refusal(SimpleNamespace(**{**vars(fine), "threshold": 5})) is None  # more shares: more noise
+    for field, value, said in (("threshold", 2, "below the 3 contributors"), ("frac_bits", 12, "12 fractional bits"),
+                               ("weight_bound", 0.5, "caps the weight")):  # fmt: skip
+        reason = share.refusal(SimpleNamespace(**{**vars(fine), field: value}))
+        assert reason is not None and reason.startswith("threshold_check") and said in reason, (field, reason)

@@ -194,3 +194,36 @@ def test_a_status_that_contradicts_the_published_method_sends_nothing(tmp_path, 
     assert "'fedavg'" in str(refused.value) and "'secure_sum'" in str(refused.value)
     assert sent == [] and learner.get_current_epsilon() == 0.0
     learner.close()
+
+
+def test_attack_a_published_noise_placement_that_contradicts_the_budget_is_refused() -> None:
+    """What a hospital does follows the published policy (``frac-bits``: add a share; none:
+    clip only, for central noise); what it accepted follows ``privacy_budget``. A coordinator
+    publishing distributed noise in one and central in the other would get an update with no
+    noise from a hospital that requires distributed noise; a share outside a secure sum would
+    travel alone. Both are refused before anything is recorded or sent."""
+    def org_config(placement: str, method: str) -> ExperimentConfig:
+        return ExperimentConfig.from_dict({"privacy_budget": {"mode": "organization", "noise_multiplier": Z,
+                                                              "noise_placement": placement},
+                                           "aggregation_config": {"aggregation_method": method}})  # fmt: skip
+
+    central_policy = {"mode": "organization", "noise-multiplier": Z, "delta": DELTA, "clip-norm": 1.0,
+                      "mechanism": "gaussian", "noise-placement": "central"}  # fmt: skip
+    share_policy = {**central_policy, "noise-placement": "distributed", "frac-bits": 16, "min-contributors": 3,
+                    "share-std": 0.5}  # fmt: skip
+    distributed_only = HospitalPolicy(unit="organization", epsilon=1.0, delta=DELTA, require_distributed_noise=True)
+    plain = HospitalPolicy(unit="organization", epsilon=1.0, delta=DELTA)
+    # consistent documents pass
+    assert privacy_refusal(distributed_only, org_config("distributed", "secure_sum"), share_policy) is None
+    assert privacy_refusal(plain, org_config("central", "secure_sum"), central_policy) is None
+    # the budget says distributed, the instruction has no share: refused (the hospital would add no noise)
+    no_share = {k: v for k, v in share_policy.items() if k not in ("frac-bits", "min-contributors", "share-std")}
+    assert "contradictory" in privacy_refusal(distributed_only, org_config("distributed", "secure_sum"), no_share)
+    assert "contradictory" in privacy_refusal(distributed_only, org_config("distributed", "secure_sum"),
+                                              {**central_policy, "noise-placement": "distributed"})  # fmt: skip
+    # the budget says central, the instruction has a share (or says distributed): refused either way
+    assert "contradictory" in privacy_refusal(plain, org_config("central", "secure_sum"), share_policy)
+    assert "contradictory" in privacy_refusal(plain, org_config("central", "secure_sum"),
+                                              {**central_policy, "noise-placement": "distributed"})  # fmt: skip
+    # a share outside secure_sum would reach the coordinator alone
+    assert "without secure_sum" in privacy_refusal(plain, org_config("distributed", "fedavg"), share_policy)
