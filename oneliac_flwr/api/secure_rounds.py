@@ -471,13 +471,14 @@ class SecureRounds:
             return
         if guard is not None:
             guard.on_reveal(rnd.number, len(result.counted))  # the sum is revealed: account before any check
+        central = guard is not None and guard.noises_centrally
         outcome = secure_sum_aggregate(
             result.weighted_sum, counted=list(result.counted), global_arrays=global_arrays,
             statistics_slots=self.slots, clip_bound=self.spec.clip_bound, frac_bits=self.spec.frac_bits,
-            noise_std=guard.sum_noise_std if guard is not None else 0.0,
+            noise_std=guard.sum_noise_std if guard is not None else 0.0, central_noise=central,
         )  # fmt: skip
-        # under central noise nothing computed from the un-noised sum is kept (the mean's norm, ...)
-        check, failure = publishable_check(outcome, unnoised=guard is not None and guard.noises_centrally)
+        # under central noise the mean is projected, not checked: nothing depends on the un-noised sum
+        check, failure = publishable_check(outcome, unnoised=central)
         extra = {"counted": sorted(names[n] for n in result.counted), "error_bound_sum": float(result.error_bound),
                  "recovered_dropouts": int(result.recovered_dropouts),
                  "silent_in_unmask": sorted(names[n] for n in result.silent_in_unmask),

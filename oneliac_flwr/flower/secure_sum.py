@@ -256,6 +256,7 @@ class SecureSumAggregator:
             clip_bound=self.spec.clip_bound,
             frac_bits=self.spec.frac_bits,
             noise_std=self.noise_std,
+            central_noise=self.unnoised,
         )
         total_weight = outcome.aggregate.total_weight
         check, failure = publishable_check(outcome, unnoised=self.unnoised)

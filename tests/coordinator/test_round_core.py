@@ -69,6 +69,7 @@ def _unmasked(weighted_sum: list[float]):
         clip_bound=1.0,
         frac_bits=16,
         noise_std=0.0,
+        central_noise=False,
     )
 
 
