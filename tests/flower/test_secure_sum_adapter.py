@@ -229,3 +229,40 @@ def test_stage_u_asks_only_the_needed_survivors_and_replaces_silent_ones() -> No
     assert first["exchanges"] == 4 and len(first["silent_in_unmask"]) == 3
     assert len(first["counted"]) == 10
     assert len(asked[2]) == 8 and steady["exchanges"] == 2 and steady["silent_in_unmask"] == []
+
+
+def test_attack_under_central_noise_a_shifted_masked_input_is_projected_and_the_round_completes() -> None:
+    """Organization-level DP with central noise: a client shifts its masked vector so the
+    unmasked sum is far out of bounds. Failing the round would tell that client one bit about
+    the others' un-noised updates, so the round completes like an honest one (the same
+    published check) and the mean is projected onto the bound before the noise: the model
+    moves by at most the bound plus the noise."""
+    import math
+
+    def shift(node: int, reply: Message) -> None:
+        if node == 202 and not reply.has_error() and reply.has_content() and MASKED in reply.content:
+            masked = reply.content[MASKED].to_numpy_ndarrays()[0].copy()
+            masked[:] += np.uint32(2**29)
+            reply.content[MASKED] = ArrayRecord(numpy_ndarrays=[masked])
+
+    config = _config("secure_sum", privacy_budget={"mode": "organization", "noise_placement": "central", "epsilon": 100.0,
+                                                   "delta": 1e-5, "noise_multiplier": 0.2, "clip_norm": 1.0})  # fmt: skip
+    honest, _ = _run(config, AppGrid(config), rounds=1)
+    strategy, result = _run(config, AppGrid(config, tamper=shift), rounds=1)
+    record = strategy.records[1]
+    assert honest.records[1].status == "ok" and record.status == "ok", record.failure_reason
+    check = record.secure_sum["aggregate_check"]
+    assert check == honest.records[1].secure_sum["aggregate_check"]  # nothing tells the two sums apart
+    assert check["passed"] is True and check["details"]["enforced_by"] == "projection"
+    assert len(record.secure_sum["counted"]) == len(NODES) and record.privacy["recorded"] == "when noised"
+    initial = np.concatenate([a.ravel() for a in get_weights(new_model(config))]).astype(np.float64)
+    moved = _flat(result).astype(np.float64) - initial
+    guard = strategy.privacy
+    sigma_mean = guard.z * guard.sensitivity / len(NODES)
+    d = moved.size
+    # ||projected mean + noise|| <= bound + sigma (sqrt d + sqrt(2 ln 1e9)), except with probability 1e-9
+    assert np.linalg.norm(moved) <= check["details"]["bound"] + sigma_mean * (math.sqrt(d) + math.sqrt(2 * math.log(1e9)))
+    # the shift (2^29 in every coordinate, far beyond the others' updates) is projected onto the
+    # bound: along (1, ..., 1) the model moved by the bound, give or take the noise (6 sigma)
+    along = float(np.mean(moved)) * math.sqrt(d)
+    assert abs(along - check["details"]["bound"]) < 6 * sigma_mean + 0.01
