@@ -47,8 +47,10 @@ def hospital_update(base: list[np.ndarray], index: int, round_: int) -> list[np.
     return [0.5 * rng.standard_normal(a.shape) for a in base]
 
 
-def take_part(service, h: Hospital, state_dir: Path, policy: dict, update: list[np.ndarray], version: str, round_: int):  # noqa: ANN001, ANN201
-    """A hospital's side with the core: clip (and add its noise share), record, mask, upload, unmask."""
+def take_part(service, h: Hospital, state_dir: Path, policy: dict, update: list[np.ndarray], version: str, round_: int,  # noqa: ANN001, ANN201
+              on_upload=None):  # noqa: ANN001
+    """A hospital's side with the core: clip (and add its noise share), record, mask, upload, unmask
+    (``on_upload`` may alter the upload, as a malicious hospital would)."""
     own = HospitalPolicy(unit="organization", epsilon=1000.0, delta=DELTA)
     threshold = int(policy["min-contributors"]) if "frac-bits" in policy else None
     share = None if threshold is None else NoiseShare(min_contributors=threshold, frac_bits=int(policy["frac-bits"]))
@@ -59,7 +61,7 @@ def take_part(service, h: Hospital, state_dir: Path, policy: dict, update: list[
     with h.http(service) as http:
         return take_part_in_secure_round(http, organization_id=h.id, secure_client=h.client, update=release.update,
                                          weight=1.0, model_version=version, privacy=declared, wait_seconds=5,
-                                         give_up_after=180, noise_share=share)  # fmt: skip
+                                         give_up_after=180, noise_share=share, on_upload=on_upload)  # fmt: skip
 
 
 def run_dp_round(service, hospitals: list[Hospital], dirs: list[Path], round_: int) -> tuple[list[np.ndarray], list[np.ndarray]]:  # noqa: ANN001
@@ -255,3 +257,56 @@ def test_a_noise_share_is_refused_by_a_setup_that_would_not_carry_it_as_accounte
                                ("weight_bound", 0.5, "caps the weight")):  # fmt: skip
         reason = share.refusal(SimpleNamespace(**{**vars(fine), field: value}))
         assert reason is not None and reason.startswith("threshold_check") and said in reason, (field, reason)
+
+
+def test_attack_under_central_noise_an_over_bound_masked_input_is_projected_not_a_failed_round(start_service, tmp_path: Path) -> None:  # noqa: ANN001
+    """A hospital shifts its masked vector (nobody can verify it before unmasking) so that the
+    un-noised sum is far outside the aggregate bound. A failed round would tell it one bit about
+    the others' un-noised updates, outside the ledger: the round completes instead, the mean is
+    projected onto the bound before the noise, and the served model moves by at most the bound
+    plus the noise."""
+    service, hospitals = dp_federation(start_service, "central", max_rounds=1, afforded=1)
+    with service.client() as admin:
+        published = admin.get(f"{PREFIX}/config").json()
+    guard = flower_guard(published)
+    ring = published["ring"]
+    dtype = np.dtype("<u4" if ring["bits"] <= 32 else "<u8")
+
+    def shift(body: dict) -> None:  # every ring element up by 2^(bits-3): far beyond any clipped update
+        masked = np.frombuffer(bytes.fromhex(body["gradients_encrypted"][2:]), dtype=dtype).copy()
+        masked += dtype.type(1 << (ring["bits"] - 3))
+        body["gradients_encrypted"] = "0x" + masked.tobytes().hex()
+
+    with hospitals[0].http(service) as http:
+        wait_until(lambda: (s := status(http))["round"] == 1 and s["status"] == "open")
+        base, meta = model(http)
+        policy = http.get(f"{PREFIX}/privacy/policy").json()
+    dirs = [tmp_path / f"hospital-{i}" for i in range(HOSPITALS)]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=HOSPITALS) as pool:
+        futures = [pool.submit(take_part, service, h, dirs[i], policy, hospital_update(base, i, 1), meta["model_version"], 1,
+                               shift if i == 0 else None)
+                   for i, h in enumerate(hospitals)]  # fmt: skip
+        receipts = [f.result() for f in futures]
+    assert all(r.status == "ok" and r.contributors == HOSPITALS for r in receipts), receipts
+    from sqlalchemy import create_engine
+    from sqlalchemy import text as sql
+
+    engine = create_engine(service_database(service))
+    try:
+        with engine.connect() as connection:
+            (report,) = connection.execute(sql("SELECT report FROM rounds WHERE number = 1")).scalars().all()
+    finally:
+        engine.dispose()
+    check = json.loads(report)["aggregate_check"]
+    assert check["passed"] is True and check["details"]["enforced_by"] == "projection"
+    bound = check["details"]["bound"]
+    with service.client() as admin:
+        served, _ = model(admin)
+    moved = np.concatenate([(s.astype(np.float64) - b.astype(np.float64)).ravel() for s, b in zip(served, base, strict=True)])
+    sigma_mean, d = guard.z * guard.sensitivity / HOSPITALS, moved.size
+    # ||projected mean + noise|| <= bound + sigma (sqrt d + sqrt(2 ln 1e9)), except with probability 1e-9
+    assert np.linalg.norm(moved) <= bound + sigma_mean * (math.sqrt(d) + math.sqrt(2 * math.log(1e9)))
+    # the shift dominates the un-noised mean, which is projected onto the bound: along (1, ..., 1)
+    # the model moved by the bound, give or take the noise (6 sigma) and the honest updates' share
+    along = float(np.mean(moved)) * math.sqrt(d)
+    assert abs(along - bound) < 6 * sigma_mean + 0.01
