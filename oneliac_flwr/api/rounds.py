@@ -40,6 +40,7 @@ import logging
 import secrets
 import threading
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
@@ -339,12 +340,7 @@ class RoundEngine:
         """``(round, status, stage)`` of the newest round, in one query (what a long poll watches)."""
         if self.unavailable is not None:
             return None, "unavailable", None
-        row = session.execute(
-            select(Round.number, Round.status, SecureRoundStage.stage)
-            .outerjoin(SecureRoundStage, SecureRoundStage.round == Round.number)
-            .order_by(Round.number.desc())
-            .limit(1)
-        ).first()  # fmt: skip
+        row = _newest_round(session, Round.number, Round.status, SecureRoundStage.stage)
         if row is None:
             return None, "waiting", None
         return row[0], row[1], row[2] if with_stage and self.secure is not None else None
@@ -399,12 +395,7 @@ class RoundEngine:
         deadlines by the ticker; this lets status requests and long polls skip :meth:`advance`."""
         if self.unavailable is not None:
             return False
-        row = session.execute(
-            select(Round.status, Round.deadline, SecureRoundStage.stage_deadline)
-            .outerjoin(SecureRoundStage, SecureRoundStage.round == Round.number)
-            .order_by(Round.number.desc())
-            .limit(1)
-        ).first()  # fmt: skip
+        row = _newest_round(session, Round.status, Round.deadline, SecureRoundStage.stage_deadline)
         if row is None or row[0] != "open":
             return True
         deadline = row[2] if self.secure is not None and row[2] is not None else row[1]
@@ -576,6 +567,14 @@ class RoundEngine:
         round's release is recorded (once per round), before validation."""
         if self.privacy is not None:
             self.privacy.guard(session).on_receipt(number, 1)
+
+
+def _newest_round(session: Session, *columns: Any) -> Any:
+    """``columns`` of the newest round joined with its secure-sum stage row (one query), or ``None``."""
+    return session.execute(
+        select(*columns).outerjoin(SecureRoundStage, SecureRoundStage.round == Round.number)
+        .order_by(Round.number.desc()).limit(1)
+    ).first()  # fmt: skip
 
 
 def _dimension(config: ExperimentConfig) -> int:
