@@ -350,7 +350,7 @@ def create_app(*, coordinator: CoordinatorConfig, experiment: ExperimentConfig, 
         with ``wait_seconds``, answer as soon as the round differs from ``after_round`` /
         ``after_status`` / ``after_stage`` (or when the wait is over)."""
         deadline = time.monotonic() + wait_seconds
-        engine.advance()  # later changes come from submissions and the ticker
+        engine.advance_if_due()  # an open round's changes come from its messages and the ticker
         waited = (after_round, after_status, after_stage)
         with_stage = after_stage is not None and who != "admin"
         seen = engine.generation()  # taken before the read: a change after it is not missed

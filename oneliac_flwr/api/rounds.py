@@ -40,6 +40,7 @@ import logging
 import secrets
 import threading
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
@@ -310,6 +311,16 @@ class RoundEngine:
         finally:
             self.changed()
 
+    def advance_if_due(self) -> None:
+        """:meth:`advance` for the read paths (status, long polls): skipped when
+        :meth:`maybe_due` shows an open round before its deadlines (one query)."""
+        if self.unavailable is not None:
+            return
+        with self.database.read() as session:
+            if not self.maybe_due(session, datetime.now(UTC)):
+                return
+        self.advance()
+
     def _due(self, session: Session, now: datetime) -> bool:
         """Whether :meth:`_advance` would change anything now (read-only; re-checked under the lock)."""
         current = session.scalar(select(Round).order_by(Round.number.desc()).limit(1))
@@ -329,12 +340,7 @@ class RoundEngine:
         """``(round, status, stage)`` of the newest round, in one query (what a long poll watches)."""
         if self.unavailable is not None:
             return None, "unavailable", None
-        row = session.execute(
-            select(Round.number, Round.status, SecureRoundStage.stage)
-            .outerjoin(SecureRoundStage, SecureRoundStage.round == Round.number)
-            .order_by(Round.number.desc())
-            .limit(1)
-        ).first()  # fmt: skip
+        row = _newest_round(session, Round.number, Round.status, SecureRoundStage.stage)
         if row is None:
             return None, "waiting", None
         return row[0], row[1], row[2] if with_stage and self.secure is not None else None
@@ -380,44 +386,62 @@ class RoundEngine:
     def _advance(self, now: datetime) -> None:
         with self.database.transaction() as session:
             self.lock(session)
-            current = session.scalar(select(Round).order_by(Round.number.desc()).limit(1))
-            if current is not None and current.status == BUDGET_EXHAUSTED:
-                return
-            if current is not None and current.status == "open":
-                if self.secure is not None:
-                    if self.secure.step(session, current, now):
-                        return
-                else:
-                    roster = json.loads(current.roster)
-                    submitted = session.scalar(select(func.count()).select_from(Submission).where(Submission.round == current.number))
-                    if (submitted or 0) < len(roster) and now < aware(current.deadline):
-                        return
-                    self._close(session, current, now)
-            number = (current.number if current is not None else 0) + 1
-            if number > self.max_rounds:
-                return
-            active = sorted(session.scalars(select(Organization.id).where(Organization.active.is_(True))))
-            if self.core.enough(len(active), "active organization(s)") is not None:
-                return
-            base = session.scalar(select(ModelVersion.version).order_by(ModelVersion.training_round.desc()).limit(1))
-            if base is None:
-                return
-            exhausted = self.check_round(session, number)
-            if exhausted is not None:
-                session.add(Round(number=number, status=BUDGET_EXHAUSTED, base_version=base, roster="[]", opened_at=now,
-                                  deadline=now, closed_at=now, reason=exhausted, report="{}"))  # fmt: skip
-                session.add(AuditEvent(at=now, actor="coordinator", action="federation.budget_exhausted",
-                                       organization_id=None, detail=exhausted))  # fmt: skip
-                logger.info("privacy budget exhausted: %s", exhausted)
-                return
-            opened = Round(number=number, status="open", base_version=base, roster=json.dumps(active),
-                           opened_at=now, deadline=now + self.timeout, report="{}")  # fmt: skip
-            session.add(opened)
-            session.add(AuditEvent(at=now, actor="coordinator", action="round.opened", organization_id=None,
-                                   detail=f"round {number}: roster of {len(active)}, base {base}"))  # fmt: skip
+            self.advance_locked(session, now)
+
+    def maybe_due(self, session: Session, now: datetime) -> bool:
+        """A cheap, conservative pre-check for the read paths (one query): ``False`` only when
+        the newest round is open and neither its deadline nor its stage's has passed. An open
+        round's completion is advanced by the message that completes it (in its transaction),
+        deadlines by the ticker; this lets status requests and long polls skip :meth:`advance`."""
+        if self.unavailable is not None:
+            return False
+        row = _newest_round(session, Round.status, Round.deadline, SecureRoundStage.stage_deadline)
+        if row is None or row[0] != "open":
+            return True
+        deadline = row[2] if self.secure is not None and row[2] is not None else row[1]
+        return now >= aware(deadline)
+
+    def advance_locked(self, session: Session, now: datetime) -> None:
+        """:meth:`advance`'s transition in the caller's transaction, which holds the round lock
+        (a stage message that completes its stage closes it in the transaction that accepts it)."""
+        current = session.scalar(select(Round).order_by(Round.number.desc()).limit(1))
+        if current is not None and current.status == BUDGET_EXHAUSTED:
+            return
+        if current is not None and current.status == "open":
             if self.secure is not None:
-                session.flush()
-                self.secure.open(session, opened, now)
+                if self.secure.step(session, current, now):
+                    return
+            else:
+                roster = json.loads(current.roster)
+                submitted = session.scalar(select(func.count()).select_from(Submission).where(Submission.round == current.number))
+                if (submitted or 0) < len(roster) and now < aware(current.deadline):
+                    return
+                self._close(session, current, now)
+        number = (current.number if current is not None else 0) + 1
+        if number > self.max_rounds:
+            return
+        active = sorted(session.scalars(select(Organization.id).where(Organization.active.is_(True))))
+        if self.core.enough(len(active), "active organization(s)") is not None:
+            return
+        base = session.scalar(select(ModelVersion.version).order_by(ModelVersion.training_round.desc()).limit(1))
+        if base is None:
+            return
+        exhausted = self.check_round(session, number)
+        if exhausted is not None:
+            session.add(Round(number=number, status=BUDGET_EXHAUSTED, base_version=base, roster="[]", opened_at=now,
+                              deadline=now, closed_at=now, reason=exhausted, report="{}"))  # fmt: skip
+            session.add(AuditEvent(at=now, actor="coordinator", action="federation.budget_exhausted",
+                                   organization_id=None, detail=exhausted))  # fmt: skip
+            logger.info("privacy budget exhausted: %s", exhausted)
+            return
+        opened = Round(number=number, status="open", base_version=base, roster=json.dumps(active),
+                       opened_at=now, deadline=now + self.timeout, report="{}")  # fmt: skip
+        session.add(opened)
+        session.add(AuditEvent(at=now, actor="coordinator", action="round.opened", organization_id=None,
+                               detail=f"round {number}: roster of {len(active)}, base {base}"))  # fmt: skip
+        if self.secure is not None:
+            session.flush()
+            self.secure.open(session, opened, now)
 
     def _close(self, session: Session, current: Round, now: datetime) -> None:
         roster: list[str] = json.loads(current.roster)
@@ -543,6 +567,14 @@ class RoundEngine:
         round's release is recorded (once per round), before validation."""
         if self.privacy is not None:
             self.privacy.guard(session).on_receipt(number, 1)
+
+
+def _newest_round(session: Session, *columns: Any) -> Any:
+    """``columns`` of the newest round joined with its secure-sum stage row (one query), or ``None``."""
+    return session.execute(
+        select(*columns).outerjoin(SecureRoundStage, SecureRoundStage.round == Round.number)
+        .order_by(Round.number.desc()).limit(1)
+    ).first()  # fmt: skip
 
 
 def _dimension(config: ExperimentConfig) -> int:

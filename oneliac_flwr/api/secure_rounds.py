@@ -86,6 +86,7 @@ _MESSAGE_STAGE = {KEYS: "keys", MASKING: "masked", CONSISTENCY: "consistency", U
 #: What an organization expected in a stage must do next (``GET /rounds/current``'s ``next_action``).
 ACTIONS = {KEYS: "advertise_keys", MASKING: "submit", CONSISTENCY: "confirm_survivors", UNMASKING: "unmask"}
 _T = TypeVar("_T")
+_PENDING = "oneliac_secure_server"  # session.info key: (version, state) changed by the open transaction
 
 
 def secure_unavailable(config: ExperimentConfig) -> str | None:
@@ -230,6 +231,9 @@ class SecureRounds:
         messages accepted since are replayed through the core.
         """
         row = self._run_row(session, now)
+        pending = session.info.pop(_PENDING, None)  # changed earlier in this very transaction
+        if pending is not None and pending[0] == row.version:
+            return pending[1]
         with self._cache_lock:
             cached, self._cache = self._cache, None
         if cached is not None and cached[0] == row.version:
@@ -273,6 +277,7 @@ class SecureRounds:
             with self._cache_lock:
                 self._cache = (version, server)
 
+        session.info[_PENDING] = (version, server)  # a later change in this transaction continues from it
         event.listen(session, "after_commit", keep, once=True)
 
     def read(self, session: Session, now: datetime, use: Callable[[SecureSumServer], _T]) -> _T:

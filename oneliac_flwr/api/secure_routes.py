@@ -28,7 +28,7 @@ from fastapi import Depends, FastAPI, Path
 from oneliac_flwr.api.privacy_routes import declared_privacy
 from oneliac_flwr.api.problems import ApiProblem
 from oneliac_flwr.api.records import record_from_json, record_to_json
-from oneliac_flwr.api.rounds import RoundEngine
+from oneliac_flwr.api.rounds import RoundEngine, aware
 from oneliac_flwr.api.schemas import GradientsIn, Receipt, SecureNodeOut, SecureRecordIn, SecureRecordOut
 from oneliac_flwr.api.secure_rounds import SecureRounds, StageClosed
 from oneliac_flwr.api.store import AuditEvent, Database, Round, SecureMessage
@@ -68,7 +68,41 @@ def _accept(database: Database, engine: RoundEngine, *, number: int, who: str, k
         decoded: tuple[Any, np.ndarray | None] | ProtocolViolation = _decode(secure, record, prefix, masked_hex)
     except ProtocolViolation as exc:
         decoded = exc
-    engine.advance()
+    options: dict[str, Any] = {"number": number, "who": who, "kind": kind, "body_hash": body_hash, "receipt": receipt,
+                               "decoded": decoded, "prefix": prefix, "model_version": model_version,
+                               "declaration": declaration}  # fmt: skip
+    try:
+        replayed = _accept_locked(database, engine, deadline_first=True, **options)
+    except _DeadlinePassed:
+        engine.advance()  # the stage's deadline passed before the ticker closed it: close it first
+        replayed = _accept_locked(database, engine, deadline_first=False, **options)
+    if replayed is not None:
+        return replayed
+    engine.changed()  # wakes this process's long polls (the message, and a stage change it made)
+    return Receipt(receipt=receipt, round=number, organization_id=who, replayed=False)
+
+
+class _DeadlinePassed(ProtocolViolation):
+    """The stage's deadline passed before anything closed it (nothing was written)."""
+
+
+def _accept_locked(database: Database, engine: RoundEngine, *, number: int, who: str, kind: str, body_hash: str,
+                   receipt: str, decoded: tuple[Any, np.ndarray | None] | ProtocolViolation, prefix: str,
+                   model_version: str | None, declaration: Callable[[Any, Round], None] | None,
+                   deadline_first: bool) -> Receipt | None:  # fmt: skip
+    """:func:`_accept`'s transaction: the receipt of a replay, or ``None`` once the message is stored
+    (and its stage closed, if it completed it).
+
+    Raises
+    ------
+    _DeadlinePassed
+        With ``deadline_first``, when the stage's deadline has passed (rolled back; the caller
+        advances first and tries again).
+    """
+    secure = engine.secure
+    if secure is None:
+        raise ApiProblem(409, "not_secure_sum", "Conflict", "this federation does not run secure_sum rounds")
+    now = _now()
     with database.transaction() as session:
         engine.lock(session)
         rnd = session.get(Round, number)
@@ -85,6 +119,9 @@ def _accept(database: Database, engine: RoundEngine, *, number: int, who: str, k
                     return Receipt(receipt=existing.receipt, round=number, organization_id=who, replayed=True)
                 raise ApiProblem(409, "conflicting_resubmission", "Conflict",
                                  f"a different {kind} message for round {number} was already accepted", field=prefix)  # fmt: skip
+        stage = secure.stage_of(session, number)  # read by message_kind_now: no query
+        if deadline_first and rnd.status == "open" and stage is not None and now >= aware(stage.stage_deadline):
+            raise _DeadlinePassed
         if rnd.status != "open" or stage_kind is None or not stage_kind.startswith(kind):
             raise ApiProblem(409, "stage_closed", "Conflict",
                              f"round {number} does not take {kind} messages now (round {rnd.status})", field="round")  # fmt: skip
@@ -98,15 +135,18 @@ def _accept(database: Database, engine: RoundEngine, *, number: int, who: str, k
                 raise decoded
             message, masked = decoded
             secure.accept(session, number=number, organization_id=who, kind=kind, record=message, masked=masked,
-                          body_sha256=body_hash, receipt=receipt, now=_now())  # fmt: skip
+                          body_sha256=body_hash, receipt=receipt, now=now)  # fmt: skip
         except StageClosed as exc:
             raise ApiProblem(409, "stage_closed", "Conflict", str(exc), field="round") from None
         except ProtocolViolation as exc:
             raise ApiProblem(422, "secure_sum_rejected", "Invalid request", str(exc), field=field_of(exc, prefix)) from None
-        session.add(AuditEvent(at=_now(), actor=who, action=f"secure_sum.{kind}", organization_id=who,
+        session.add(AuditEvent(at=now, actor=who, action=f"secure_sum.{kind}", organization_id=who,
                                detail=f"round {number}"))  # fmt: skip
-    engine.advance()
-    return Receipt(receipt=receipt, round=number, organization_id=who, replayed=False)
+        # the message that completes its stage closes it here, in the transaction that accepts it
+        # (a deadline is the ticker's); a closed round opens the next one
+        if not secure.step(session, rnd, now):
+            engine.advance_locked(session, now)
+    return None
 
 
 def _decode(secure: SecureRounds, record: Any, prefix: str, masked_hex: str | None) -> tuple[Any, np.ndarray | None]:

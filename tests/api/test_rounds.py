@@ -394,3 +394,36 @@ def test_a_long_poll_wakes_when_another_process_changes_the_round(database_url: 
     finally:
         for database in databases:
             database.dispose()
+
+
+def test_status_skips_advance_only_while_the_open_round_is_before_its_deadline(database_url: str) -> None:
+    """``maybe_due`` (the read paths' pre-check): due with no round, not due while the open
+    round is before its deadline, due again once the deadline has passed (the ticker's case)."""
+    from datetime import timedelta
+
+    from oneliac_flwr.api.app import _ensure_initial_model
+    from oneliac_flwr.api.rounds import RoundEngine
+    from oneliac_flwr.api.serve import load_settings
+    from oneliac_flwr.api.store import Database, Organization
+
+    _, experiment = load_settings(settings(min_participants=2))
+    database = Database(database_url)
+    try:
+        database.migrate()
+        _ensure_initial_model(database, experiment)
+        engine = RoundEngine(database, experiment)
+        now = datetime.now(UTC)
+        with database.read() as session:
+            assert engine.maybe_due(session, now)  # no round yet: the full check decides
+        with database.transaction() as session:
+            for i in range(2):
+                session.add(Organization(id=f"org_{i}", name=f"Hospital {i}", endpoint="https://h.example.org/f",
+                                         encryption_key=bytes(32), identity_key=None, api_key_hash=f"{i:064x}",
+                                         active=True, created_at=now))  # fmt: skip
+        engine.advance_if_due()  # opens round 1
+        with database.read() as session:
+            assert engine.position(session, with_stage=False) == (1, "open", None)
+            assert not engine.maybe_due(session, datetime.now(UTC))
+            assert engine.maybe_due(session, datetime.now(UTC) + engine.timeout + timedelta(seconds=1))
+    finally:
+        database.dispose()
