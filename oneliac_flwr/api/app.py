@@ -166,14 +166,15 @@ def create_app(*, coordinator: CoordinatorConfig, experiment: ExperimentConfig, 
         token = credentials(value)
         if hmac.compare_digest(token.encode(), admin_token.encode()):
             return "admin"
-        with database.read() as session:
-            org = session.scalar(select(Organization).where(Organization.api_key_hash == hash_api_key(token)))
-            if org is None:
-                raise ApiProblem(401, "unknown_api_key", "Authentication failed", "unknown or revoked API key",
-                                 headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
-            if not org.active:
-                raise ApiProblem(403, "organization_inactive", "Forbidden", f"organization {org.id} is deactivated")
-            return org.id
+        with database.read() as session:  # two columns, not the entity: every request pays this
+            org = session.execute(select(Organization.id, Organization.active)
+                                  .where(Organization.api_key_hash == hash_api_key(token))).first()  # fmt: skip
+        if org is None:
+            raise ApiProblem(401, "unknown_api_key", "Authentication failed", "unknown or revoked API key",
+                             headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
+        if not org.active:
+            raise ApiProblem(403, "organization_inactive", "Forbidden", f"organization {org.id} is deactivated")
+        return str(org.id)
 
     def require_admin(who: Annotated[str, Depends(caller)]) -> str:
         if who != "admin":
@@ -319,16 +320,19 @@ def create_app(*, coordinator: CoordinatorConfig, experiment: ExperimentConfig, 
         else:
             last = rnd.number >= experiment.aggregation_config.max_rounds or rnd.status == BUDGET_EXHAUSTED
             action = "finished" if last else "wait"
-        view = engine.secure.view(session, rnd, who, _now()) if engine.secure is not None and who != "admin" else None
+        now = _now()
+        view = engine.secure.view(session, rnd, who, now) if engine.secure is not None and who != "admin" else None
+        record = None
         if view is not None and rnd.status == "open":
             action = view.next_action if who in roster else "wait"
+            record = engine.secure.record_for(session, rnd.number, who, action, now) if who in roster else None
         report = json.loads(rnd.report or "{}")
         return RoundOut(
             round=rnd.number, status=rnd.status, model_version=rnd.base_version, deadline=aware(rnd.deadline),
             roster_size=len(roster), in_roster=who in roster, next_action=action, reason=rnd.reason,
             dropouts=report.get("dropouts"), contributors=report.get("contributors"),
             stage=view.stage if view else None, node_id=view.node_id if view else None,
-            run_id=view.run_id if view else None, aggregation_method=method,
+            run_id=view.run_id if view else None, aggregation_method=method, record=record,
         )  # fmt: skip
 
     @app.get(f"{API_PREFIX}/coordinator-key", response_model=CoordinatorKeyOut, responses=_ERRORS)
@@ -338,39 +342,55 @@ def create_app(*, coordinator: CoordinatorConfig, experiment: ExperimentConfig, 
             public = engine.public_key(session)
         return CoordinatorKeyOut(public_key="0x" + public.hex(), fingerprint=fingerprint(public))
 
+    wait_query = Annotated[float, Query(ge=0, le=MAX_WAIT_SECONDS, description="long poll: seconds to wait for a change")]
+    status_query = Annotated[str | None, Query(max_length=20)]
+
+    def wait_for_move(who: str, number: int | None, waited: tuple[int | None, str | None, str | None],
+                      wait_seconds: float) -> None:  # fmt: skip
+        """Return once ``(round, status, stage)`` of round ``number`` (the newest round if
+        ``None``) differs from ``waited``, or after ``wait_seconds``."""
+        deadline = time.monotonic() + wait_seconds
+        with_stage = waited[2] is not None and who != "admin"
+        seen = engine.generation()  # taken before the read: a change after it is not missed
+        while waited != (None, None, None) and time.monotonic() < deadline:
+            with database.read() as session:  # a cheap snapshot: the long poll never takes the write lock
+                if engine.position(session, with_stage=with_stage, number=number) != waited:
+                    return
+            # woken by a transition of this process, or by the watcher (other processes' changes)
+            seen = engine.wait_for_change(seen, max(0.0, deadline - time.monotonic()))
+
     @app.get(f"{API_PREFIX}/rounds/current", response_model=RoundOut, responses=_ERRORS)
     def round_status(
         who: Annotated[str, Depends(caller)],
-        wait_seconds: Annotated[float, Query(ge=0, le=MAX_WAIT_SECONDS)] = 0.0,
+        wait_seconds: wait_query = 0.0,
         after_round: Annotated[int | None, Query(ge=0, le=10**6)] = None,
-        after_status: Annotated[str | None, Query(max_length=20)] = None,
-        after_stage: Annotated[str | None, Query(max_length=20)] = None,
+        after_status: status_query = None,
+        after_stage: status_query = None,
     ) -> RoundOut:
         """What the current round is and what this organization must do next. Long poll:
         with ``wait_seconds``, answer as soon as the round differs from ``after_round`` /
         ``after_status`` / ``after_stage`` (or when the wait is over)."""
-        deadline = time.monotonic() + wait_seconds
         engine.advance_if_due()  # an open round's changes come from its messages and the ticker
-        waited = (after_round, after_status, after_stage)
-        with_stage = after_stage is not None and who != "admin"
-        seen = engine.generation()  # taken before the read: a change after it is not missed
-        while waited != (None, None, None) and time.monotonic() < deadline:
-            with database.read() as session:  # a cheap snapshot: the long poll never takes the write lock
-                if engine.position(session, with_stage=with_stage) != waited:
-                    break
-            # woken by a transition of this process, or by the watcher (other processes' changes)
-            seen = engine.wait_for_change(seen, max(0.0, deadline - time.monotonic()))
-        return status_of(who)
+        wait_for_move(who, None, (after_round, after_status, after_stage), wait_seconds)
+        return status_of(who, None)
 
-    def status_of(who: str) -> RoundOut:
-        """This organization's view of the newest round, from a read-only snapshot (a write
-        transaction only the first time, to make its secure-sum node id)."""
+    def status_of(who: str, number: int | None) -> RoundOut:
+        """This organization's view of round ``number`` (the newest if ``None``), from a
+        read-only snapshot (a write transaction only the first time, to make its secure-sum
+        node id); 404 for an unknown round."""
+
+        def one(session) -> RoundOut:  # noqa: ANN001 - Session
+            rnd = current_round(session) if number is None else session.get(Round, number)
+            if rnd is None and number is not None:
+                raise ApiProblem(404, "unknown_round", "Not found", f"no round {number}", field="round")
+            return round_out(session, rnd, who)
+
         with database.read() as session:
-            if engine.secure is None or who == "admin" or engine.secure.known(session, who):
-                return round_out(session, current_round(session), who)
+            if engine.secure is None or who == "admin" or engine.secure.preload(session, who, number):
+                return one(session)
         with database.transaction() as session:
-            engine.lock(session)
-            return round_out(session, current_round(session), who)
+            engine.lock(session)  # makes this organization's node id
+            return one(session)
 
     @app.get(f"{API_PREFIX}/rounds", response_model=list[RoundOut], responses=_ERRORS)
     def list_rounds(who: Annotated[str, Depends(caller)]) -> list[RoundOut]:
@@ -383,21 +403,21 @@ def create_app(*, coordinator: CoordinatorConfig, experiment: ExperimentConfig, 
             return [round_out(session, r, who) for r in session.scalars(select(Round).order_by(Round.number))]
 
     @app.get(f"{API_PREFIX}/rounds/{{round}}", response_model=RoundOut, responses=_ERRORS)
-    def get_round(round: Annotated[int, Path(ge=1, le=10**6)], who: Annotated[str, Depends(caller)]) -> RoundOut:
-        """One round with its outcome, contributors and dropouts (what ``GET /rounds`` lists)."""
-
-        def one(session) -> RoundOut:  # noqa: ANN001 - Session
-            rnd = session.get(Round, round)
-            if rnd is None:
-                raise ApiProblem(404, "unknown_round", "Not found", f"no round {round}", field="round")
-            return round_out(session, rnd, who)
-
-        with database.read() as session:
-            if engine.secure is None or who == "admin" or engine.secure.known(session, who):
-                return one(session)
-        with database.transaction() as session:
-            engine.lock(session)  # makes this organization's node id
-            return one(session)
+    def get_round(
+        round: Annotated[int, Path(ge=1, le=10**6)],
+        who: Annotated[str, Depends(caller)],
+        wait_seconds: wait_query = 0.0,
+        after_status: status_query = None,
+        after_stage: status_query = None,
+    ) -> RoundOut:
+        """One round with its outcome, contributors and dropouts (what ``GET /rounds`` lists).
+        Long poll: with ``wait_seconds``, answer as soon as this round's status or stage
+        differs from ``after_status`` / ``after_stage`` (or when the wait is over): how an
+        organization waits for the end of the round it took part in (the round's messages and
+        the ticker move it: no transition is attempted here)."""
+        if after_status is not None or after_stage is not None:
+            wait_for_move(who, round, (round, after_status, after_stage), wait_seconds)
+        return status_of(who, round)
 
     @app.post(f"{API_PREFIX}/gradients", response_model=Receipt, responses={**_ERRORS, 501: _ERRORS[409]})
     def submit_gradients(body: GradientsIn, who: Annotated[str, Depends(caller)]) -> Receipt:

@@ -138,6 +138,12 @@ def _call(http: httpx.Client, method: str, path: str, **kwargs: Any) -> Any:
     return response.json()
 
 
+def _published(http: httpx.Client, status: Mapping[str, Any], path: str) -> Any:
+    """The record the status answer carries for its next action, else the stage's download."""
+    record = status.get("record")
+    return record if record is not None else _call(http, "GET", path)["record"]
+
+
 def secure_node(http: httpx.Client) -> SecureNode:
     """This organization's node id and the run id (to build its ``SecureSumClient``).
 
@@ -278,17 +284,18 @@ def take_part_in_secure_round(
     after: dict[str, Any] = {}
     while time.monotonic() - started < give_up_after:
         params = {"wait_seconds": wait_seconds, **after} if after else {}
-        status = _call(http, "GET", "/rounds/current", params=params)
-        number = status.get("round")
-        after = {k: v for k, v in (("after_round", number), ("after_status", status["status"]),
-                                     ("after_stage", status.get("stage"))) if v is not None}  # fmt: skip
-        if joined is not None and number != joined:  # the next round opened already: look the joined one up
+        if joined is None:  # which round is open, and what this organization must do in it
+            status = _call(http, "GET", "/rounds/current", params=params)
+        else:  # the joined round itself (long poll on its status and stage), even once the next one opened
             try:
-                status, number = _call(http, "GET", f"/rounds/{joined}"), joined
+                status = _call(http, "GET", f"/rounds/{joined}", params=params)
             except CoordinatorError as exc:
                 if exc.status != 404:
                     raise
-                raise RoundClosed(f"round {joined} is not known to the coordinator (current round {number})") from None
+                raise RoundClosed(f"round {joined} is not known to the coordinator") from None
+        number = status.get("round")
+        after = {k: v for k, v in (("after_round", number if joined is None else None), ("after_status", status["status"]),
+                                     ("after_stage", status.get("stage"))) if v is not None}  # fmt: skip
         if joined is not None and status["status"] != "open":
             if status["status"] == "ok":
                 say(f"round {number}: done")
@@ -317,7 +324,7 @@ def take_part_in_secure_round(
             stages.append("keys")
         elif action == "submit":
             say(f"round {number}: masked upload")
-            setup = RoundSetup.from_record(record_from_json(_call(http, "GET", f"/rounds/{number}/setup")["record"]))
+            setup = RoundSetup.from_record(record_from_json(_published(http, status, f"/rounds/{number}/setup")))
             refusal = None if noise_share is None else noise_share.refusal(setup)
             if refusal is not None:
                 raise ProtocolViolation(f"{refusal}; nothing was masked or sent")
@@ -340,7 +347,7 @@ def take_part_in_secure_round(
         elif action in _ANSWERS:
             stage, path, what, answer = _ANSWERS[action]
             say(f"round {number}: {what}")
-            request = record_from_json(_call(http, "GET", f"/rounds/{number}/{path}-request")["record"])
+            request = record_from_json(_published(http, status, f"/rounds/{number}/{path}-request"))
             response = answer(secure_client, request)  # the core client's checks: it may refuse (ProtocolViolation)
             if on_step is not None:
                 on_step(secure_client)

@@ -336,11 +336,17 @@ class RoundEngine:
         active = session.scalar(select(func.count()).select_from(Organization).where(Organization.active.is_(True)))
         return self.core.enough(int(active or 0), "active organization(s)") is None
 
-    def position(self, session: Session, *, with_stage: bool) -> tuple[int | None, str | None, str | None]:
-        """``(round, status, stage)`` of the newest round, in one query (what a long poll watches)."""
+    def position(self, session: Session, *, with_stage: bool,
+                 number: int | None = None) -> tuple[int | None, str | None, str | None]:  # fmt: skip
+        """``(round, status, stage)`` of round ``number`` (the newest if ``None``), in one
+        query (what a long poll watches)."""
         if self.unavailable is not None:
             return None, "unavailable", None
-        row = _newest_round(session, Round.number, Round.status, SecureRoundStage.stage)
+        columns = (Round.number, Round.status, SecureRoundStage.stage)
+        row = _newest_round(session, *columns) if number is None else session.execute(
+            select(*columns).outerjoin(SecureRoundStage, SecureRoundStage.round == Round.number)
+            .where(Round.number == number)
+        ).first()  # fmt: skip
         if row is None:
             return None, "waiting", None
         return row[0], row[1], row[2] if with_stage and self.secure is not None else None

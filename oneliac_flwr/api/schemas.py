@@ -205,6 +205,10 @@ class RoundOut(BaseModel):
     run_id: int | None = Field(default=None, description="secure_sum mode: the federation's run id")
     aggregation_method: str | None = Field(default=None, description="fedavg | secure_sum: how this federation's "
                                            "rounds aggregate (what a submission must look like)")  # fmt: skip
+    record: dict[str, Any] | None = Field(default=None, description="secure_sum mode: the record this "
+                                          "organization's next action answers, as its stage's download endpoint "
+                                          "gives it (submit: the round setup; confirm_survivors: its consistency "
+                                          "request; unmask: its unmask request), or null")  # fmt: skip
 
 
 class SecureRecordIn(BaseModel):

@@ -181,6 +181,37 @@ class SecureRounds:
         needs no write (it can run in a read-only snapshot)."""
         return session.get(SecureNode, organization_id) is not None and session.get(SecureRun, 1) is not None
 
+    def preload(self, session: Session, organization_id: str, number: int | None) -> bool:
+        """:meth:`known`, with round ``number`` (the newest if ``None``), its stage row, the
+        organization's node and the run loaded in one query: :meth:`view` then finds them
+        in the session and reads only whether this organization answered its stage."""
+        query = (
+            select(Round, SecureRoundStage, SecureNode, SecureRun)
+            .outerjoin(SecureRoundStage, SecureRoundStage.round == Round.number)
+            .outerjoin(SecureNode, SecureNode.organization_id == organization_id)
+            .outerjoin(SecureRun, SecureRun.id == 1)
+        )  # fmt: skip
+        query = query.where(Round.number == number) if number is not None else query.order_by(Round.number.desc()).limit(1)
+        row = session.execute(query).first()
+        if row is None:  # no such round: nothing to preload
+            return self.known(session, organization_id)
+        return row[2] is not None and row[3] is not None
+
+    def record_for(self, session: Session, number: int, organization_id: str, action: str,
+                   now: datetime) -> dict[str, Any] | None:  # fmt: skip
+        """The JSON record ``action`` answers (what the stage's download endpoint gives:
+        the round setup for ``submit``, this organization's consistency or unmask request),
+        or ``None`` (another action, or the stage moved on meanwhile)."""
+        fetch = {"submit": lambda: self.setup(session, number, now),
+                 "confirm_survivors": lambda: self.consistency_request(session, number, organization_id, now),
+                 "unmask": lambda: self.unmask_request(session, number, organization_id, now)}.get(action)  # fmt: skip
+        if fetch is None:
+            return None
+        try:
+            return record_to_json(fetch().to_record())
+        except ProtocolViolation:
+            return None
+
     def node_id(self, session: Session, organization_id: str) -> int:
         """The organization's stable node id (made once, under the round lock)."""
         row = session.get(SecureNode, organization_id)

@@ -72,13 +72,14 @@ def _accept(database: Database, engine: RoundEngine, *, number: int, who: str, k
                                "decoded": decoded, "prefix": prefix, "model_version": model_version,
                                "declaration": declaration}  # fmt: skip
     try:
-        replayed = _accept_locked(database, engine, deadline_first=True, **options)
+        replayed, moved = _accept_locked(database, engine, deadline_first=True, **options)
     except _DeadlinePassed:
         engine.advance()  # the stage's deadline passed before the ticker closed it: close it first
-        replayed = _accept_locked(database, engine, deadline_first=False, **options)
+        replayed, moved = _accept_locked(database, engine, deadline_first=False, **options)
     if replayed is not None:
         return replayed
-    engine.changed()  # wakes this process's long polls (the message, and a stage change it made)
+    if moved:  # long polls watch (round, status, stage): only a stage change made here wakes them
+        engine.changed()
     return Receipt(receipt=receipt, round=number, organization_id=who, replayed=False)
 
 
@@ -89,9 +90,10 @@ class _DeadlinePassed(ProtocolViolation):
 def _accept_locked(database: Database, engine: RoundEngine, *, number: int, who: str, kind: str, body_hash: str,
                    receipt: str, decoded: tuple[Any, np.ndarray | None] | ProtocolViolation, prefix: str,
                    model_version: str | None, declaration: Callable[[Any, Round], None] | None,
-                   deadline_first: bool) -> Receipt | None:  # fmt: skip
-    """:func:`_accept`'s transaction: the receipt of a replay, or ``None`` once the message is stored
-    (and its stage closed, if it completed it).
+                   deadline_first: bool) -> tuple[Receipt | None, bool]:  # fmt: skip
+    """:func:`_accept`'s transaction: the receipt of a replay (or ``None`` once the message is
+    stored, and its stage closed if it completed it), and whether the round's status or stage
+    moved.
 
     Raises
     ------
@@ -116,7 +118,7 @@ def _accept_locked(database: Database, engine: RoundEngine, *, number: int, who:
             existing = session.get(SecureMessage, (number, who, name))
             if existing is not None:
                 if existing.body_sha256 == body_hash:
-                    return Receipt(receipt=existing.receipt, round=number, organization_id=who, replayed=True)
+                    return Receipt(receipt=existing.receipt, round=number, organization_id=who, replayed=True), False
                 raise ApiProblem(409, "conflicting_resubmission", "Conflict",
                                  f"a different {kind} message for round {number} was already accepted", field=prefix)  # fmt: skip
         stage = secure.stage_of(session, number)  # read by message_kind_now: no query
@@ -144,9 +146,12 @@ def _accept_locked(database: Database, engine: RoundEngine, *, number: int, who:
                                detail=f"round {number}"))  # fmt: skip
         # the message that completes its stage closes it here, in the transaction that accepts it
         # (a deadline is the ticker's); a closed round opens the next one
+        position = (rnd.status, stage.stage if stage is not None else None, stage.key_pass if stage is not None else None)
         if not secure.step(session, rnd, now):
             engine.advance_locked(session, now)
-    return None
+        moved = position != (rnd.status, stage.stage if stage is not None else None,
+                             stage.key_pass if stage is not None else None)  # fmt: skip
+    return None, moved
 
 
 def _decode(secure: SecureRounds, record: Any, prefix: str, masked_hex: str | None) -> tuple[Any, np.ndarray | None]:

@@ -253,6 +253,55 @@ def test_participant_driver_takes_part_in_a_round(start_service) -> None:  # noq
         assert_model(http, base, updates, weights, [0, 1, 2])
 
 
+def test_status_carries_the_next_actions_record_and_a_round_long_poll_waits_for_its_end(start_service) -> None:  # noqa: ANN001
+    service = start_service(extra=settings(min_participants=3, max_rounds=2))
+    hospitals = register(service, 3)
+    for h in hospitals:
+        h.join(service)
+    with hospitals[0].http(service) as http:
+        wait_until(lambda: status(http)["status"] == "open")
+        base, meta = model(http)
+    updates = {i: update_of(base, i, 1) for i in range(3)}
+
+    def drive_all(stop_at: str) -> list[dict]:
+        with concurrent.futures.ThreadPoolExecutor(max_workers=3) as pool:
+            return list(pool.map(lambda i: drive([service], hospitals[i], 1, updates[i], 10.0, stop_at=stop_at,
+                                                   stats=statistics(i)), range(3)))  # fmt: skip
+
+    for state, h in zip(drive_all("submit"), hospitals, strict=True):  # stage M: the round setup, inline
+        assert state["next_action"] == "submit"
+        with h.http(service) as http:
+            assert state["record"] == http.get(f"{PREFIX}/rounds/1/setup").json()["record"]
+    for state, h in zip(drive_all("unmask"), hospitals, strict=True):  # stage U: this organization's own request
+        assert state["next_action"] == "unmask"
+        with h.http(service) as http:
+            assert state["record"] == http.get(f"{PREFIX}/rounds/1/unmask-request").json()["record"]
+    assert len({str(s["record"]) for s in drive_all("unmask")}) == 3  # one request per organization
+    with hospitals[0].http(service) as http:
+        assert status(http)["next_action"] == "unmask"
+        for i in (1, 2):  # the others answer; round 1 still waits for organization 0
+            drive([service], hospitals[i], 1, updates[i], 10.0, stop_after="unmask", stats=statistics(i))
+
+        def long_poll() -> httpx.Response:
+            with hospitals[1].http(service) as other:
+                return other.get(f"{PREFIX}/rounds/1",
+                                 params={"wait_seconds": 20, "after_status": "open", "after_stage": "unmasking"})  # fmt: skip
+
+        with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+            waiting = pool.submit(long_poll)
+            time.sleep(0.5)  # the long poll is waiting: round 1 is still open in stage U
+            assert not waiting.done()
+            drive([service], hospitals[0], 1, updates[0], 10.0, stop_after="unmask", stats=statistics(0))
+            ended = waiting.result(timeout=30)
+        assert ended.status_code == 200, ended.text
+        outcome = ended.json()
+        assert outcome["round"] == 1 and outcome["status"] == "ok" and outcome["contributors"] == 3
+        assert outcome["record"] is None and outcome["next_action"] == "wait"
+        current = status(http)
+        assert current["round"] == 2 and current["status"] == "open"  # the next round opened meanwhile
+        assert http.get(f"{PREFIX}/rounds/9", params={"wait_seconds": 1, "after_status": "open"}).status_code == 404
+
+
 @pytest.mark.parametrize("stage", ["advertise_keys", "submit", "unmask"])
 def test_a_dropout_at_each_stage_is_recovered(start_service, stage: str) -> None:  # noqa: ANN001
     service, hospitals = register_then_serve(start_service, 4, min_participants=3, timeout_minutes=0.15, max_rounds=2)

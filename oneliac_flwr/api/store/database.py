@@ -50,6 +50,8 @@ class Database:
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._writer: AbstractContextManager[Any] = threading.RLock() if self.is_sqlite else nullcontext()
         self._readers = sessionmaker(self.engine.execution_options(**{_READ_ONLY: True}), autoflush=False)
+        for factory in (self._sessions, self._readers):
+            event.listen(factory, "loaded_as_persistent", _keep_loaded)
 
     def migrate(self) -> None:
         """Bring the schema to the newest Alembic revision (safe at every start, and from
@@ -91,6 +93,13 @@ class Database:
     def dispose(self) -> None:
         """Close every pooled connection."""
         self.engine.dispose()
+
+
+def _keep_loaded(session: Session, instance: object) -> None:
+    """Hold every object a session loads for the session's life (one request or one state
+    change): the identity map references them weakly, so without this a second
+    ``session.get`` of a row loaded earlier in the same transaction would query it again."""
+    session.info.setdefault("loaded", []).append(instance)
 
 
 def _sqlite_connect(dbapi_connection, _record) -> None:  # noqa: ANN001 - DB-API objects

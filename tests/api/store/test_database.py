@@ -50,3 +50,26 @@ def test_what_a_read_adds_is_discarded(database_url: str) -> None:
         assert _details(database) == []
     finally:
         database.dispose()
+
+
+def test_a_row_loaded_in_a_session_is_not_queried_again_in_it(database_url: str) -> None:
+    import gc
+
+    from sqlalchemy import event
+
+    database = Database(database_url)
+    try:
+        database.migrate()
+        with database.transaction() as session:
+            session.add(_event("loaded"))
+        statements: list[str] = []
+        event.listen(database.engine, "before_cursor_execute", lambda *args: statements.append(args[2]))
+        for open_session in (database.read, database.transaction):
+            with open_session() as session:
+                (row_id,) = [e.id for e in session.scalars(select(AuditEvent))]  # the object is not kept here
+                gc.collect()
+                statements.clear()
+                assert session.get(AuditEvent, row_id).detail == "loaded"
+                assert statements == []  # found in the session, not read again
+    finally:
+        database.dispose()
