@@ -3,6 +3,7 @@
     python benchmarks/rest.py                   # 10 organizations; models of ~10k and ~1M parameters
     python benchmarks/rest.py --orgs 10 --rounds 3 --sizes 10k,1M
     python benchmarks/rest.py --orgs 10 --rounds 3 --sizes 10k --secure-only
+    python benchmarks/rest.py --sizes 10k,1M --secure-only --processes 1,2   # 1 and 2 coordinator processes
 
 Per model size (an MLP on the breast-cancer table, hidden sizes chosen for the size):
 service start-up to the first answer, registration latency of ``--orgs`` organizations
@@ -154,8 +155,10 @@ class _TimedTransport(httpx.HTTPTransport):
         return response
 
 
-def secure_rounds(hidden: str, *, orgs: int, rounds: int) -> dict:
-    """``rounds`` secure-sum REST rounds of ``orgs`` organizations driving every stage concurrently."""
+def secure_rounds(hidden: str, *, orgs: int, rounds: int, processes: int = 1) -> dict:
+    """``rounds`` secure-sum REST rounds of ``orgs`` organizations driving every stage concurrently,
+    against ``processes`` coordinator processes on one database (organization ``i`` talks to
+    process ``i % processes``, as behind a load balancer)."""
     import concurrent.futures
 
     from safetensors.numpy import load as safetensors_load
@@ -172,6 +175,8 @@ def secure_rounds(hidden: str, *, orgs: int, rounds: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         process, admin = _start(folder, overrides, token)
+        others = [_start(folder, overrides, token) for _ in range(processes - 1)]
+        bases = [str(admin.base_url)] + [str(c.base_url) for _, c in others]
         exchanges: list[tuple[str, str, float, int]] = []
         try:
             members = []
@@ -180,7 +185,7 @@ def secure_rounds(hidden: str, *, orgs: int, rounds: int) -> dict:
                 body = {"organization_name": f"Hospital {i}", "endpoint": f"https://h{i}.example.org/f",
                         "encryption_key": "0x" + key.hex()}  # fmt: skip
                 created = admin.post(f"{PREFIX}/organizations", json=body).raise_for_status().json()
-                http = httpx.Client(base_url=str(admin.base_url), trust_env=False, timeout=120,
+                http = httpx.Client(base_url=bases[i % processes], trust_env=False, timeout=120,
                                     transport=_TimedTransport(exchanges),
                                     headers={"Authorization": f"Bearer {created['api_key']}"})  # fmt: skip
                 node = secure_node(http)
@@ -220,7 +225,7 @@ def secure_rounds(hidden: str, *, orgs: int, rounds: int) -> dict:
                 http.close()
             steady = [r["seconds"] for r in per_round[1:]] or [per_round[0]["seconds"]]
             posts = [(seconds, size) for method, _, seconds, size in exchanges if method == "POST"]
-            return {"organizations": orgs, "parameters": sizes[0], "rounds": per_round,
+            return {"organizations": orgs, "processes": processes, "parameters": sizes[0], "rounds": per_round,
                     "mean_round_seconds": round(float(np.mean(steady)), 3),
                     "rounds_averaged": f"{2 if len(per_round) >= 2 else 1}..{len(per_round)}",
                     "requests": {**_percentiles([e[2] for e in exchanges]), "count": len(exchanges),
@@ -230,8 +235,10 @@ def secure_rounds(hidden: str, *, orgs: int, rounds: int) -> dict:
                     "db_growth_bytes_per_round": int(np.mean([r["db_growth_bytes"] for r in per_round[1:] or per_round]))}  # fmt: skip
         finally:
             admin.close()
-            process.terminate()
-            process.wait(timeout=30)
+            for started, client in [(process, admin), *others]:
+                client.close()
+                started.terminate()
+                started.wait(timeout=30)
 
 
 def flower_secure_round(parameters: int, *, orgs: int, rounds: int) -> dict:
@@ -301,7 +308,16 @@ def main() -> None:
     parser.add_argument("--sizes", nargs="+", default=list(SIZES),
                         help=f"model sizes, space- or comma-separated, among {sorted(SIZES)} (e.g. --sizes 10k,1M)")
     parser.add_argument("--secure-only", action="store_true", help="only the secure-sum REST vs Flower comparison")
+    parser.add_argument("--processes", default="1",
+                        help="coordinator process counts on one database for the secure-sum rounds, comma-separated "
+                             "(e.g. 1,2: each is measured, side by side; the first is the headline)")  # fmt: skip
     args = parser.parse_args()
+    try:
+        counts = [int(item) for item in args.processes.split(",") if item]
+    except ValueError:
+        parser.error(f"--processes: expected comma-separated positive integers, got {args.processes!r}")
+    if not counts or min(counts) < 1:
+        parser.error(f"--processes: expected comma-separated positive integers, got {args.processes!r}")
     labels = [label for item in args.sizes for label in item.split(",") if label]
     unknown = [label for label in labels if label not in SIZES]
     if unknown:
@@ -310,14 +326,19 @@ def main() -> None:
     for label in labels:
         hidden = SIZES[label]
         result = {"model": label} if args.secure_only else measure(label, hidden, orgs=args.orgs, downloads=args.downloads, rounds=args.rounds)
-        rest = secure_rounds(hidden, orgs=args.orgs, rounds=args.rounds)
+        by_processes = {n: secure_rounds(hidden, orgs=args.orgs, rounds=args.rounds, processes=n) for n in counts}
+        rest = by_processes[counts[0]]
         flower = flower_secure_round(rest["parameters"], orgs=args.orgs, rounds=args.rounds)
-        result["secure_sum"] = {"rest": rest, "flower_simulation": flower}
-        ratio = None
-        if flower.get("mean_round_seconds"):
-            ratio = round(rest["mean_round_seconds"] / flower["mean_round_seconds"], 2)
-            result["secure_sum"]["secure_ratio"] = ratio
-        result["summary"] = _summary(result, rest, flower, ratio)
+        result["secure_sum"] = {"rest": rest, "flower_simulation": flower,
+                                "rest_by_processes": {str(n): r for n, r in by_processes.items()}}  # fmt: skip
+        ratios = {str(n): round(r["mean_round_seconds"] / flower["mean_round_seconds"], 2)
+                  for n, r in by_processes.items() if flower.get("mean_round_seconds")}  # fmt: skip
+        ratio = ratios.get(str(counts[0]))
+        result["secure_sum"]["secure_ratio"] = ratio
+        result["summary"] = {**_summary(result, rest, flower, ratio), "coordinator_processes": counts[0],
+                             "rest_secure_round_seconds_by_processes": {str(n): r["mean_round_seconds"]
+                                                                        for n, r in by_processes.items()},
+                             "secure_ratio_by_processes": ratios}  # fmt: skip
         results.append(result)
     print(json.dumps({"machine": {"cpus": os.cpu_count(), "load_average": os.getloadavg()}, "orgs": args.orgs,
                       "rounds": args.rounds, "command": " ".join(["python", "benchmarks/rest.py", *sys.argv[1:]]),
