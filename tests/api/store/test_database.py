@@ -73,3 +73,20 @@ def test_a_row_loaded_in_a_session_is_not_queried_again_in_it(database_url: str)
                 assert statements == []  # found in the session, not read again
     finally:
         database.dispose()
+
+
+def test_erasing_the_stage_log_restores_secure_delete_on_the_connection(tmp_path) -> None:  # noqa: ANN001
+    from sqlalchemy import text
+
+    from oneliac_flwr.api.secure_rounds import SecureRounds
+
+    database = Database(f"sqlite:///{tmp_path / 'coordinator.db'}")
+    try:
+        database.migrate()
+        with database.transaction() as session:
+            SecureRounds._erase_log(session)  # runs its one statement with secure_delete off
+            assert session.execute(text("PRAGMA secure_delete")).scalar() == 1
+        with database.transaction() as session:  # the pooled connection the next state change gets
+            assert session.execute(text("PRAGMA secure_delete")).scalar() == 1
+    finally:
+        database.dispose()
