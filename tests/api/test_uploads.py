@@ -85,22 +85,31 @@ def check_refusals(http: httpx.Client, json_body: dict[str, Any], vector: np.nda
         assert answer.status_code == 422 and answer.json()["field"] == TENSOR, (bad, answer.text)
 
 
-def test_masked_upload_in_both_forms_gets_one_receipt_and_broken_files_store_nothing(start_service) -> None:  # noqa: ANN001
+def at_masking(start_service, weight: float) -> tuple[Any, list[Any], list[np.ndarray], dict, np.ndarray]:  # noqa: ANN001
+    """Round 1 of three hospitals, every one at its masked upload: (service, hospitals, base model,
+    the first hospital's JSON body, its masked vector)."""
     service = start_service(extra=settings(min_participants=3, max_rounds=1))
     hospitals = register(service, 3)
     for h in hospitals:
         h.join(service)
-    a, b, c = hospitals
     with concurrent.futures.ThreadPoolExecutor(max_workers=3) as pool:
         list(pool.map(lambda h: drive([service], h, 1, [], 1.0, stop_at="submit"), hospitals))
-    with a.http(service) as http:
+    first = hospitals[0]
+    with first.http(service) as http:
         base, meta = model(http)
-        updates = {i: update_of(base, i, 1) for i in range(3)}
-        weights = {0: 3.0, 1: 5.0, 2: 7.0}
         setup = RoundSetup.from_record(record_from_json(http.get(f"{PREFIX}/rounds/1/setup").json()["record"]))
-        masked = a.client.mask(masked_vector(updates[0], setup=setup, statistics=statistics(0)), weight=weights[0], setup=setup)
-        good = masked_body(a, 1, meta["model_version"], masked)
-        vector = np.frombuffer(bytes.fromhex(good[TENSOR][2:]), dtype=masked.masked.dtype.newbyteorder("<"))
+    flat = masked_vector(update_of(base, 0, 1), setup=setup, statistics=statistics(0))
+    masked = first.client.mask(flat, weight=weight, setup=setup)
+    good = masked_body(first, 1, meta["model_version"], masked)
+    vector = np.frombuffer(bytes.fromhex(good[TENSOR][2:]), masked.masked.dtype.newbyteorder("<"))
+    return service, hospitals, base, good, vector
+
+
+def test_masked_upload_in_both_forms_gets_one_receipt_and_broken_files_store_nothing(start_service) -> None:  # noqa: ANN001
+    weights = {0: 3.0, 1: 5.0, 2: 7.0}
+    service, hospitals, base, good, vector = at_masking(start_service, weights[0])
+    updates = {i: update_of(base, i, 1) for i in range(3)}
+    with hospitals[0].http(service) as http:
         check_refusals(http, good, vector)
         assert status(http)["next_action"] == "submit"  # nothing was stored
         upper = http.post(f"{PREFIX}/gradients", json={**good, TENSOR: "0x" + good[TENSOR][2:].upper()})
@@ -117,7 +126,7 @@ def test_masked_upload_in_both_forms_gets_one_receipt_and_broken_files_store_not
         assert changed.status_code == 409, changed.text  # a different field is a different upload
     with concurrent.futures.ThreadPoolExecutor(max_workers=3) as pool:  # b and c upload (JSON), a unmasks
         list(pool.map(lambda i: drive([service], hospitals[i], 1, updates[i], weights[i], stats=statistics(i)), range(3)))
-    with a.http(service) as http:
+    with hospitals[0].http(service) as http:
         report = http.get(f"{PREFIX}/rounds/1").json()
         assert report["status"] == "ok" and report["contributors"] == 3, report
         assert_model(http, base, updates, weights, [0, 1, 2])
@@ -125,19 +134,8 @@ def test_masked_upload_in_both_forms_gets_one_receipt_and_broken_files_store_not
 
 def test_binary_then_json_masked_upload(start_service) -> None:  # noqa: ANN001
     """Binary first (the participant), then the JSON form the SDK kept on disk: the same receipt."""
-    service = start_service(extra=settings(min_participants=3, max_rounds=1))
-    hospitals = register(service, 3)
-    for h in hospitals:
-        h.join(service)
-    with concurrent.futures.ThreadPoolExecutor(max_workers=3) as pool:
-        list(pool.map(lambda h: drive([service], h, 1, [], 1.0, stop_at="submit"), hospitals))
-    a = hospitals[0]
-    with a.http(service) as http:
-        base, meta = model(http)
-        setup = RoundSetup.from_record(record_from_json(http.get(f"{PREFIX}/rounds/1/setup").json()["record"]))
-        masked = a.client.mask(masked_vector(update_of(base, 0, 1), setup=setup, statistics=statistics(0)), weight=1.0, setup=setup)
-        good = masked_body(a, 1, meta["model_version"], masked)
-        vector = np.frombuffer(bytes.fromhex(good[TENSOR][2:]), dtype=masked.masked.dtype.newbyteorder("<"))
+    service, hospitals, _, good, vector = at_masking(start_service, 1.0)
+    with hospitals[0].http(service) as http:
         first = post_binary(http, encode_upload(fields_of(good), vector))
         assert first.status_code == 200 and first.json()["replayed"] is False, first.text
         again = http.post(f"{PREFIX}/gradients", json=good)
