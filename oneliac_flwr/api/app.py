@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from typing import Annotated
 
 import numpy as np
-from fastapi import Depends, FastAPI, Header, Path, Query, Response
+from fastapi import Depends, FastAPI, Header, Path, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from safetensors.numpy import save as safetensors_save
@@ -31,7 +31,6 @@ from oneliac_flwr.api.problems import ApiProblem, BodySizeLimit, Problem, instal
 from oneliac_flwr.api.schemas import (
     AuditEventOut,
     CoordinatorKeyOut,
-    GradientsIn,
     ModelOut,
     OrganizationCreated,
     OrganizationIn,
@@ -43,6 +42,7 @@ from oneliac_flwr.api.schemas import (
 from oneliac_flwr.api.privacy_routes import declared_privacy, install_privacy_routes, privacy_refusal
 from oneliac_flwr.api.rounds import BUDGET_EXHAUSTED, RoundEngine, aware, model_version_name
 from oneliac_flwr.api.secure_routes import install_secure_routes, submit_masked
+from oneliac_flwr.api.uploads import decode_upload, openapi_request_body, openapi_schemas, upload_digest
 from oneliac_flwr.api.store import AuditEvent, Database, ModelVersion, Organization, Round, Submission
 from oneliac_flwr.config import CoordinatorConfig, ExperimentConfig
 from oneliac_flwr.errors import ProtocolViolation, ValidationFailed
@@ -419,9 +419,15 @@ def create_app(*, coordinator: CoordinatorConfig, experiment: ExperimentConfig, 
             wait_for_move(who, round, (round, after_status, after_stage), wait_seconds)
         return status_of(who, round)
 
-    @app.post(f"{API_PREFIX}/gradients", response_model=Receipt, responses={**_ERRORS, 501: _ERRORS[409]})
-    def submit_gradients(body: GradientsIn, who: Annotated[str, Depends(caller)]) -> Receipt:
-        """Submit this organization's sealed update for the open round (idempotent per round)."""
+    @app.post(f"{API_PREFIX}/gradients", response_model=Receipt, responses={**_ERRORS, 415: _ERRORS[409], 501: _ERRORS[409]},
+              openapi_extra=openapi_request_body())  # fmt: skip
+    def submit_gradients(upload: Annotated[tuple[str | None, bytes], Depends(_raw_body)],
+                         who: Annotated[str, Depends(caller)]) -> Receipt:  # fmt: skip
+        """Submit this organization's sealed update (fedavg) or masked vector (secure_sum) for the
+        open round (idempotent per round): the JSON body, or the same fields as a safetensors file
+        (``Content-Type: application/octet-stream``)."""
+        dtype = engine.secure.ring_dtype() if engine.secure is not None else np.dtype(np.uint8)
+        body = decode_upload(upload[1], upload[0], dtype=dtype)
         if who == "admin":
             raise ApiProblem(403, "forbidden", "Forbidden", "submissions need an organization's API key")
         if body.organization_id != who:
@@ -434,7 +440,7 @@ def create_app(*, coordinator: CoordinatorConfig, experiment: ExperimentConfig, 
         if body.secure_sum is not None:
             raise ApiProblem(422, "secure_sum_unexpected", "Invalid request",
                              "this federation runs fedavg rounds: 'secure_sum' is not expected", field="secure_sum")  # fmt: skip
-        body_hash = hashlib.sha256(body.model_dump_json().encode()).hexdigest()
+        body_hash = upload_digest(body)
         receipt = "rcpt_" + hashlib.sha256(f"{body.round}|{who}|{body_hash}".encode()).hexdigest()[:32]
         engine.advance()
         with database.transaction() as session:
@@ -459,7 +465,7 @@ def create_app(*, coordinator: CoordinatorConfig, experiment: ExperimentConfig, 
                 raise ApiProblem(409, "stale_model_version", "Conflict",
                                  f"round {rnd.number} trains model {rnd.base_version}, not {body.model_version}",
                                  field="model_version")  # fmt: skip
-            blob = bytes.fromhex(body.gradients_encrypted[2:])
+            blob = body.gradients_encrypted
             try:
                 plaintext = engine.open_submission(session, organization_id=who, current=rnd, blob=blob)
             except ProtocolViolation as exc:
@@ -483,6 +489,16 @@ def create_app(*, coordinator: CoordinatorConfig, experiment: ExperimentConfig, 
         engine.advance()
         return Receipt(receipt=receipt, round=body.round, organization_id=who, replayed=False)
 
+    generate_openapi = app.openapi
+
+    def openapi() -> dict:
+        """FastAPI's document, with the schemas of ``POST /gradients``'s two body forms."""
+        if app.openapi_schema is None:
+            generate_openapi().setdefault("components", {}).setdefault("schemas", {}).update(openapi_schemas())
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
     install_privacy_routes(app, prefix=API_PREFIX, database=database, engine=engine, caller=caller, errors=_ERRORS)
     install_secure_routes(app, prefix=API_PREFIX, database=database, engine=engine, caller=caller, errors=_ERRORS)
     install_config_routes(app, prefix=API_PREFIX, database=database, engine=engine, experiment=experiment, caller=caller,
@@ -493,6 +509,11 @@ def create_app(*, coordinator: CoordinatorConfig, experiment: ExperimentConfig, 
         return {"status": "ok"}
 
     return app
+
+
+async def _raw_body(request: Request) -> tuple[str | None, bytes]:
+    """``POST /gradients``'s content type and body, read here and parsed in the threadpool."""
+    return request.headers.get("content-type"), await request.body()
 
 
 def _ensure_initial_model(database: Database, experiment: ExperimentConfig) -> None:

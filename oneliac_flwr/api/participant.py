@@ -17,6 +17,7 @@ import httpx
 import numpy as np
 
 from oneliac_flwr.api.records import record_from_json, record_to_json
+from oneliac_flwr.api.uploads import OCTET_STREAM, encode_upload
 from oneliac_flwr.errors import (
     CoordinatorError,
     CoordinatorUnavailable,
@@ -333,15 +334,17 @@ def take_part_in_secure_round(
             wire = np.ascontiguousarray(masked.masked, dtype=np.dtype(masked.masked.dtype).newbyteorder("<"))
             if on_step is not None:
                 on_step(secure_client)
-            body = {
-                "organization_id": organization_id, "round": number, "gradients_encrypted": "0x" + wire.tobytes().hex(),
-                "model_version": model_version, "sample_count": 1, "secure_sum": record_to_json(masked.to_record()),
+            fields = {
+                "organization_id": organization_id, "round": number, "model_version": model_version, "sample_count": 1,
+                "secure_sum": record_to_json(masked.to_record()),
             }  # fmt: skip
             if privacy is not None:
-                body["privacy"] = dict(privacy)
-            if on_upload is not None:
-                on_upload(body)
-            receipt = str(_call(http, "POST", "/gradients", json=body)["receipt"])
+                fields["privacy"] = dict(privacy)
+            if on_upload is not None:  # kept in the JSON form (resent as JSON after a restart: the same receipt)
+                on_upload({"organization_id": organization_id, "round": number,
+                           "gradients_encrypted": "0x" + wire.tobytes().hex(), **fields})  # fmt: skip
+            receipt = str(_call(http, "POST", "/gradients", content=encode_upload(fields, wire),
+                                headers={"Content-Type": OCTET_STREAM})["receipt"])  # fmt: skip
             stages.append("masked")
             say(f"round {number}: masked upload accepted ({receipt})")
         elif action in _ANSWERS:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PlainValidator, WithJsonSchema, field_validator
 
 from oneliac_flwr.errors import SecureAggregationError
 from oneliac_flwr.secure.keys import check_public_key
@@ -33,6 +33,35 @@ __all__ = [
 ]
 
 _KEY = re.compile(r"^0x[0-9a-fA-F]{64}$")
+#: the documented pattern of ``gradients_encrypted`` (checked by :func:`_hex_bytes`, without a regex)
+HEX_BLOB_PATTERN = r"^0x([0-9a-fA-F]{2})+$"
+_HEX_BLOB_EXPECTED = "expected 0x followed by a non-empty, even number of hex digits"
+
+
+def _hex_bytes(value: object) -> bytes:
+    """``gradients_encrypted``'s bytes: decoded once from ``0x`` + hex (the JSON form), or the
+    tensor's bytes as they are (the safetensors form, :mod:`oneliac_flwr.api.uploads`)."""
+    if isinstance(value, bytes):
+        blob = value
+    elif isinstance(value, str):
+        if not value.startswith("0x") or len(value) % 2:
+            raise ValueError(_HEX_BLOB_EXPECTED)
+        try:
+            blob = bytes.fromhex(value[2:])
+        except ValueError:
+            raise ValueError(_HEX_BLOB_EXPECTED) from None
+        if 2 * len(blob) != len(value) - 2:  # bytes.fromhex skips whitespace; the pattern does not
+            raise ValueError(_HEX_BLOB_EXPECTED)
+    else:
+        raise ValueError(f"{_HEX_BLOB_EXPECTED} (a string)")
+    if not blob:
+        raise ValueError(_HEX_BLOB_EXPECTED)
+    return blob
+
+
+#: ``0x`` + hex on the wire (documented with its pattern), the decoded bytes once validated
+HexBlob = Annotated[bytes, PlainValidator(_hex_bytes),
+                    WithJsonSchema({"type": "string", "pattern": HEX_BLOB_PATTERN, "examples": ["0x00"]})]  # fmt: skip
 
 
 def decode_key(value: str) -> bytes:
@@ -154,14 +183,19 @@ class GradientsIn(BaseModel):
     the coordinator's key (``GET /coordinator-key``); the sealed plaintext is a safetensors
     file of the organization's local model (the model's tensor names). ``sample_count`` is
     its weight: the coordinator sees the update anyway in this mode, and the body travels
-    over TLS.
+    over TLS. The same fields also arrive as a safetensors file
+    (``Content-Type: application/octet-stream``, :mod:`oneliac_flwr.api.uploads`), which is
+    validated as this model.
     """
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
     organization_id: str = Field(max_length=40, examples=["org_0123456789abcdef"])
     round: int = Field(ge=1, le=10**6)
-    gradients_encrypted: str = Field(pattern=r"^0x([0-9a-fA-F]{2})+$", examples=["0x00"])
+    gradients_encrypted: HexBlob = Field(
+        description="0x + hex of the sealed update (fedavg) or of the masked vector (secure_sum); "
+        "once validated, the decoded bytes."
+    )
     model_version: str = Field(max_length=40, examples=["1.0.0"])
     sample_count: int = Field(ge=1, le=10**9)
     privacy: PrivacyDeclarationIn | None = Field(

@@ -31,6 +31,7 @@ from oneliac_flwr.api.records import record_from_json, record_to_json
 from oneliac_flwr.api.rounds import RoundEngine, aware
 from oneliac_flwr.api.schemas import GradientsIn, Receipt, SecureNodeOut, SecureRecordIn, SecureRecordOut
 from oneliac_flwr.api.secure_rounds import SecureRounds, StageClosed
+from oneliac_flwr.api.uploads import upload_digest
 from oneliac_flwr.api.store import AuditEvent, Database, Round, SecureMessage
 from oneliac_flwr.errors import ProtocolViolation, ValidationFailed
 
@@ -57,7 +58,7 @@ def _hash(body: Any) -> str:
 
 
 def _accept(database: Database, engine: RoundEngine, *, number: int, who: str, kind: str, body_hash: str,
-            record: Any, prefix: str, masked_hex: str | None = None, model_version: str | None = None,
+            record: Any, prefix: str, masked: bytes | None = None, model_version: str | None = None,
             declaration: Callable[[Any, Round], None] | None = None) -> Receipt:  # fmt: skip
     """Take one stage message: replay, stage and roster checks, the protocol's checks, then store."""
     secure = engine.secure
@@ -65,7 +66,7 @@ def _accept(database: Database, engine: RoundEngine, *, number: int, who: str, k
         raise ApiProblem(409, "not_secure_sum", "Conflict", "this federation does not run secure_sum rounds")
     receipt = "rcpt_" + hashlib.sha256(f"{number}|{who}|{kind}|{body_hash}".encode()).hexdigest()[:32]
     try:  # decoded before the round lock is taken; a refusal is raised where the checks run, below
-        decoded: tuple[Any, np.ndarray | None] | ProtocolViolation = _decode(secure, record, prefix, masked_hex)
+        decoded: tuple[Any, np.ndarray | None] | ProtocolViolation = _decode(secure, record, prefix, masked)
     except ProtocolViolation as exc:
         decoded = exc
     options: dict[str, Any] = {"number": number, "who": who, "kind": kind, "body_hash": body_hash, "receipt": receipt,
@@ -154,8 +155,8 @@ def _accept_locked(database: Database, engine: RoundEngine, *, number: int, who:
     return None, moved
 
 
-def _decode(secure: SecureRounds, record: Any, prefix: str, masked_hex: str | None) -> tuple[Any, np.ndarray | None]:
-    """The message's record and masked vector (ring elements), from their JSON forms.
+def _decode(secure: SecureRounds, record: Any, prefix: str, blob: bytes | None) -> tuple[Any, np.ndarray | None]:
+    """The message's record (from its JSON form) and masked vector (ring elements, from its bytes).
 
     Raises
     ------
@@ -163,9 +164,8 @@ def _decode(secure: SecureRounds, record: Any, prefix: str, masked_hex: str | No
         Bad record encoding, or a vector that is not whole ring elements (names the field).
     """
     message = record_from_json(record, field=prefix)
-    if masked_hex is None:
+    if blob is None:
         return message, None
-    blob = bytes.fromhex(masked_hex[2:])
     dtype = secure.ring_dtype()
     if len(blob) % dtype.itemsize:
         raise ProtocolViolation(f"gradients_encrypted: {len(blob)} bytes is not a whole number of "
@@ -187,8 +187,8 @@ def submit_masked(database: Database, engine: RoundEngine, body: GradientsIn, wh
         except ValidationFailed as exc:
             raise ApiProblem(422, "validation_privacy_check", "Validation failed", str(exc), field="privacy") from None
 
-    return _accept(database, engine, number=body.round, who=who, kind="masked", body_hash=_hash(body.model_dump()),
-                   record=body.secure_sum, prefix="secure_sum", masked_hex=body.gradients_encrypted,
+    return _accept(database, engine, number=body.round, who=who, kind="masked", body_hash=upload_digest(body),
+                   record=body.secure_sum, prefix="secure_sum", masked=body.gradients_encrypted,
                    model_version=body.model_version, declaration=declaration)  # fmt: skip
 
 
