@@ -18,9 +18,10 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Annotated
 
+import anyio
+import anyio.to_thread
 import numpy as np
 from fastapi import Depends, FastAPI, Header, Path, Query, Request, Response
-from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from safetensors.numpy import save as safetensors_save
 from sqlalchemy import select
@@ -110,20 +111,23 @@ def create_app(*, coordinator: CoordinatorConfig, experiment: ExperimentConfig, 
     engine = RoundEngine(database, experiment, keep_sealed_updates=coordinator.keep_sealed_updates)
 
     async def ticker() -> None:
-        """Deadlines pass even when no request arrives."""
+        """Deadlines pass even when no request arrives (on its own thread: long polls holding
+        every worker of the shared pool never delay it)."""
+        own = anyio.CapacityLimiter(1)
         while True:
             try:
-                await run_in_threadpool(engine.advance)
+                await anyio.to_thread.run_sync(engine.advance, limiter=own)
             except Exception:  # noqa: BLE001 - the next tick retries; the transaction rolled back
                 logger.exception("round ticker")
             await asyncio.sleep(TICK_SECONDS)
 
     async def watcher() -> None:
         """Wakes this process's long polls when another process changed the round: one read
-        per period for all of them."""
+        per period for all of them (on its own thread, as the ticker)."""
+        own = anyio.CapacityLimiter(1)
         while True:
             try:
-                await run_in_threadpool(engine.watch)
+                await anyio.to_thread.run_sync(engine.watch, limiter=own)
             except Exception:  # noqa: BLE001 - the next period retries
                 logger.exception("long-poll watcher")
             await asyncio.sleep(POLL_SECONDS)

@@ -306,6 +306,8 @@ def take_part_in_secure_round(
                     receipt=receipt,
                 )  # fmt: skip
             raise RoundFailed(f"round {number} {status['status']}: {status.get('reason')}")
+        if joined is not None and not status.get("in_roster"):
+            raise RoundClosed(f"round {joined} does not have {organization_id} on its roster")
         if status["status"] != "open" or not status.get("in_roster"):
             say(f"waiting for a round (status {status['status']})")
             continue

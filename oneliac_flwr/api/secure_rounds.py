@@ -339,23 +339,25 @@ class SecureRounds:
         snapshot.state = json.dumps(record_to_json(state, field="server_state"))
         snapshot.total = total
         row.updated_at = now
-        self._erase_log(session)
+        self._erase_log(session, zero_fill=self.privacy is not None and self.privacy.noises_centrally)
         row.version += 1
         self._keep_after_commit(session, server, row.version)
 
     @staticmethod
-    def _erase_log(session: Session) -> None:
+    def _erase_log(session: Session, *, zero_fill: bool) -> None:
         """Erase the logged messages (records and masked vectors), now folded into the snapshot.
 
-        On SQLite this one statement runs with ``secure_delete`` off: zero-filling the freed
-        pages (4 MB per organization at 1M parameters) doubled a stage change's writes. What
-        is erased here is the coordinator's own view of the protocol (masked vectors, share
-        envelopes it cannot open, the shares it was sent to unmask): the secure-sum guarantee
-        (only the sum is learned) holds against that view, so a copy left in free pages until
-        reused shows a reader of the file nothing beyond it (docs/rest-api.md, retention).
-        Sealed fedavg updates, which the coordinator's stored key opens, are still overwritten.
+        Without ``zero_fill``, on SQLite this one statement runs with ``secure_delete`` off:
+        zero-filling the freed pages (4 MB per organization at 1M parameters) doubled a stage
+        change's writes. What is erased is the coordinator's own view of the protocol (masked
+        vectors, share envelopes it cannot open, the shares it was sent to unmask): from it
+        nothing beyond the sum can be computed, and the sum is what the round publishes
+        (without DP, with local releases, or with distributed noise, whose shares are inside
+        it). Under central noise the un-noised sum must never be recoverable from the file,
+        so the caller asks for ``zero_fill`` there. Sealed fedavg updates, which the
+        coordinator's stored key opens, are always overwritten.
         """
-        sqlite = session.get_bind().dialect.name == "sqlite"
+        sqlite = session.get_bind().dialect.name == "sqlite" and not zero_fill
         if sqlite:
             session.execute(text("PRAGMA secure_delete=OFF"))
         try:

@@ -24,6 +24,7 @@ from typing import Annotated, Any
 
 import numpy as np
 from fastapi import Depends, FastAPI, Path
+from sqlalchemy import select
 
 from oneliac_flwr.api.privacy_routes import declared_privacy
 from oneliac_flwr.api.problems import ApiProblem
@@ -105,9 +106,9 @@ def _accept_locked(database: Database, engine: RoundEngine, *, number: int, who:
     secure = engine.secure
     if secure is None:
         raise ApiProblem(409, "not_secure_sum", "Conflict", "this federation does not run secure_sum rounds")
-    now = _now()
     with database.transaction() as session:
         engine.lock(session)
+        now = _now()  # after the lock: message times follow the commit order (the log is replayed in it)
         rnd = session.get(Round, number)
         if rnd is None:
             raise ApiProblem(409, "round_not_open", "Conflict", f"round {number} is not open", field="round")
@@ -115,13 +116,18 @@ def _accept_locked(database: Database, engine: RoundEngine, *, number: int, who:
             raise ApiProblem(403, "not_in_roster", "Forbidden", f"{who} is not on round {number}'s roster")
         stage_kind = secure.message_kind_now(session, number)
         kinds = [k for k in (stage_kind, kind) if k is not None and (k == kind or k.startswith(kind))]
-        for name in dict.fromkeys(kinds):
-            existing = session.get(SecureMessage, (number, who, name))
-            if existing is not None:
-                if existing.body_sha256 == body_hash:
-                    return Receipt(receipt=existing.receipt, round=number, organization_id=who, replayed=True), False
-                raise ApiProblem(409, "conflicting_resubmission", "Conflict",
-                                 f"a different {kind} message for round {number} was already accepted", field=prefix)  # fmt: skip
+        earlier = list(dict.fromkeys(kinds))
+        if kind == "keys":  # stored per key pass (keys0, keys1): a resend after its pass closed is still a replay
+            earlier += [k for k in session.scalars(select(SecureMessage.stage).where(
+                SecureMessage.round == number, SecureMessage.organization_id == who,
+                SecureMessage.stage.startswith("keys"))) if k not in earlier]  # fmt: skip
+        stored = {name: m for name in earlier if (m := session.get(SecureMessage, (number, who, name))) is not None}
+        for existing in stored.values():
+            if existing.body_sha256 == body_hash:
+                return Receipt(receipt=existing.receipt, round=number, organization_id=who, replayed=True), False
+        if any(name in stored for name in kinds):  # another message of this stage (a new key pass may ask again)
+            raise ApiProblem(409, "conflicting_resubmission", "Conflict",
+                             f"a different {kind} message for round {number} was already accepted", field=prefix)  # fmt: skip
         stage = secure.stage_of(session, number)  # read by message_kind_now: no query
         if deadline_first and rnd.status == "open" and stage is not None and now >= aware(stage.stage_deadline):
             raise _DeadlinePassed

@@ -299,7 +299,32 @@ def test_status_carries_the_next_actions_record_and_a_round_long_poll_waits_for_
         assert outcome["record"] is None and outcome["next_action"] == "wait"
         current = status(http)
         assert current["round"] == 2 and current["status"] == "open"  # the next round opened meanwhile
-        assert http.get(f"{PREFIX}/rounds/9", params={"wait_seconds": 1, "after_status": "open"}).status_code == 404
+        unknown = http.get(f"{PREFIX}/rounds/9", params={"wait_seconds": 1, "after_status": "open"})
+        assert unknown.status_code == 404 and unknown.json()["field"] == "round" and "unknown_round" in unknown.json()["type"]
+
+
+def test_a_key_advertisement_resent_after_stage_k_closed_is_a_replay(start_service) -> None:  # noqa: ANN001
+    service = start_service(extra=settings(min_participants=3, max_rounds=1))
+    hospitals = register(service, 3)
+    for h in hospitals:
+        h.join(service)
+    with hospitals[0].http(service) as http:
+        wait_until(lambda: status(http)["next_action"] == "advertise_keys")
+    bodies, receipts = [], []
+    for h in hospitals:
+        with h.http(service) as http:
+            body = {"organization_id": h.id, "record": record_to_json(h.client.advertise_keys(round=1).to_record())}
+            answer = http.post(f"{PREFIX}/rounds/1/keys", json=body)
+            assert answer.status_code == 200, answer.text
+            bodies.append(body)
+            receipts.append(answer.json()["receipt"])
+    with hospitals[0].http(service) as http:
+        assert status(http)["stage"] == "masking"  # the third advertisement closed stage K
+        again = http.post(f"{PREFIX}/rounds/1/keys", json=bodies[0])  # its answer was lost: the same body again
+        assert again.status_code == 200, again.text
+        assert again.json()["replayed"] is True and again.json()["receipt"] == receipts[0]
+        other = http.post(f"{PREFIX}/rounds/1/keys", json={**bodies[0], "record": bodies[1]["record"]})
+        assert other.status_code == 409 and other.json()["field"] == "round"  # not a replay: stage K is closed
 
 
 @pytest.mark.parametrize("stage", ["advertise_keys", "submit", "unmask"])

@@ -83,9 +83,10 @@ def test_erasing_the_stage_log_restores_secure_delete_on_the_connection(tmp_path
     database = Database(f"sqlite:///{tmp_path / 'coordinator.db'}")
     try:
         database.migrate()
-        with database.transaction() as session:
-            SecureRounds._erase_log(session)  # runs its one statement with secure_delete off
-            assert session.execute(text("PRAGMA secure_delete")).scalar() == 1
+        for zero_fill in (False, True):  # without zero fill, its one statement runs with secure_delete off
+            with database.transaction() as session:
+                SecureRounds._erase_log(session, zero_fill=zero_fill)
+                assert session.execute(text("PRAGMA secure_delete")).scalar() == 1
         with database.transaction() as session:  # the pooled connection the next state change gets
             assert session.execute(text("PRAGMA secure_delete")).scalar() == 1
     finally:
