@@ -115,10 +115,11 @@ def create_app(*, coordinator: CoordinatorConfig, experiment: ExperimentConfig, 
         every worker of the shared pool never delay it)."""
         own = anyio.CapacityLimiter(1)
         while True:
-            try:
-                await anyio.to_thread.run_sync(engine.advance, limiter=own)
-            except Exception:  # noqa: BLE001 - the next tick retries; the transaction rolled back
-                logger.exception("round ticker")
+            for task in (engine.advance, database.checkpoint):  # the WAL copied out of every commit's way
+                try:
+                    await anyio.to_thread.run_sync(task, limiter=own)
+                except Exception:  # noqa: BLE001 - the next tick retries; the transaction rolled back
+                    logger.exception("round ticker")
             await asyncio.sleep(TICK_SECONDS)
 
     async def watcher() -> None:
