@@ -82,6 +82,7 @@ logger = logging.getLogger("oneliac_flwr.api")
 KEYS, MASKING, CONSISTENCY, UNMASKING = "keys", "masking", "consistency", "unmasking"
 DONE, FAILED = "done", "failed"
 MAX_KEY_PASSES = 2
+_PUBLISHED_JSON_KEPT = 1024
 _MESSAGE_STAGE = {KEYS: "keys", MASKING: "masked", CONSISTENCY: "consistency", UNMASKING: "unmask"}
 #: What an organization expected in a stage must do next (``GET /rounds/current``'s ``next_action``).
 ACTIONS = {KEYS: "advertise_keys", MASKING: "submit", CONSISTENCY: "confirm_survivors", UNMASKING: "unmask"}
@@ -174,6 +175,8 @@ class SecureRounds:
         # the stage row in the reader's own snapshot), so the downloads of a stage never
         # rebuild the state while its messages keep changing the version.
         self._published: tuple[tuple[Any, ...], RoundSetup | None, dict[int, Any] | None] | None = None
+        # their JSON forms, by object (the record of a status answer is rendered once per stage)
+        self._published_json: dict[int, tuple[Any, dict[str, Any]]] = {}
 
     # ------------------------------------------------------------------ identities and state
     def known(self, session: Session, organization_id: str) -> bool:
@@ -208,9 +211,16 @@ class SecureRounds:
         if fetch is None:
             return None
         try:
-            return record_to_json(fetch().to_record())
+            published = fetch()
         except ProtocolViolation:
             return None
+        kept = self._published_json.get(id(published))  # the same object for the whole stage (see _published_by)
+        if kept is None or kept[0] is not published:
+            if len(self._published_json) > _PUBLISHED_JSON_KEPT:
+                self._published_json.clear()
+            kept = (published, record_to_json(published.to_record()))
+            self._published_json[id(published)] = kept
+        return kept[1]
 
     def node_id(self, session: Session, organization_id: str) -> int:
         """The organization's stable node id (made once, under the round lock)."""
