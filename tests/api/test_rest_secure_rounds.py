@@ -194,6 +194,15 @@ def assert_model(http: httpx.Client, base: list[np.ndarray], updates: dict, weig
         np.testing.assert_allclose(a, b, rtol=0, atol=tolerance)
 
 
+def serve_and_join(start_service, n: int, **kwargs: Any) -> tuple[Any, list[Hospital]]:  # noqa: ANN001
+    """A service with ``settings(**kwargs)``, ``n`` registered organizations, each with its secure-sum client."""
+    service = start_service(extra=settings(**kwargs))
+    hospitals = register(service, n)
+    for h in hospitals:
+        h.join(service)
+    return service, hospitals
+
+
 def register_then_serve(start_service, n: int, **kwargs: Any) -> tuple[Any, list[Hospital]]:  # noqa: ANN001
     """Register ``n`` organizations before any round can open (the roster is fixed at opening);
     their clients run in the federation's ``mode``."""
@@ -207,10 +216,7 @@ def register_then_serve(start_service, n: int, **kwargs: Any) -> tuple[Any, list
 
 
 def test_three_organizations_three_secure_rounds_give_the_weighted_mean(start_service) -> None:  # noqa: ANN001
-    service = start_service(extra=settings(min_participants=3))
-    hospitals = register(service, 3)
-    for h in hospitals:
-        h.join(service)
+    service, hospitals = serve_and_join(start_service, 3, min_participants=3)
     weights = {0: 100.0, 1: 300.0, 2: 600.0}
     for round_ in (1, 2, 3):
         report, base, updates = run_round([service], hospitals, round_, weights, stats=True)
@@ -227,10 +233,7 @@ def test_three_organizations_three_secure_rounds_give_the_weighted_mean(start_se
 
 
 def test_participant_driver_takes_part_in_a_round(start_service) -> None:  # noqa: ANN001
-    service = start_service(extra=settings(min_participants=3, max_rounds=1))
-    hospitals = register(service, 3)
-    for h in hospitals:
-        h.join(service)
+    service, hospitals = serve_and_join(start_service, 3, min_participants=3, max_rounds=1)
     with hospitals[0].http(service) as http:
         base, meta = model(http)
     updates = {i: update_of(base, i, 1) for i in range(3)}
@@ -254,10 +257,7 @@ def test_participant_driver_takes_part_in_a_round(start_service) -> None:  # noq
 
 
 def test_status_carries_the_next_actions_record_and_a_round_long_poll_waits_for_its_end(start_service) -> None:  # noqa: ANN001
-    service = start_service(extra=settings(min_participants=3, max_rounds=2))
-    hospitals = register(service, 3)
-    for h in hospitals:
-        h.join(service)
+    service, hospitals = serve_and_join(start_service, 3, min_participants=3, max_rounds=2)
     with hospitals[0].http(service) as http:
         wait_until(lambda: status(http)["status"] == "open")
         base, meta = model(http)
@@ -304,10 +304,7 @@ def test_status_carries_the_next_actions_record_and_a_round_long_poll_waits_for_
 
 
 def test_a_key_advertisement_resent_after_stage_k_closed_is_a_replay(start_service) -> None:  # noqa: ANN001
-    service = start_service(extra=settings(min_participants=3, max_rounds=1))
-    hospitals = register(service, 3)
-    for h in hospitals:
-        h.join(service)
+    service, hospitals = serve_and_join(start_service, 3, min_participants=3, max_rounds=1)
     with hospitals[0].http(service) as http:
         wait_until(lambda: status(http)["next_action"] == "advertise_keys")
     bodies, receipts = [], []
@@ -421,10 +418,7 @@ def test_two_coordinator_processes_serve_one_secure_federation(start_service) ->
 
 
 def test_attacks_on_the_secure_stages_are_refused(start_service) -> None:  # noqa: ANN001
-    service = start_service(extra=settings(min_participants=3, max_rounds=1))
-    hospitals = register(service, 3)
-    for h in hospitals:
-        h.join(service)
+    service, hospitals = serve_and_join(start_service, 3, min_participants=3, max_rounds=1)
     a, b, c = hospitals
     with a.http(service) as http:
         wait_until(lambda: status(http)["next_action"] == "advertise_keys")
