@@ -229,7 +229,7 @@ def secure_rounds(hidden: str, *, orgs: int, rounds: int, processes: int = 1) ->
                     "mean_round_seconds": round(float(np.mean(steady)), 3),
                     "rounds_averaged": f"{2 if len(per_round) >= 2 else 1}..{len(per_round)}",
                     "requests": {**_percentiles([e[2] for e in exchanges]), "count": len(exchanges),
-                                 "excluded": "long polls (GET /rounds/current?wait_seconds=...)"},
+                                 "excluded": "long polls (requests with wait_seconds: GET /rounds/current, GET /rounds/{round})"},
                     "posts": {**_percentiles([p[0] for p in posts]), "count": len(posts)},
                     "ingest_mb_per_s": round(sum(p[1] for p in posts) / 1e6 / sum(p[0] for p in posts), 1),
                     "db_growth_bytes_per_round": int(np.mean([r["db_growth_bytes"] for r in per_round[1:] or per_round]))}  # fmt: skip
