@@ -4,6 +4,7 @@
     python benchmarks/rest.py --orgs 10 --rounds 3 --sizes 10k,1M
     python benchmarks/rest.py --orgs 10 --rounds 3 --sizes 10k --secure-only
     python benchmarks/rest.py --sizes 10k,1M --secure-only --processes 1,2   # 1 and 2 coordinator processes
+    python benchmarks/rest.py --sizes 10k,1M --secure-only --hospital-processes 1,2   # hospitals in 1 or 2 processes
 
 Per model size (an MLP on the breast-cancer table, hidden sizes chosen for the size):
 service start-up to the first answer, registration latency of ``--orgs`` organizations
@@ -20,6 +21,11 @@ the core ``SecureSumClient`` (wall time from the round opening to the new model 
 the in-process Flower simulation's secure-sum round for the same number of parameters and
 organizations (``benchmarks/secure_sum.py``'s ``ours`` method: ``run_simulation`` with our
 ServerApp and ClientApp handlers); ``secure_ratio`` is REST over Flower (target <= 2).
+The hospitals run as threads of this process by default; ``--hospital-processes 2`` spreads
+them over two processes, the parallelism the simulation gives its clients (2 Ray workers
+on this 2-core machine), and ``--processes`` runs several coordinator processes on one
+database. Every configuration asked for is measured in the same run (the first is the
+headline, ``summary.secure_ratio_by_configuration`` lists them all).
 The secure-sum latency percentiles cover every request of the rounds except long polls;
 ingest MB/s is request bytes over the time spent in POSTs. Each size's ``summary`` puts
 the headline figures side by side. stdout carries the JSON only.
@@ -38,6 +44,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -155,17 +162,73 @@ class _TimedTransport(httpx.HTTPTransport):
         return response
 
 
-def secure_rounds(hidden: str, *, orgs: int, rounds: int, processes: int = 1) -> dict:
+class _Hospitals:
+    """Hospitals with their own HTTP and secure-sum clients, each driving every stage of a
+    round concurrently (one thread per hospital)."""
+
+    def __init__(self, specs: list[tuple[int, str, str, str]]) -> None:
+        from oneliac_flwr.api.participant import secure_node
+        from oneliac_flwr.secure import Identity, SecureSumClient
+
+        self.exchanges: list[tuple[str, str, float, int]] = []
+        self.members = []
+        for index, org_id, api_key, base_url in specs:  # (index, organization id, API key, coordinator URL)
+            http = httpx.Client(base_url=base_url, trust_env=False, timeout=120, transport=_TimedTransport(self.exchanges),
+                                headers={"Authorization": f"Bearer {api_key}"})  # fmt: skip
+            node = secure_node(http)
+            client = SecureSumClient(node_id=node.node_id, run_id=node.run_id, identity=Identity.generate(),
+                                     organization=org_id)  # fmt: skip
+            self.members.append((index, org_id, http, client))
+        self.exchanges.clear()  # node look-ups are not round traffic
+
+    def round(self, number: int, version: str, shapes: list[tuple[int, ...]]) -> tuple[list[int | None], list]:
+        """Every hospital takes part in round ``number``; their receipts' contributor counts and the round's exchanges."""
+        import concurrent.futures
+
+        from oneliac_flwr.api.participant import take_part_in_secure_round
+        from oneliac_flwr.masked_statistics import MaskedStatistics
+
+        def take_part(member: tuple) -> object:
+            index, org_id, http, client = member
+            rng = np.random.default_rng(number * 1000 + index)
+            update = [0.001 * rng.standard_normal(shape) for shape in shapes]
+            stats = MaskedStatistics(train_loss=0.5, train_accuracy=0.8, eval_loss=0.5, eval_accuracy=0.8,
+                                     label_fractions=(0.5, 0.5))  # fmt: skip
+            return take_part_in_secure_round(http, organization_id=org_id, secure_client=client, update=update,
+                                             weight=100.0, model_version=version, statistics=stats, wait_seconds=10)  # fmt: skip
+
+        with concurrent.futures.ThreadPoolExecutor(max_workers=len(self.members)) as pool:
+            receipts = list(pool.map(take_part, self.members))
+        log = list(self.exchanges)
+        self.exchanges.clear()
+        return [r.contributors for r in receipts], log
+
+    def close(self) -> None:
+        for _, _, http, _ in self.members:
+            http.close()
+
+
+def _hospital_process(connection, specs: list[tuple[int, str, str, str]]) -> None:  # noqa: ANN001 - a Connection
+    """A process hosting some hospitals: one round per command, until ``None``."""
+    hospitals = _Hospitals(specs)
+    connection.send("ready")
+    try:
+        while (command := connection.recv()) is not None:
+            connection.send(hospitals.round(*command))
+    finally:
+        hospitals.close()
+
+
+def secure_rounds(hidden: str, *, orgs: int, rounds: int, processes: int = 1, hospital_processes: int = 1) -> dict:
     """``rounds`` secure-sum REST rounds of ``orgs`` organizations driving every stage concurrently,
     against ``processes`` coordinator processes on one database (organization ``i`` talks to
-    process ``i % processes``, as behind a load balancer)."""
-    import concurrent.futures
+    process ``i % processes``, as behind a load balancer). The hospitals run as threads of
+    this process (``hospital_processes=1``) or spread over that many processes (hospital
+    ``i`` in process ``i % hospital_processes``), as the Flower simulation spreads its
+    clients over its Ray workers."""
+    import multiprocessing
 
     from safetensors.numpy import load as safetensors_load
-
-    from oneliac_flwr.api.participant import secure_node, take_part_in_secure_round
-    from oneliac_flwr.masked_statistics import MaskedStatistics
-    from oneliac_flwr.secure import Identity, SecureSumClient
 
     token = secrets.token_urlsafe(32)
     overrides = ["model=mlp", f"model.hidden_sizes={hidden}", f"aggregation_config.min_participants={orgs}",
@@ -174,26 +237,33 @@ def secure_rounds(hidden: str, *, orgs: int, rounds: int, processes: int = 1) ->
                  "aggregation_config.timeout_minutes=10"]  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        process, admin = _start(folder, overrides, token)
-        others = [_start(folder, overrides, token) for _ in range(processes - 1)]
-        bases = [str(admin.base_url)] + [str(c.base_url) for _, c in others]
-        exchanges: list[tuple[str, str, float, int]] = []
+        started_services = [_start(folder, overrides, token)]
+        hospitals: _Hospitals | None = None
+        workers: list[tuple[multiprocessing.Process, Any]] = []
         try:
-            members = []
+            started_services += [_start(folder, overrides, token) for _ in range(processes - 1)]
+            admin = started_services[0][1]
+            bases = [str(client.base_url) for _, client in started_services]
+            specs = []
             for i in range(orgs):
                 key = X25519PrivateKey.generate().public_key().public_bytes_raw()
                 body = {"organization_name": f"Hospital {i}", "endpoint": f"https://h{i}.example.org/f",
                         "encryption_key": "0x" + key.hex()}  # fmt: skip
                 created = admin.post(f"{PREFIX}/organizations", json=body).raise_for_status().json()
-                http = httpx.Client(base_url=bases[i % processes], trust_env=False, timeout=120,
-                                    transport=_TimedTransport(exchanges),
-                                    headers={"Authorization": f"Bearer {created['api_key']}"})  # fmt: skip
-                node = secure_node(http)
-                client = SecureSumClient(node_id=node.node_id, run_id=node.run_id, identity=Identity.generate(),
-                                         organization=created["organization_id"])  # fmt: skip
-                members.append((created["organization_id"], http, client))
-            per_round, sizes = [], []
-            exchanges.clear()  # registration and node look-ups are not round traffic
+                specs.append((i, created["organization_id"], created["api_key"], bases[i % processes]))
+            if hospital_processes == 1:
+                hospitals = _Hospitals(specs)
+            else:
+                context = multiprocessing.get_context("spawn")
+                for k in range(hospital_processes):
+                    ours, theirs = context.Pipe()
+                    worker = context.Process(target=_hospital_process, args=(theirs, specs[k::hospital_processes]), daemon=True)
+                    worker.start()
+                    workers.append((worker, ours))
+                for _, connection in workers:
+                    if connection.recv() != "ready":
+                        raise RuntimeError("a hospital process did not start")
+            per_round, sizes, exchanges = [], [], []
             for number in range(1, rounds + 1):
                 size_before = _db_bytes(folder)
                 deadline = time.perf_counter() + 300
@@ -205,27 +275,22 @@ def secure_rounds(hidden: str, *, orgs: int, rounds: int, processes: int = 1) ->
                 raw = admin.get(f"{PREFIX}/model", headers={"Accept": "application/octet-stream"}).content
                 tensors = safetensors_load(raw)
                 sizes.append(sum(int(t.size) for t in tensors.values()))
-
-                def take_part(index: int, version: str = state["model_version"], tensors: dict = tensors) -> object:
-                    org_id, http, client = members[index]
-                    rng = np.random.default_rng(number * 1000 + index)
-                    update = [0.001 * rng.standard_normal(t.shape) for t in tensors.values()]
-                    stats = MaskedStatistics(train_loss=0.5, train_accuracy=0.8, eval_loss=0.5, eval_accuracy=0.8,
-                                             label_fractions=(0.5, 0.5))  # fmt: skip
-                    return take_part_in_secure_round(http, organization_id=org_id, secure_client=client, update=update,
-                                                     weight=100.0, model_version=version, statistics=stats,
-                                                     wait_seconds=10)  # fmt: skip
-
-                with concurrent.futures.ThreadPoolExecutor(max_workers=orgs) as pool:
-                    receipts = list(pool.map(take_part, range(orgs)))
+                command = (number, state["model_version"], [tuple(t.shape) for t in tensors.values()])
+                if hospitals is not None:
+                    outcomes = [hospitals.round(*command)]
+                else:
+                    for _, connection in workers:
+                        connection.send(command)
+                    outcomes = [connection.recv() for _, connection in workers]
                 seconds = time.perf_counter() - started
-                per_round.append({"round": number, "seconds": round(seconds, 3), "contributors": receipts[0].contributors,
+                contributors = [c for counts, _ in outcomes for c in counts]
+                exchanges += [e for _, log in outcomes for e in log]
+                per_round.append({"round": number, "seconds": round(seconds, 3), "contributors": contributors[0],
                                   "db_growth_bytes": _db_bytes(folder) - size_before})  # fmt: skip
-            for _, http, _ in members:
-                http.close()
             steady = [r["seconds"] for r in per_round[1:]] or [per_round[0]["seconds"]]
             posts = [(seconds, size) for method, _, seconds, size in exchanges if method == "POST"]
-            return {"organizations": orgs, "processes": processes, "parameters": sizes[0], "rounds": per_round,
+            return {"organizations": orgs, "processes": processes, "hospital_processes": hospital_processes,
+                    "parameters": sizes[0], "rounds": per_round,
                     "mean_round_seconds": round(float(np.mean(steady)), 3),
                     "rounds_averaged": f"{2 if len(per_round) >= 2 else 1}..{len(per_round)}",
                     "requests": {**_percentiles([e[2] for e in exchanges]), "count": len(exchanges),
@@ -234,11 +299,20 @@ def secure_rounds(hidden: str, *, orgs: int, rounds: int, processes: int = 1) ->
                     "ingest_mb_per_s": round(sum(p[1] for p in posts) / 1e6 / sum(p[0] for p in posts), 1),
                     "db_growth_bytes_per_round": int(np.mean([r["db_growth_bytes"] for r in per_round[1:] or per_round]))}  # fmt: skip
         finally:
-            admin.close()
-            for started, client in [(process, admin), *others]:
+            if hospitals is not None:
+                hospitals.close()
+            for worker, connection in workers:
+                try:
+                    connection.send(None)
+                except OSError:
+                    pass
+                worker.join(timeout=30)
+                if worker.is_alive():
+                    worker.kill()
+            for service, client in started_services:
                 client.close()
-                started.terminate()
-                started.wait(timeout=30)
+                service.terminate()
+                service.wait(timeout=30)
 
 
 def flower_secure_round(parameters: int, *, orgs: int, rounds: int) -> dict:
@@ -311,13 +385,12 @@ def main() -> None:
     parser.add_argument("--processes", default="1",
                         help="coordinator process counts on one database for the secure-sum rounds, comma-separated "
                              "(e.g. 1,2: each is measured, side by side; the first is the headline)")  # fmt: skip
+    parser.add_argument("--hospital-processes", default="1",
+                        help="how many processes the hospitals run in, comma-separated (1: threads of this process; "
+                             "2: spread over two, as the Flower simulation spreads its clients over 2 Ray workers)")  # fmt: skip
     args = parser.parse_args()
-    try:
-        counts = [int(item) for item in args.processes.split(",") if item]
-    except ValueError:
-        parser.error(f"--processes: expected comma-separated positive integers, got {args.processes!r}")
-    if not counts or min(counts) < 1:
-        parser.error(f"--processes: expected comma-separated positive integers, got {args.processes!r}")
+    counts = _counts(parser, "--processes", args.processes)
+    hospital_counts = _counts(parser, "--hospital-processes", args.hospital_processes)
     labels = [label for item in args.sizes for label in item.split(",") if label]
     unknown = [label for label in labels if label not in SIZES]
     if unknown:
@@ -326,23 +399,35 @@ def main() -> None:
     for label in labels:
         hidden = SIZES[label]
         result = {"model": label} if args.secure_only else measure(label, hidden, orgs=args.orgs, downloads=args.downloads, rounds=args.rounds)
-        by_processes = {n: secure_rounds(hidden, orgs=args.orgs, rounds=args.rounds, processes=n) for n in counts}
-        rest = by_processes[counts[0]]
+        configurations = [(counts[0], h) for h in hospital_counts] + [(n, hospital_counts[0]) for n in counts[1:]]
+        measured = {f"coordinators={n},hospital_processes={h}": secure_rounds(
+            hidden, orgs=args.orgs, rounds=args.rounds, processes=n, hospital_processes=h) for n, h in configurations}  # fmt: skip
+        rest = next(iter(measured.values()))
         flower = flower_secure_round(rest["parameters"], orgs=args.orgs, rounds=args.rounds)
-        result["secure_sum"] = {"rest": rest, "flower_simulation": flower,
-                                "rest_by_processes": {str(n): r for n, r in by_processes.items()}}  # fmt: skip
-        ratios = {str(n): round(r["mean_round_seconds"] / flower["mean_round_seconds"], 2)
-                  for n, r in by_processes.items() if flower.get("mean_round_seconds")}  # fmt: skip
-        ratio = ratios.get(str(counts[0]))
+        result["secure_sum"] = {"rest": rest, "flower_simulation": flower, "rest_by_configuration": measured}
+        ratios = {name: round(r["mean_round_seconds"] / flower["mean_round_seconds"], 2)
+                  for name, r in measured.items() if flower.get("mean_round_seconds")}  # fmt: skip
+        ratio = next(iter(ratios.values()), None)
         result["secure_sum"]["secure_ratio"] = ratio
-        result["summary"] = {**_summary(result, rest, flower, ratio), "coordinator_processes": counts[0],
-                             "rest_secure_round_seconds_by_processes": {str(n): r["mean_round_seconds"]
-                                                                        for n, r in by_processes.items()},
-                             "secure_ratio_by_processes": ratios}  # fmt: skip
+        result["summary"] = {**_summary(result, rest, flower, ratio), "headline_configuration": next(iter(measured)),
+                             "rest_secure_round_seconds_by_configuration": {name: r["mean_round_seconds"]
+                                                                             for name, r in measured.items()},
+                             "secure_ratio_by_configuration": ratios}  # fmt: skip
         results.append(result)
     print(json.dumps({"machine": {"cpus": os.cpu_count(), "load_average": os.getloadavg()}, "orgs": args.orgs,
                       "rounds": args.rounds, "command": " ".join(["python", "benchmarks/rest.py", *sys.argv[1:]]),
                       "results": results}, indent=2))  # fmt: skip
+
+
+def _counts(parser: argparse.ArgumentParser, option: str, text: str) -> list[int]:
+    """Comma-separated positive integers (``1,2``), or a usage error naming ``option``."""
+    try:
+        counts = [int(item) for item in text.split(",") if item]
+    except ValueError:
+        counts = []
+    if not counts or min(counts) < 1:
+        parser.error(f"{option}: expected comma-separated positive integers, got {text!r}")
+    return counts
 
 
 def _summary(result: dict, rest: dict, flower: dict, ratio: float | None) -> dict:
