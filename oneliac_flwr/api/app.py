@@ -13,10 +13,10 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 import anyio
 import anyio.to_thread
@@ -55,6 +55,7 @@ API_PREFIX = "/api/v1/federated"
 API_KEY_PREFIX = "sk_live_"
 TICK_SECONDS = 1.0
 MAX_WAIT_SECONDS = 30.0
+_T = TypeVar("_T")
 POLL_SECONDS = 0.1  # while long polls wait, the watcher re-reads the database this often (other processes' changes)
 logger = logging.getLogger("oneliac_flwr.api")
 _bearer = HTTPBearer(auto_error=False)
@@ -390,22 +391,24 @@ def create_app(*, coordinator: CoordinatorConfig, experiment: ExperimentConfig, 
                 raise ApiProblem(404, "unknown_round", "Not found", f"no round {number}", field="round")
             return round_out(session, rnd, who)
 
+        return as_seen_by(who, number, one)
+
+    def as_seen_by(who: str, number: int | None, render: Callable[..., _T]) -> _T:
+        """``render(session)`` in a read-only snapshot with round ``number`` (the newest if
+        ``None``) preloaded; in a write transaction only the first time an organization looks
+        in secure-sum mode (to make its node id)."""
         with database.read() as session:
             if engine.secure is None or who == "admin" or engine.secure.preload(session, who, number):
-                return one(session)
+                return render(session)
         with database.transaction() as session:
             engine.lock(session)  # makes this organization's node id
-            return one(session)
+            return render(session)
 
     @app.get(f"{API_PREFIX}/rounds", response_model=list[RoundOut], responses=_ERRORS)
     def list_rounds(who: Annotated[str, Depends(caller)]) -> list[RoundOut]:
         """Every round with its outcome, contributors and dropouts (never an update)."""
-        with database.read() as session:
-            if engine.secure is None or who == "admin" or engine.secure.known(session, who):
-                return [round_out(session, r, who) for r in session.scalars(select(Round).order_by(Round.number))]
-        with database.transaction() as session:
-            engine.lock(session)  # makes this organization's node id
-            return [round_out(session, r, who) for r in session.scalars(select(Round).order_by(Round.number))]
+        return as_seen_by(who, None, lambda session: [
+            round_out(session, r, who) for r in session.scalars(select(Round).order_by(Round.number))])  # fmt: skip
 
     @app.get(f"{API_PREFIX}/rounds/{{round}}", response_model=RoundOut, responses=_ERRORS)
     def get_round(

@@ -342,11 +342,7 @@ class RoundEngine:
         query (what a long poll watches)."""
         if self.unavailable is not None:
             return None, "unavailable", None
-        columns = (Round.number, Round.status, SecureRoundStage.stage)
-        row = _newest_round(session, *columns) if number is None else session.execute(
-            select(*columns).outerjoin(SecureRoundStage, SecureRoundStage.round == Round.number)
-            .where(Round.number == number)
-        ).first()  # fmt: skip
+        row = _round_row(session, Round.number, Round.status, SecureRoundStage.stage, number=number)
         if row is None:
             return None, "waiting", None
         return row[0], row[1], row[2] if with_stage and self.secure is not None else None
@@ -401,7 +397,7 @@ class RoundEngine:
         deadlines by the ticker; this lets status requests and long polls skip :meth:`advance`."""
         if self.unavailable is not None:
             return False
-        row = _newest_round(session, Round.status, Round.deadline, SecureRoundStage.stage_deadline)
+        row = _round_row(session, Round.status, Round.deadline, SecureRoundStage.stage_deadline)
         if row is None or row[0] != "open":
             return True
         deadline = row[2] if self.secure is not None and row[2] is not None else row[1]
@@ -575,12 +571,12 @@ class RoundEngine:
             self.privacy.guard(session).on_receipt(number, 1)
 
 
-def _newest_round(session: Session, *columns: Any) -> Any:
-    """``columns`` of the newest round joined with its secure-sum stage row (one query), or ``None``."""
-    return session.execute(
-        select(*columns).outerjoin(SecureRoundStage, SecureRoundStage.round == Round.number)
-        .order_by(Round.number.desc()).limit(1)
-    ).first()  # fmt: skip
+def _round_row(session: Session, *columns: Any, number: int | None = None) -> Any:
+    """``columns`` of round ``number`` (the newest if ``None``) joined with its secure-sum
+    stage row (one query), or ``None``."""
+    query = select(*columns).outerjoin(SecureRoundStage, SecureRoundStage.round == Round.number)
+    query = query.order_by(Round.number.desc()).limit(1) if number is None else query.where(Round.number == number)
+    return session.execute(query).first()
 
 
 def _dimension(config: ExperimentConfig) -> int:

@@ -82,7 +82,6 @@ logger = logging.getLogger("oneliac_flwr.api")
 KEYS, MASKING, CONSISTENCY, UNMASKING = "keys", "masking", "consistency", "unmasking"
 DONE, FAILED = "done", "failed"
 MAX_KEY_PASSES = 2
-_PUBLISHED_JSON_KEPT = 1024
 _MESSAGE_STAGE = {KEYS: "keys", MASKING: "masked", CONSISTENCY: "consistency", UNMASKING: "unmask"}
 #: What an organization expected in a stage must do next (``GET /rounds/current``'s ``next_action``).
 ACTIONS = {KEYS: "advertise_keys", MASKING: "submit", CONSISTENCY: "confirm_survivors", UNMASKING: "unmask"}
@@ -175,7 +174,8 @@ class SecureRounds:
         # the stage row in the reader's own snapshot), so the downloads of a stage never
         # rebuild the state while its messages keep changing the version.
         self._published: tuple[tuple[Any, ...], RoundSetup | None, dict[int, Any] | None] | None = None
-        # their JSON forms, by object (the record of a status answer is rendered once per stage)
+        # their JSON forms, by object, for the current stage instance only (a status answer's
+        # record is rendered once per stage)
         self._published_json: dict[int, tuple[Any, dict[str, Any]]] = {}
 
     # ------------------------------------------------------------------ identities and state
@@ -214,12 +214,11 @@ class SecureRounds:
             published = fetch()
         except ProtocolViolation:
             return None
-        kept = self._published_json.get(id(published))  # the same object for the whole stage (see _published_by)
+        rendered = self._published_json  # emptied by _published_by when a new stage instance is published
+        kept = rendered.get(id(published))  # the same object for the whole stage
         if kept is None or kept[0] is not published:
-            if len(self._published_json) > _PUBLISHED_JSON_KEPT:
-                self._published_json.clear()
             kept = (published, record_to_json(published.to_record()))
-            self._published_json[id(published)] = kept
+            rendered[id(published)] = kept
         return kept[1]
 
     def node_id(self, session: Session, organization_id: str) -> int:
@@ -672,6 +671,7 @@ class SecureRounds:
 
         setup, requests = self.read(session, now, derive)
         self._published = (key, setup, requests)
+        self._published_json = {}  # the previous stage's renderings go with its objects
         return setup, requests
 
     # ------------------------------------------------------------------ messages (under the lock)

@@ -153,11 +153,13 @@ def _accept_locked(database: Database, engine: RoundEngine, *, number: int, who:
                                detail=f"round {number}"))  # fmt: skip
         # the message that completes its stage closes it here, in the transaction that accepts it
         # (a deadline is the ticker's); a closed round opens the next one
-        position = (rnd.status, stage.stage if stage is not None else None, stage.key_pass if stage is not None else None)
+        def position() -> tuple[Any, ...]:  # the step changes these objects in place
+            return (rnd.status, stage.stage, stage.key_pass) if stage is not None else (rnd.status,)
+
+        before = position()
         if not secure.step(session, rnd, now):
             engine.advance_locked(session, now)
-        moved = position != (rnd.status, stage.stage if stage is not None else None,
-                             stage.key_pass if stage is not None else None)  # fmt: skip
+        moved = position() != before
     return None, moved
 
 
