@@ -166,11 +166,12 @@ class _Hospitals:
     """Hospitals with their own HTTP and secure-sum clients, each driving every stage of a
     round concurrently (one thread per hospital)."""
 
-    def __init__(self, specs: list[tuple[int, str, str, str]]) -> None:
+    def __init__(self, specs: list[tuple[int, str, str, str]], *, organizations: int) -> None:
         from oneliac_flwr.api.participant import secure_node
         from oneliac_flwr.secure import Identity, SecureSumClient
 
         self.exchanges: list[tuple[str, str, float, int]] = []
+        self.organizations = organizations  # in the whole federation (the synthetic weights depend on it)
         self.members = []
         for index, org_id, api_key, base_url in specs:  # (index, organization id, API key, coordinator URL)
             http = httpx.Client(base_url=base_url, trust_env=False, timeout=120, transport=_TimedTransport(self.exchanges),
@@ -188,14 +189,22 @@ class _Hospitals:
         from oneliac_flwr.api.participant import take_part_in_secure_round
         from oneliac_flwr.masked_statistics import MaskedStatistics
 
+        if str(ROOT / "benchmarks") not in sys.path:
+            sys.path.insert(0, str(ROOT / "benchmarks"))
+        from secure_sum import synthetic_update, synthetic_weight
+
         def take_part(member: tuple) -> object:
             index, org_id, http, client = member
-            rng = np.random.default_rng(number * 1000 + index)
-            update = [0.001 * rng.standard_normal(shape) for shape in shapes]
+            # the Flower simulation's synthetic update and weight for this hospital and round
+            # (benchmarks/secure_sum.py), so that both paths mask the same numbers
+            flat = synthetic_update(index, number, sum(int(np.prod(shape)) for shape in shapes))
+            update = np.split(flat, np.cumsum([int(np.prod(shape)) for shape in shapes])[:-1])
+            update = [part.reshape(shape) for part, shape in zip(update, shapes, strict=True)]
             stats = MaskedStatistics(train_loss=0.5, train_accuracy=0.8, eval_loss=0.5, eval_accuracy=0.8,
                                      label_fractions=(0.5, 0.5))  # fmt: skip
             return take_part_in_secure_round(http, organization_id=org_id, secure_client=client, update=update,
-                                             weight=100.0, model_version=version, statistics=stats, wait_seconds=10)  # fmt: skip
+                                             weight=float(synthetic_weight(index, self.organizations)),
+                                             model_version=version, statistics=stats, wait_seconds=10)  # fmt: skip
 
         with concurrent.futures.ThreadPoolExecutor(max_workers=len(self.members)) as pool:
             receipts = list(pool.map(take_part, self.members))
@@ -208,9 +217,9 @@ class _Hospitals:
             http.close()
 
 
-def _hospital_process(connection, specs: list[tuple[int, str, str, str]]) -> None:  # noqa: ANN001 - a Connection
+def _hospital_process(connection, specs: list[tuple[int, str, str, str]], organizations: int) -> None:  # noqa: ANN001 - a Connection
     """A process hosting some hospitals: one round per command, until ``None``."""
-    hospitals = _Hospitals(specs)
+    hospitals = _Hospitals(specs, organizations=organizations)
     connection.send("ready")
     try:
         while (command := connection.recv()) is not None:
@@ -252,12 +261,12 @@ def secure_rounds(hidden: str, *, orgs: int, rounds: int, processes: int = 1, ho
                 created = admin.post(f"{PREFIX}/organizations", json=body).raise_for_status().json()
                 specs.append((i, created["organization_id"], created["api_key"], bases[i % processes]))
             if hospital_processes == 1:
-                hospitals = _Hospitals(specs)
+                hospitals = _Hospitals(specs, organizations=orgs)
             else:
                 context = multiprocessing.get_context("spawn")
                 for k in range(hospital_processes):
                     ours, theirs = context.Pipe()
-                    worker = context.Process(target=_hospital_process, args=(theirs, specs[k::hospital_processes]), daemon=True)
+                    worker = context.Process(target=_hospital_process, args=(theirs, specs[k::hospital_processes], orgs), daemon=True)
                     worker.start()
                     workers.append((worker, ours))
                 for _, connection in workers:
