@@ -147,7 +147,9 @@ def _start(folder: Path, overrides: list[str], token: str) -> tuple[subprocess.P
 
 
 class _TimedTransport(httpx.HTTPTransport):
-    """Records the latency and request size of every exchange except long polls."""
+    """Records the latency and request size of every exchange except long polls (a GET with
+    ``wait_seconds``). A stage message's POST waits for its stage to move on too: its latency
+    leaves out the wait the coordinator reports (``Server-Timing: wait;dur=<ms>``)."""
 
     def __init__(self, log: list[tuple[str, str, float, int]]) -> None:
         super().__init__()
@@ -157,8 +159,14 @@ class _TimedTransport(httpx.HTTPTransport):
         started = time.perf_counter()
         response = super().handle_request(request)
         response.read()
-        if "wait_seconds" not in request.url.params:  # a long poll waits on purpose
-            self.log.append((request.method, request.url.path, time.perf_counter() - started, len(request.content)))
+        if request.method == "GET" and "wait_seconds" in request.url.params:  # a long poll waits on purpose
+            return response
+        waited = 0.0
+        for metric in response.headers.get("server-timing", "").split(","):
+            name, _, duration = metric.strip().partition(";dur=")
+            if name == "wait" and duration:
+                waited = float(duration) / 1000
+        self.log.append((request.method, request.url.path, time.perf_counter() - started - waited, len(request.content)))
         return response
 
 
@@ -303,7 +311,8 @@ def secure_rounds(hidden: str, *, orgs: int, rounds: int, processes: int = 1, ho
                     "mean_round_seconds": round(float(np.mean(steady)), 3),
                     "rounds_averaged": f"{2 if len(per_round) >= 2 else 1}..{len(per_round)}",
                     "requests": {**_percentiles([e[2] for e in exchanges]), "count": len(exchanges),
-                                 "excluded": "long polls (requests with wait_seconds: GET /rounds/current, GET /rounds/{round})"},
+                                 "excluded": "long polls (GET /rounds/current, GET /rounds/{round} with wait_seconds) and "
+                                             "the wait of stage messages (Server-Timing: wait)"},
                     "posts": {**_percentiles([p[0] for p in posts]), "count": len(posts)},
                     "ingest_mb_per_s": round(sum(p[1] for p in posts) / 1e6 / sum(p[0] for p in posts), 1),
                     "db_growth_bytes_per_round": int(np.mean([r["db_growth_bytes"] for r in per_round[1:] or per_round]))}  # fmt: skip

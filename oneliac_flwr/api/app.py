@@ -42,7 +42,7 @@ from oneliac_flwr.api.schemas import (
 )
 from oneliac_flwr.api.privacy_routes import declared_privacy, install_privacy_routes, privacy_refusal
 from oneliac_flwr.api.rounds import BUDGET_EXHAUSTED, RoundEngine, aware, model_version_name
-from oneliac_flwr.api.secure_routes import install_secure_routes, submit_masked
+from oneliac_flwr.api.secure_routes import Accepted, install_secure_routes, submit_masked
 from oneliac_flwr.api.uploads import decode_upload, openapi_request_body, openapi_schemas, upload_digest
 from oneliac_flwr.api.store import AuditEvent, Database, ModelVersion, Organization, Round, Submission
 from oneliac_flwr.config import CoordinatorConfig, ExperimentConfig
@@ -352,18 +352,30 @@ def create_app(*, coordinator: CoordinatorConfig, experiment: ExperimentConfig, 
     status_query = Annotated[str | None, Query(max_length=20)]
 
     def wait_for_move(who: str, number: int | None, waited: tuple[int | None, str | None, str | None],
-                      wait_seconds: float) -> None:  # fmt: skip
+                      wait_seconds: float, *, by_message: bool = False, seen: int | None = None) -> None:  # fmt: skip
         """Return once ``(round, status, stage)`` of round ``number`` (the newest round if
-        ``None``) differs from ``waited``, or after ``wait_seconds``."""
+        ``None``) differs from ``waited``, or after ``wait_seconds`` (``by_message``: the stage
+        named as its messages are kept, :meth:`RoundEngine.position`). ``seen``: the change
+        counter taken when the round was known to be at ``waited`` (the first read is skipped)."""
         deadline = time.monotonic() + wait_seconds
         with_stage = waited[2] is not None and who != "admin"
-        seen = engine.generation()  # taken before the read: a change after it is not missed
+        read = seen is None
+        if seen is None:
+            seen = engine.generation()  # taken before the read: a change after it is not missed
         while waited != (None, None, None) and time.monotonic() < deadline:
-            with database.read() as session:  # a cheap snapshot: the long poll never takes the write lock
-                if engine.position(session, with_stage=with_stage, number=number) != waited:
-                    return
+            if read:
+                with database.read() as session:  # a cheap snapshot: the long poll never takes the write lock
+                    if engine.position(session, with_stage=with_stage, number=number, by_message=by_message) != waited:
+                        return
             # woken by a transition of this process, or by the watcher (other processes' changes)
-            seen = engine.wait_for_change(seen, max(0.0, deadline - time.monotonic()))
+            before, seen = seen, engine.wait_for_change(seen, max(0.0, deadline - time.monotonic()))
+            move = engine.known_move(number, before) if number is not None and seen != before else None
+            if move is not None and number is not None:  # this process's own commits explain every change since
+                if engine.position_of(number, move, with_stage=with_stage, by_message=by_message) != waited:
+                    return
+                read = False
+            else:
+                read = True
 
     @app.get(f"{API_PREFIX}/rounds/current", response_model=RoundOut, responses=_ERRORS)
     def round_status(
@@ -404,6 +416,16 @@ def create_app(*, coordinator: CoordinatorConfig, experiment: ExperimentConfig, 
             engine.lock(session)  # makes this organization's node id
             return render(session)
 
+    def after_message(who: str, number: int, accepted: Accepted, wait_seconds: float) -> tuple[RoundOut, float]:
+        """``who``'s view of round ``number`` once it has moved past the stage the accepted
+        message is kept under (a stage message's answer), or after ``wait_seconds``; and the
+        seconds spent waiting."""
+        started = time.monotonic()
+        wait_for_move(who, number, (number, "open", accepted.kept_as), wait_seconds, by_message=True,
+                      seen=accepted.seen)  # fmt: skip
+        waited = time.monotonic() - started
+        return status_of(who, number), waited
+
     @app.get(f"{API_PREFIX}/rounds", response_model=list[RoundOut], responses=_ERRORS)
     def list_rounds(who: Annotated[str, Depends(caller)]) -> list[RoundOut]:
         """Every round with its outcome, contributors and dropouts (never an update)."""
@@ -430,10 +452,13 @@ def create_app(*, coordinator: CoordinatorConfig, experiment: ExperimentConfig, 
     @app.post(f"{API_PREFIX}/gradients", response_model=Receipt, responses={**_ERRORS, 415: _ERRORS[409], 501: _ERRORS[409]},
               openapi_extra=openapi_request_body())  # fmt: skip
     def submit_gradients(upload: Annotated[tuple[str | None, bytes], Depends(_raw_body)],
-                         who: Annotated[str, Depends(caller)]) -> Receipt:  # fmt: skip
+                         who: Annotated[str, Depends(caller)], response: Response,
+                         wait_seconds: wait_query = 0.0) -> Receipt:  # fmt: skip
         """Submit this organization's sealed update (fedavg) or masked vector (secure_sum) for the
         open round (idempotent per round): the JSON body, or the same fields as a safetensors file
-        (``Content-Type: application/octet-stream``)."""
+        (``Content-Type: application/octet-stream``). In secure_sum mode the receipt carries this
+        organization's view of the round (``round_status``), with ``wait_seconds`` once the
+        masking stage has closed; fedavg submissions do not wait."""
         dtype = engine.secure.ring_dtype() if engine.secure is not None else np.dtype(np.uint8)
         body = decode_upload(upload[1], upload[0], dtype=dtype)
         if who == "admin":
@@ -444,7 +469,12 @@ def create_app(*, coordinator: CoordinatorConfig, experiment: ExperimentConfig, 
         if engine.unavailable is not None:
             raise ApiProblem(501, "rounds_unavailable", "Not implemented", engine.unavailable)
         if engine.secure is not None:
-            return submit_masked(database, engine, body, who)
+            return submit_masked(database, engine, body, who, after=after_message, wait_seconds=wait_seconds,
+                                 response=response)  # fmt: skip
+        if wait_seconds:
+            raise ApiProblem(422, "wait_unexpected", "Invalid request",
+                             "this federation runs fedavg rounds: a submission does not wait (wait_seconds must be 0)",
+                             field="wait_seconds")  # fmt: skip
         if body.secure_sum is not None:
             raise ApiProblem(422, "secure_sum_unexpected", "Invalid request",
                              "this federation runs fedavg rounds: 'secure_sum' is not expected", field="secure_sum")  # fmt: skip
@@ -508,7 +538,8 @@ def create_app(*, coordinator: CoordinatorConfig, experiment: ExperimentConfig, 
     app.openapi = openapi  # type: ignore[method-assign]
 
     install_privacy_routes(app, prefix=API_PREFIX, database=database, engine=engine, caller=caller, errors=_ERRORS)
-    install_secure_routes(app, prefix=API_PREFIX, database=database, engine=engine, caller=caller, errors=_ERRORS)
+    install_secure_routes(app, prefix=API_PREFIX, database=database, engine=engine, caller=caller, errors=_ERRORS,
+                          after=after_message, wait_query=wait_query)  # fmt: skip
     install_config_routes(app, prefix=API_PREFIX, database=database, engine=engine, experiment=experiment, caller=caller,
                           errors=_ERRORS)
 

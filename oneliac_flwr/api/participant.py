@@ -139,6 +139,13 @@ def _call(http: httpx.Client, method: str, path: str, **kwargs: Any) -> Any:
     return response.json()
 
 
+def _round_status(answer: Any) -> dict[str, Any] | None:
+    """The round as a stage message's answer left it (``round_status``), or ``None`` when the
+    answer carries none (a coordinator that does not wait: the next status is asked for)."""
+    status = answer.get("round_status") if isinstance(answer, dict) else None
+    return status if isinstance(status, dict) and isinstance(status.get("status"), str) else None
+
+
 def _published(http: httpx.Client, status: Mapping[str, Any], path: str) -> Any:
     """The record the status answer carries for its next action, else the stage's download."""
     record = status.get("record")
@@ -283,9 +290,13 @@ def take_part_in_secure_round(
     stages: list[str] = []
     receipt: str | None = None
     after: dict[str, Any] = {}
+    answered: dict[str, Any] | None = None  # the round as a stage message's answer left it
+    wait = {"wait_seconds": wait_seconds}
     while time.monotonic() - started < give_up_after:
-        params = {"wait_seconds": wait_seconds, **after} if after else {}
-        if joined is None:  # which round is open, and what this organization must do in it
+        params = {**wait, **after} if after else {}
+        if answered is not None:  # the stage message waited for its stage to move: no status request
+            status, answered = answered, None
+        elif joined is None:  # which round is open, and what this organization must do in it
             status = _call(http, "GET", "/rounds/current", params=params)
         else:  # the joined round itself (long poll on its status and stage), even once the next one opened
             try:
@@ -322,8 +333,8 @@ def take_part_in_secure_round(
             message = secure_client.advertise_keys(round=number)
             if on_step is not None:
                 on_step(secure_client)
-            _call(http, "POST", f"/rounds/{number}/keys",
-                  json={"organization_id": organization_id, "record": record_to_json(message.to_record())})  # fmt: skip
+            answered = _round_status(_call(http, "POST", f"/rounds/{number}/keys", params=wait, json={
+                "organization_id": organization_id, "record": record_to_json(message.to_record())}))  # fmt: skip
             stages.append("keys")
         elif action == "submit":
             say(f"round {number}: masked upload")
@@ -345,8 +356,9 @@ def take_part_in_secure_round(
             if on_upload is not None:  # kept in the JSON form (resent as JSON after a restart: the same receipt)
                 on_upload({"organization_id": organization_id, "round": number,
                            "gradients_encrypted": "0x" + wire.tobytes().hex(), **fields})  # fmt: skip
-            receipt = str(_call(http, "POST", "/gradients", content=encode_upload(fields, wire),
-                                headers={"Content-Type": OCTET_STREAM})["receipt"])  # fmt: skip
+            accepted = _call(http, "POST", "/gradients", params=wait, content=encode_upload(fields, wire),
+                             headers={"Content-Type": OCTET_STREAM})  # fmt: skip
+            receipt, answered = str(accepted["receipt"]), _round_status(accepted)
             stages.append("masked")
             say(f"round {number}: masked upload accepted ({receipt})")
         elif action in _ANSWERS:
@@ -356,11 +368,11 @@ def take_part_in_secure_round(
             response = answer(secure_client, request)  # the core client's checks: it may refuse (ProtocolViolation)
             if on_step is not None:
                 on_step(secure_client)
-            _call(http, "POST", f"/rounds/{number}/{path}-response",
-                  json={"organization_id": organization_id, "record": record_to_json(response.to_record())})  # fmt: skip
+            answered = _round_status(_call(http, "POST", f"/rounds/{number}/{path}-response", params=wait, json={
+                "organization_id": organization_id, "record": record_to_json(response.to_record())}))  # fmt: skip
             stages.append(stage)
         else:
             say(f"round {number}: waiting ({status.get('stage')})")
-        # after an action too, the next status is a long poll on the position seen before it: it
-        # answers once the stage moves on (at once if this message completed the stage)
+        # a stage message's answer is the round once that stage moved on (or its wait ran out:
+        # then the next status is a long poll on the position seen before the message)
     raise CoordinatorUnavailable(f"round {joined} did not end within {give_up_after} s")

@@ -206,6 +206,12 @@ class RoundEngine:
         self._generation = 0  # transitions seen by this process (committed here or noticed by watch())
         self._waiting = 0  # long polls waiting now
         self._watched: tuple[int | None, str | None, str | None] | None = None
+        # where this process's own commits left a round (round -> (change counter, (status,
+        # stage, key pass))), and the counter of the last change without that knowledge
+        # (the ticker's, another process's): a woken wait that only this process's moves
+        # explain compares without reading the database
+        self._moves: dict[int, tuple[int, tuple[str, str | None, int]]] = {}
+        self._unexplained = 0
         self.secure: SecureRounds | None = None
         if self.unavailable is None and spec is not None:
             self.secure = SecureRounds(config, core=self.core, spec=spec, privacy=self.privacy)
@@ -336,22 +342,54 @@ class RoundEngine:
         active = session.scalar(select(func.count()).select_from(Organization).where(Organization.active.is_(True)))
         return self.core.enough(int(active or 0), "active organization(s)") is None
 
-    def position(self, session: Session, *, with_stage: bool,
-                 number: int | None = None) -> tuple[int | None, str | None, str | None]:  # fmt: skip
+    def position(self, session: Session, *, with_stage: bool, number: int | None = None,
+                 by_message: bool = False) -> tuple[int | None, str | None, str | None]:  # fmt: skip
         """``(round, status, stage)`` of round ``number`` (the newest if ``None``), in one
-        query (what a long poll watches)."""
+        query (what a long poll watches). With ``by_message``, the stage is named as its
+        messages are kept (``keys0``, ``keys1``, ``masked``, ``consistency``, ``unmask``), so
+        that a new key pass is a move too."""
         if self.unavailable is not None:
             return None, "unavailable", None
-        row = _round_row(session, Round.number, Round.status, SecureRoundStage.stage, number=number)
+        row = _round_row(session, Round.number, Round.status, SecureRoundStage.stage, SecureRoundStage.key_pass,
+                         number=number)  # fmt: skip
         if row is None:
             return None, "waiting", None
-        return row[0], row[1], row[2] if with_stage and self.secure is not None else None
+        return self.position_of(row[0], (row[1], row[2], row[3] or 0), with_stage=with_stage, by_message=by_message)
 
-    def changed(self) -> None:
-        """Wake this process's long polls (a hint only: they re-read the database)."""
+    def position_of(self, number: int, state: tuple[str, str | None, int], *, with_stage: bool,
+                    by_message: bool) -> tuple[int | None, str | None, str | None]:  # fmt: skip
+        """:meth:`position` of round ``number`` in ``state`` ``(status, stage, key pass)``."""
+        status, stage, key_pass = state
+        shown = stage if with_stage and self.secure is not None else None
+        if by_message and shown is not None and self.secure is not None:
+            shown = self.secure.message_stage_named(shown, key_pass)
+        return number, status, shown
+
+    def changed(self, *, moved: tuple[int, tuple[str, str | None, int]] | None = None) -> None:
+        """Wake this process's long polls (a hint only: they re-read the database, unless
+        ``moved``, ``(round, (status, stage, key pass))`` as a commit of this process just left
+        it, explains the change: :meth:`known_move`)."""
         with self._change:
             self._generation += 1
+            if moved is None:
+                self._unexplained = self._generation
+            else:
+                number, state = moved
+                self._moves[number] = (self._generation, state)
+                for old in [n for n in self._moves if n < number - 1]:
+                    del self._moves[old]
             self._change.notify_all()
+
+    def known_move(self, number: int, seen: int) -> tuple[str, str | None, int] | None:
+        """Where this process's last commit after change ``seen`` left round ``number``, when
+        every change since ``seen`` is explained by this process's own moves (of any round);
+        ``None`` when a database read must tell (a change of the ticker, another process's,
+        or no move of this round)."""
+        with self._change:
+            if self._unexplained > seen:
+                return None
+            move = self._moves.get(number)
+            return move[1] if move is not None and move[0] > seen else None
 
     def generation(self) -> int:
         """A counter of the changes this process has seen; pass it to :meth:`wait_for_change`."""
@@ -380,7 +418,7 @@ class RoundEngine:
                 self._watched = None  # nobody to wake; the next waiter compares from its own read
                 return
         with self.database.read() as session:
-            position = self.position(session, with_stage=True)
+            position = self.position(session, with_stage=True, by_message=True)  # a new key pass too
         if position != self._watched:  # also the first read after an idle spell: its waiters may be behind it
             self._watched = position
             self.changed()

@@ -211,15 +211,6 @@ class GradientsIn(BaseModel):
     )
 
 
-class Receipt(BaseModel):
-    """An accepted submission; the same body again gets the same receipt."""
-
-    receipt: str
-    round: int
-    organization_id: str
-    replayed: bool
-
-
 class RoundOut(BaseModel):
     """A round's state and what the calling organization must do next."""
 
@@ -243,6 +234,21 @@ class RoundOut(BaseModel):
                                           "organization's next action answers, as its stage's download endpoint "
                                           "gives it (submit: the round setup; confirm_survivors: its consistency "
                                           "request; unmask: its unmask request), or null")  # fmt: skip
+
+
+class Receipt(BaseModel):
+    """An accepted submission; the same body again gets the same receipt."""
+
+    receipt: str
+    round: int
+    organization_id: str
+    replayed: bool
+    round_status: RoundOut | None = Field(default=None, description="secure_sum stage messages (keys, masked "
+                                          "upload, consistency and unmask responses): this organization's view "
+                                          "of the round after the message, as GET /rounds/{round} gives it. With "
+                                          "wait_seconds, once the round's status or stage has moved past the "
+                                          "stage the message was for (a long poll folded into the message), or "
+                                          "when the wait is over. Null for fedavg submissions")  # fmt: skip
 
 
 class SecureRecordIn(BaseModel):

@@ -445,8 +445,16 @@ class SecureRounds:
     @staticmethod
     def message_stage(stage: SecureRoundStage) -> str:
         """Name under which this stage's messages are kept (stage K per pass)."""
-        kind = _MESSAGE_STAGE[stage.stage]
-        return f"{kind}{stage.key_pass}" if stage.stage == KEYS else kind
+        return SecureRounds.message_stage_named(stage.stage, stage.key_pass)
+
+    @staticmethod
+    def message_stage_named(name: str, key_pass: int) -> str:
+        """Name under which the messages of stage ``name`` (in key pass ``key_pass``) are kept;
+        ``name`` itself for a stage that takes none (done, failed)."""
+        kind = _MESSAGE_STAGE.get(name)
+        if kind is None:
+            return name
+        return f"{kind}{key_pass}" if name == KEYS else kind
 
     def due(self, session: Session, rnd: Round, now: datetime) -> bool:
         """Whether :meth:`step` would close the open round's stage now (read-only)."""

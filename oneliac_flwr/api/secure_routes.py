@@ -19,24 +19,25 @@ The setup, consistency-request and unmask-request downloads read a snapshot with
 import hashlib
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import numpy as np
-from fastapi import Depends, FastAPI, Path
+from fastapi import Depends, FastAPI, Path, Response
 from sqlalchemy import select
 
 from oneliac_flwr.api.privacy_routes import declared_privacy
 from oneliac_flwr.api.problems import ApiProblem
 from oneliac_flwr.api.records import record_from_json, record_to_json
 from oneliac_flwr.api.rounds import RoundEngine, aware
-from oneliac_flwr.api.schemas import GradientsIn, Receipt, SecureNodeOut, SecureRecordIn, SecureRecordOut
+from oneliac_flwr.api.schemas import GradientsIn, Receipt, RoundOut, SecureNodeOut, SecureRecordIn, SecureRecordOut
 from oneliac_flwr.api.secure_rounds import SecureRounds, StageClosed
 from oneliac_flwr.api.uploads import upload_digest
 from oneliac_flwr.api.store import AuditEvent, Database, Round, SecureMessage
 from oneliac_flwr.errors import ProtocolViolation, ValidationFailed
 
-__all__ = ["install_secure_routes", "submit_masked"]
+__all__ = ["Accepted", "install_secure_routes", "submit_masked"]
 
 
 def _now() -> datetime:
@@ -58,9 +59,31 @@ def _hash(body: Any) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
+@dataclass(frozen=True, kw_only=True)
+class Accepted:
+    """A stage message taken (or replayed).
+
+    Parameters
+    ----------
+    receipt : Receipt
+        Its receipt.
+    kept_as : str
+        The name of the stage the message is kept under (``keys0``, ``masked``, ...): what
+        a wait after it watches.
+    seen : int or None
+        The change counter (:meth:`RoundEngine.generation`) taken under the round lock,
+        when the round was in that stage: a wait from it needs no first read. ``None`` for a
+        replay (the round may have moved since the message was first taken).
+    """
+
+    receipt: Receipt
+    kept_as: str
+    seen: int | None
+
+
 def _accept(database: Database, engine: RoundEngine, *, number: int, who: str, kind: str, body_hash: str,
             record: Any, prefix: str, masked: bytes | None = None, model_version: str | None = None,
-            declaration: Callable[[Any, Round], None] | None = None) -> Receipt:  # fmt: skip
+            declaration: Callable[[Any, Round], None] | None = None) -> Accepted:  # fmt: skip
     """Take one stage message: replay, stage and roster checks, the protocol's checks, then store."""
     secure = engine.secure
     if secure is None:
@@ -74,15 +97,16 @@ def _accept(database: Database, engine: RoundEngine, *, number: int, who: str, k
                                "decoded": decoded, "prefix": prefix, "model_version": model_version,
                                "declaration": declaration}  # fmt: skip
     try:
-        replayed, moved = _accept_locked(database, engine, deadline_first=True, **options)
+        replayed, kept_as, moved_to, seen = _accept_locked(database, engine, deadline_first=True, **options)
     except _DeadlinePassed:
         engine.advance()  # the stage's deadline passed before the ticker closed it: close it first
-        replayed, moved = _accept_locked(database, engine, deadline_first=False, **options)
+        replayed, kept_as, moved_to, seen = _accept_locked(database, engine, deadline_first=False, **options)
     if replayed is not None:
-        return replayed
-    if moved:  # long polls watch (round, status, stage): only a stage change made here wakes them
-        engine.changed()
-    return Receipt(receipt=receipt, round=number, organization_id=who, replayed=False)
+        return Accepted(receipt=replayed, kept_as=kept_as, seen=None)
+    if moved_to is not None:  # long polls watch (round, status, stage): only a stage change made here wakes them
+        engine.changed(moved=(number, moved_to))
+    return Accepted(receipt=Receipt(receipt=receipt, round=number, organization_id=who, replayed=False),
+                    kept_as=kept_as, seen=seen)  # fmt: skip
 
 
 class _DeadlinePassed(ProtocolViolation):
@@ -92,10 +116,11 @@ class _DeadlinePassed(ProtocolViolation):
 def _accept_locked(database: Database, engine: RoundEngine, *, number: int, who: str, kind: str, body_hash: str,
                    receipt: str, decoded: tuple[Any, np.ndarray | None] | ProtocolViolation, prefix: str,
                    model_version: str | None, declaration: Callable[[Any, Round], None] | None,
-                   deadline_first: bool) -> tuple[Receipt | None, bool]:  # fmt: skip
+                   deadline_first: bool) -> tuple[Receipt | None, str, tuple[str, str | None, int] | None, int]:  # fmt: skip
     """:func:`_accept`'s transaction: the receipt of a replay (or ``None`` once the message is
-    stored, and its stage closed if it completed it), and whether the round's status or stage
-    moved.
+    stored, and its stage closed if it completed it), the stage name the message is kept
+    under, where the round moved to ``(status, stage, key pass)`` if this message moved it
+    (else ``None``), and the change counter taken under the lock.
 
     Raises
     ------
@@ -108,6 +133,7 @@ def _accept_locked(database: Database, engine: RoundEngine, *, number: int, who:
         raise ApiProblem(409, "not_secure_sum", "Conflict", "this federation does not run secure_sum rounds")
     with database.transaction() as session:
         engine.lock(session)
+        seen = engine.generation()  # under the lock: every later change bumps it
         now = _now()  # after the lock: message times follow the commit order (the log is replayed in it)
         rnd = session.get(Round, number)
         if rnd is None:
@@ -124,7 +150,8 @@ def _accept_locked(database: Database, engine: RoundEngine, *, number: int, who:
         stored = {name: m for name in earlier if (m := session.get(SecureMessage, (number, who, name))) is not None}
         for existing in stored.values():
             if existing.body_sha256 == body_hash:
-                return Receipt(receipt=existing.receipt, round=number, organization_id=who, replayed=True), False
+                return (Receipt(receipt=existing.receipt, round=number, organization_id=who, replayed=True),
+                        existing.stage, None, seen)  # fmt: skip
         if any(name in stored for name in kinds):  # another message of this stage (a new key pass may ask again)
             raise ApiProblem(409, "conflicting_resubmission", "Conflict",
                              f"a different {kind} message for round {number} was already accepted", field=prefix)  # fmt: skip
@@ -153,14 +180,14 @@ def _accept_locked(database: Database, engine: RoundEngine, *, number: int, who:
                                detail=f"round {number}"))  # fmt: skip
         # the message that completes its stage closes it here, in the transaction that accepts it
         # (a deadline is the ticker's); a closed round opens the next one
-        def position() -> tuple[Any, ...]:  # the step changes these objects in place
-            return (rnd.status, stage.stage, stage.key_pass) if stage is not None else (rnd.status,)
+        def position() -> tuple[str, str | None, int]:  # the step changes these objects in place
+            return (rnd.status, stage.stage, stage.key_pass) if stage is not None else (rnd.status, None, 0)
 
         before = position()
         if not secure.step(session, rnd, now):
             engine.advance_locked(session, now)
-        moved = position() != before
-    return None, moved
+        after = position()
+    return None, stage_kind, after if after != before else None, seen
 
 
 def _decode(secure: SecureRounds, record: Any, prefix: str, blob: bytes | None) -> tuple[Any, np.ndarray | None]:
@@ -181,8 +208,26 @@ def _decode(secure: SecureRounds, record: Any, prefix: str, blob: bytes | None) 
     return message, np.frombuffer(blob, dtype=dtype).astype(secure.spec.dtype)
 
 
-def submit_masked(database: Database, engine: RoundEngine, body: GradientsIn, who: str) -> Receipt:
-    """``POST /gradients`` in secure_sum mode: the masked vector and its protocol fields (stage M)."""
+#: ``after(organization, round, accepted, wait_seconds)``: the organization's view of the round
+#: once it moved past the stage the accepted message is kept under, or after the wait; and
+#: the seconds spent waiting
+AfterMessage = Callable[[str, int, Accepted, float], tuple[RoundOut, float]]
+
+
+def _with_status(accepted: Accepted, after: AfterMessage, wait_seconds: float, response: Response) -> Receipt:
+    """The receipt with the organization's view of the round after the message (once the
+    stage moved on, or the wait is over): taken after the commit, outside the round lock.
+    The time spent waiting is reported as ``Server-Timing: wait;dur=<ms>``."""
+    receipt = accepted.receipt
+    status, waited = after(receipt.organization_id, receipt.round, accepted, wait_seconds)
+    response.headers["Server-Timing"] = f"wait;dur={1000 * waited:.1f}"
+    return receipt.model_copy(update={"round_status": status})
+
+
+def submit_masked(database: Database, engine: RoundEngine, body: GradientsIn, who: str, *, after: AfterMessage,
+                  wait_seconds: float, response: Response) -> Receipt:  # fmt: skip
+    """``POST /gradients`` in secure_sum mode: the masked vector and its protocol fields (stage M),
+    answered with this organization's view of the round (after ``wait_seconds`` for the stage to move)."""
     if body.secure_sum is None:
         raise ApiProblem(422, "secure_sum_missing", "Invalid request",
                          "secure_sum mode: send the masked input's protocol fields in 'secure_sum'", field="secure_sum")  # fmt: skip
@@ -195,14 +240,18 @@ def submit_masked(database: Database, engine: RoundEngine, body: GradientsIn, wh
         except ValidationFailed as exc:
             raise ApiProblem(422, "validation_privacy_check", "Validation failed", str(exc), field="privacy") from None
 
-    return _accept(database, engine, number=body.round, who=who, kind="masked", body_hash=upload_digest(body),
-                   record=body.secure_sum, prefix="secure_sum", masked=body.gradients_encrypted,
-                   model_version=body.model_version, declaration=declaration)  # fmt: skip
+    accepted = _accept(database, engine, number=body.round, who=who, kind="masked", body_hash=upload_digest(body),
+                       record=body.secure_sum, prefix="secure_sum", masked=body.gradients_encrypted,
+                       model_version=body.model_version, declaration=declaration)  # fmt: skip
+    return _with_status(accepted, after, wait_seconds, response)
 
 
 def install_secure_routes(app: FastAPI, *, prefix: str, database: Database, engine: RoundEngine,
-                          caller: Callable[..., str], errors: dict[int | str, dict[str, Any]]) -> None:  # fmt: skip
-    """Add the secure-sum stage endpoints to ``app``."""
+                          caller: Callable[..., str], errors: dict[int | str, dict[str, Any]], after: AfterMessage,
+                          wait_query: Any) -> None:  # fmt: skip
+    """Add the secure-sum stage endpoints to ``app``; ``after`` gives an organization's view
+    of a round once a stage it sent a message for moved on (``wait_query`` is the long-poll
+    query parameter's annotation)."""
 
     def organization(who: Annotated[str, Depends(caller)]) -> str:
         if who == "admin":
@@ -214,13 +263,15 @@ def install_secure_routes(app: FastAPI, *, prefix: str, database: Database, engi
             raise ApiProblem(409, "not_secure_sum", "Conflict", "this federation does not run secure_sum rounds")
         return engine.secure
 
-    def post_record(round: int, body: SecureRecordIn, who: str, kind: str) -> Receipt:
+    def post_record(round: int, body: SecureRecordIn, who: str, kind: str, wait_seconds: float,
+                    response: Response) -> Receipt:  # fmt: skip
         if body.organization_id != who:
             raise ApiProblem(403, "organization_mismatch", "Forbidden",
                              "organization_id is not the organization of this API key", field="organization_id")  # fmt: skip
         secure()
-        return _accept(database, engine, number=round, who=who, kind=kind, body_hash=_hash(body.model_dump()),
-                       record=body.record, prefix="record")  # fmt: skip
+        accepted = _accept(database, engine, number=round, who=who, kind=kind, body_hash=_hash(body.model_dump()),
+                           record=body.record, prefix="record")  # fmt: skip
+        return _with_status(accepted, after, wait_seconds, response)
 
     round_path = Annotated[int, Path(ge=1, le=10**6)]
 
@@ -234,9 +285,11 @@ def install_secure_routes(app: FastAPI, *, prefix: str, database: Database, engi
                                  run_id=machine.run_id(session, _now()))  # fmt: skip
 
     @app.post(f"{prefix}/rounds/{{round}}/keys", response_model=Receipt, responses=errors)
-    def advertise_keys(round: round_path, body: SecureRecordIn, who: Annotated[str, Depends(organization)]) -> Receipt:
-        """Stage K: this organization's signed envelope and mask keys (an AdvertiseKeys record)."""
-        return post_record(round, body, who, "keys")
+    def advertise_keys(round: round_path, body: SecureRecordIn, who: Annotated[str, Depends(organization)],
+                       response: Response, wait_seconds: wait_query = 0.0) -> Receipt:  # fmt: skip
+        """Stage K: this organization's signed envelope and mask keys (an AdvertiseKeys record).
+        With ``wait_seconds``, answered once this key pass has closed (``round_status``)."""
+        return post_record(round, body, who, "keys", wait_seconds, response)
 
     @app.get(f"{prefix}/rounds/{{round}}/setup", response_model=SecureRecordOut, responses=errors)
     def round_setup(round: round_path, who: Annotated[str, Depends(organization)]) -> SecureRecordOut:
@@ -269,10 +322,11 @@ def install_secure_routes(app: FastAPI, *, prefix: str, database: Database, engi
         return download(round, who, lambda machine: machine.consistency_request)
 
     @app.post(f"{prefix}/rounds/{{round}}/consistency-response", response_model=Receipt, responses=errors)
-    def consistency_response(round: round_path, body: SecureRecordIn,
-                             who: Annotated[str, Depends(organization)]) -> Receipt:  # fmt: skip
-        """Stage C (``secure_sum.mode: malicious``): this organization's signature of the survivor set (a ConsistencyResponse record)."""
-        return post_record(round, body, who, "consistency")
+    def consistency_response(round: round_path, body: SecureRecordIn, who: Annotated[str, Depends(organization)],
+                             response: Response, wait_seconds: wait_query = 0.0) -> Receipt:  # fmt: skip
+        """Stage C (``secure_sum.mode: malicious``): this organization's signature of the survivor set (a ConsistencyResponse record).
+        With ``wait_seconds``, answered once stage C has closed (``round_status``)."""
+        return post_record(round, body, who, "consistency", wait_seconds, response)
 
     @app.get(f"{prefix}/rounds/{{round}}/unmask-request", response_model=SecureRecordOut, responses=errors)
     def unmask_request(round: round_path, who: Annotated[str, Depends(organization)]) -> SecureRecordOut:
@@ -280,6 +334,8 @@ def install_secure_routes(app: FastAPI, *, prefix: str, database: Database, engi
         return download(round, who, lambda machine: machine.unmask_request)
 
     @app.post(f"{prefix}/rounds/{{round}}/unmask-response", response_model=Receipt, responses=errors)
-    def unmask_response(round: round_path, body: SecureRecordIn, who: Annotated[str, Depends(organization)]) -> Receipt:
-        """Stage U: this organization's unmask response (an UnmaskResponse record)."""
-        return post_record(round, body, who, "unmask")
+    def unmask_response(round: round_path, body: SecureRecordIn, who: Annotated[str, Depends(organization)],
+                        response: Response, wait_seconds: wait_query = 0.0) -> Receipt:  # fmt: skip
+        """Stage U: this organization's unmask response (an UnmaskResponse record). With
+        ``wait_seconds``, answered once the round has closed (``round_status``: its outcome)."""
+        return post_record(round, body, who, "unmask", wait_seconds, response)

@@ -324,6 +324,43 @@ def test_a_key_advertisement_resent_after_stage_k_closed_is_a_replay(start_servi
         assert other.status_code == 409 and other.json()["field"] == "round"  # not a replay: stage K is closed
 
 
+def test_a_stage_message_with_wait_seconds_answers_once_its_stage_moved_on(start_service) -> None:  # noqa: ANN001
+    service, hospitals = serve_and_join(start_service, 3, min_participants=3, max_rounds=1)
+    with hospitals[0].http(service) as http:
+        wait_until(lambda: status(http)["next_action"] == "advertise_keys")
+    bodies = [{"organization_id": h.id, "record": record_to_json(h.client.advertise_keys(round=1).to_record())}
+              for h in hospitals]  # fmt: skip
+
+    def post_keys(i: int, wait: float) -> httpx.Response:
+        with hospitals[i].http(service) as http:
+            return http.post(f"{PREFIX}/rounds/1/keys", params={"wait_seconds": wait}, json=bodies[i])
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        waiting = pool.submit(post_keys, 0, 20)
+        time.sleep(0.5)
+        assert not waiting.done()  # stored, and waiting for stage K to close
+        quick = post_keys(1, 0)  # no wait: the round as the message left it
+        assert quick.status_code == 200, quick.text
+        assert quick.json()["round_status"]["stage"] == "keys" and quick.json()["round_status"]["next_action"] == "wait"
+        assert not waiting.done()
+        closing = post_keys(2, 20)  # completes stage K: answered at once with stage M
+        first = waiting.result(timeout=30)
+    for answer, h in ((first, hospitals[0]), (closing, hospitals[2])):
+        assert answer.status_code == 200, answer.text
+        seen = answer.json()["round_status"]
+        assert seen["round"] == 1 and seen["stage"] == "masking" and seen["next_action"] == "submit"
+        with h.http(service) as http:  # the record the next action answers: this round's setup
+            assert seen["record"] == http.get(f"{PREFIX}/rounds/1/setup").json()["record"]
+    waited = float(first.headers["server-timing"].split("dur=")[1])
+    assert waited >= 400  # milliseconds: it waited for the third advertisement
+    replay = post_keys(0, 20)  # its answer was lost: the same body again, after stage K closed
+    assert replay.status_code == 200 and replay.json()["replayed"] is True
+    assert replay.json()["receipt"] == first.json()["receipt"] and replay.json()["round_status"]["stage"] == "masking"
+    with hospitals[0].http(service) as http:  # a malformed wait is refused before anything is stored
+        bad = http.post(f"{PREFIX}/rounds/1/keys", params={"wait_seconds": -1}, json=bodies[0])
+        assert bad.status_code == 422 and bad.json()["field"] == "wait_seconds", bad.text
+
+
 @pytest.mark.parametrize("stage", ["advertise_keys", "submit", "unmask"])
 def test_a_dropout_at_each_stage_is_recovered(start_service, stage: str) -> None:  # noqa: ANN001
     service, hospitals = register_then_serve(start_service, 4, min_participants=3, timeout_minutes=0.15, max_rounds=2)

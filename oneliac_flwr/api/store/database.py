@@ -29,6 +29,8 @@ MIGRATIONS = Path(__file__).with_name("migrations")
 MIGRATION_LOCK = 0x0E11AC  # PostgreSQL advisory-lock key held while migrating
 _READ_ONLY = "oneliac_read_only"  # execution option of Database.read's connections
 WAL_AUTOCHECKPOINT_PAGES = 25_000
+#: pooled connections per process, and how many more a burst may open (closed on return)
+POOL_SIZE, POOL_OVERFLOW = 20, 20
 
 
 class Database:
@@ -44,7 +46,11 @@ class Database:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         connect_args = {"timeout": 30, "isolation_level": None} if self.is_sqlite else {}
-        self.engine: Engine = create_engine(url, connect_args=connect_args, pool_pre_ping=not self.is_sqlite)
+        # the pool keeps as many connections as requests run at once (long polls and waiting
+        # stage messages hold none while they wait): a connection opened beyond it would be
+        # closed on return and opened again for the next request (SQLite: its PRAGMAs too)
+        self.engine: Engine = create_engine(url, connect_args=connect_args, pool_pre_ping=not self.is_sqlite,
+                                            pool_size=POOL_SIZE, max_overflow=POOL_OVERFLOW)  # fmt: skip
         if self.is_sqlite:
             event.listen(self.engine, "connect", _sqlite_connect)
             event.listen(self.engine, "begin", _sqlite_begin)
