@@ -7,11 +7,13 @@ federation and a killed process loses nothing it acknowledged.
 
 
 import asyncio
+import collections
 import hashlib
 import hmac
 import json
 import logging
 import secrets
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -55,6 +57,9 @@ API_PREFIX = "/api/v1/federated"
 API_KEY_PREFIX = "sk_live_"
 TICK_SECONDS = 1.0
 MAX_WAIT_SECONDS = 30.0
+#: stage messages of one organization that may wait at once (each holds a worker thread and
+#: its request body while it waits); more are answered at once, as with ``wait_seconds=0``
+MAX_MESSAGE_WAITS = 2
 _T = TypeVar("_T")
 POLL_SECONDS = 0.1  # while long polls wait, the watcher re-reads the database this often (other processes' changes)
 logger = logging.getLogger("oneliac_flwr.api")
@@ -416,13 +421,25 @@ def create_app(*, coordinator: CoordinatorConfig, experiment: ExperimentConfig, 
             engine.lock(session)  # makes this organization's node id
             return render(session)
 
+    message_waits: collections.Counter[str] = collections.Counter()  # stage messages waiting now, per organization
+    message_waits_lock = threading.Lock()
+
     def after_message(who: str, number: int, accepted: Accepted, wait_seconds: float) -> tuple[RoundOut, float]:
         """``who``'s view of round ``number`` once it has moved past the stage the accepted
         message is kept under (a stage message's answer), or after ``wait_seconds``; and the
         seconds spent waiting."""
+        with message_waits_lock:  # a few waiting messages per organization: more answer at once
+            allowed = message_waits[who] < MAX_MESSAGE_WAITS
+            message_waits[who] += int(allowed)
         started = time.monotonic()
-        wait_for_move(who, number, (number, "open", accepted.kept_as), wait_seconds, by_message=True,
-                      seen=accepted.seen)  # fmt: skip
+        try:
+            wait_for_move(who, number, (number, "open", accepted.kept_as), wait_seconds if allowed else 0.0,
+                          by_message=True, seen=accepted.seen)  # fmt: skip
+        finally:
+            with message_waits_lock:
+                message_waits[who] -= int(allowed)
+                if not message_waits[who]:
+                    del message_waits[who]
         waited = time.monotonic() - started
         return status_of(who, number), waited
 

@@ -139,11 +139,24 @@ def _call(http: httpx.Client, method: str, path: str, **kwargs: Any) -> Any:
     return response.json()
 
 
-def _round_status(answer: Any) -> dict[str, Any] | None:
-    """The round as a stage message's answer left it (``round_status``), or ``None`` when the
-    answer carries none (a coordinator that does not wait: the next status is asked for)."""
+def _round_status(answer: Any, number: int) -> dict[str, Any] | None:
+    """Round ``number`` as a stage message's answer left it (``round_status``), or ``None``
+    when the answer carries no well-formed view of that round (a coordinator that does not
+    wait, or a malformed answer): the next status is then asked for."""
     status = answer.get("round_status") if isinstance(answer, dict) else None
-    return status if isinstance(status, dict) and isinstance(status.get("status"), str) else None
+    if not isinstance(status, dict) or status.get("round") != number:
+        return None
+    shaped = (isinstance(status.get("status"), str) and isinstance(status.get("next_action"), str)
+              and isinstance(status.get("in_roster"), bool) and isinstance(status.get("record"), (dict, type(None))))  # fmt: skip
+    return status if shaped else None
+
+
+def _waiting(http: httpx.Client, wait_seconds: float) -> httpx.Timeout:
+    """The client's timeout with ``wait_seconds`` more to read the answer (a long poll, or a
+    stage message that waits for its stage to move)."""
+    base = http.timeout
+    return httpx.Timeout(connect=base.connect, read=None if base.read is None else base.read + wait_seconds,
+                         write=base.write, pool=base.pool)  # fmt: skip
 
 
 def _published(http: httpx.Client, status: Mapping[str, Any], path: str) -> Any:
@@ -292,15 +305,16 @@ def take_part_in_secure_round(
     after: dict[str, Any] = {}
     answered: dict[str, Any] | None = None  # the round as a stage message's answer left it
     wait = {"wait_seconds": wait_seconds}
+    patient = _waiting(http, wait_seconds)
     while time.monotonic() - started < give_up_after:
         params = {**wait, **after} if after else {}
         if answered is not None:  # the stage message waited for its stage to move: no status request
             status, answered = answered, None
         elif joined is None:  # which round is open, and what this organization must do in it
-            status = _call(http, "GET", "/rounds/current", params=params)
+            status = _call(http, "GET", "/rounds/current", params=params, timeout=patient)
         else:  # the joined round itself (long poll on its status and stage), even once the next one opened
             try:
-                status = _call(http, "GET", f"/rounds/{joined}", params=params)
+                status = _call(http, "GET", f"/rounds/{joined}", params=params, timeout=patient)
             except CoordinatorError as exc:
                 if exc.status != 404:
                     raise
@@ -333,8 +347,8 @@ def take_part_in_secure_round(
             message = secure_client.advertise_keys(round=number)
             if on_step is not None:
                 on_step(secure_client)
-            answered = _round_status(_call(http, "POST", f"/rounds/{number}/keys", params=wait, json={
-                "organization_id": organization_id, "record": record_to_json(message.to_record())}))  # fmt: skip
+            answered = _round_status(_call(http, "POST", f"/rounds/{number}/keys", params=wait, timeout=patient, json={
+                "organization_id": organization_id, "record": record_to_json(message.to_record())}), number)  # fmt: skip
             stages.append("keys")
         elif action == "submit":
             say(f"round {number}: masked upload")
@@ -356,9 +370,10 @@ def take_part_in_secure_round(
             if on_upload is not None:  # kept in the JSON form (resent as JSON after a restart: the same receipt)
                 on_upload({"organization_id": organization_id, "round": number,
                            "gradients_encrypted": "0x" + wire.tobytes().hex(), **fields})  # fmt: skip
-            accepted = _call(http, "POST", "/gradients", params=wait, content=encode_upload(fields, wire),
+            accepted = _call(http, "POST", "/gradients", params=wait, timeout=patient, content=encode_upload(fields, wire),
                              headers={"Content-Type": OCTET_STREAM})  # fmt: skip
-            receipt, answered = str(accepted["receipt"]), _round_status(accepted)
+            kept = accepted.get("receipt") if isinstance(accepted, dict) else None
+            receipt, answered = (str(kept) if kept is not None else None), _round_status(accepted, number)
             stages.append("masked")
             say(f"round {number}: masked upload accepted ({receipt})")
         elif action in _ANSWERS:
@@ -368,8 +383,9 @@ def take_part_in_secure_round(
             response = answer(secure_client, request)  # the core client's checks: it may refuse (ProtocolViolation)
             if on_step is not None:
                 on_step(secure_client)
-            answered = _round_status(_call(http, "POST", f"/rounds/{number}/{path}-response", params=wait, json={
-                "organization_id": organization_id, "record": record_to_json(response.to_record())}))  # fmt: skip
+            answered = _round_status(_call(http, "POST", f"/rounds/{number}/{path}-response", params=wait, timeout=patient,
+                                           json={"organization_id": organization_id,
+                                                 "record": record_to_json(response.to_record())}), number)  # fmt: skip
             stages.append(stage)
         else:
             say(f"round {number}: waiting ({status.get('stage')})")

@@ -375,9 +375,14 @@ class RoundEngine:
                 self._unexplained = self._generation
             else:
                 number, state = moved
-                self._moves[number] = (self._generation, state)
+                known = self._moves.get(number)
+                # published after the commit, outside the round lock: a later state may be here first
+                if known is None or _progress(state) >= _progress(known[1]):
+                    self._moves[number] = (self._generation, state)
                 for old in [n for n in self._moves if n < number - 1]:
                     del self._moves[old]
+                if self._watched is not None and self._watched[0] == number:  # the watcher need not wake anyone for it
+                    self._watched = self.position_of(number, self._moves[number][1], with_stage=True, by_message=True)
             self._change.notify_all()
 
     def known_move(self, number: int, seen: int) -> tuple[str, str | None, int] | None:
@@ -607,6 +612,17 @@ class RoundEngine:
         round's release is recorded (once per round), before validation."""
         if self.privacy is not None:
             self.privacy.guard(session).on_receipt(number, 1)
+
+
+#: the order of a round's stages (a round only moves forward through them)
+_STAGE_ORDER = {"keys": 0, "masking": 1, "consistency": 2, "unmasking": 3, "done": 4, "failed": 4}
+
+
+def _progress(state: tuple[str, str | None, int]) -> tuple[int, int, int]:
+    """How far ``(status, stage, key pass)`` is in its round: open before closed, then the
+    stage, then the key pass."""
+    status, stage, key_pass = state
+    return (0 if status == "open" else 1, _STAGE_ORDER.get(stage or "", 5), key_pass)
 
 
 def _round_row(session: Session, *columns: Any, number: int | None = None) -> Any:

@@ -18,6 +18,7 @@ The setup, consistency-request and unmask-request downloads read a snapshot with
 
 import hashlib
 import json
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -38,6 +39,8 @@ from oneliac_flwr.api.store import AuditEvent, Database, Round, SecureMessage
 from oneliac_flwr.errors import ProtocolViolation, ValidationFailed
 
 __all__ = ["Accepted", "install_secure_routes", "submit_masked"]
+
+logger = logging.getLogger("oneliac_flwr.api")
 
 
 def _now() -> datetime:
@@ -219,7 +222,11 @@ def _with_status(accepted: Accepted, after: AfterMessage, wait_seconds: float, r
     stage moved on, or the wait is over): taken after the commit, outside the round lock.
     The time spent waiting is reported as ``Server-Timing: wait;dur=<ms>``."""
     receipt = accepted.receipt
-    status, waited = after(receipt.organization_id, receipt.round, accepted, wait_seconds)
+    try:
+        status, waited = after(receipt.organization_id, receipt.round, accepted, wait_seconds)
+    except Exception:  # noqa: BLE001 - the message is stored: its receipt stands, the sender asks for the round
+        logger.exception("round %d: the status after %s's stage message", receipt.round, receipt.organization_id)
+        return receipt
     response.headers["Server-Timing"] = f"wait;dur={1000 * waited:.1f}"
     return receipt.model_copy(update={"round_status": status})
 

@@ -427,3 +427,32 @@ def test_status_skips_advance_only_while_the_open_round_is_before_its_deadline(d
             assert engine.maybe_due(session, datetime.now(UTC) + engine.timeout + timedelta(seconds=1))
     finally:
         database.dispose()
+
+
+def test_a_woken_wait_trusts_only_this_processs_own_moves_and_never_a_stale_one(database_url: str) -> None:
+    """``RoundEngine.known_move``: where this process's own commits left a round, when they
+    explain every change since the waiter's counter; a move published late (after a later
+    one of the same round) is not taken; any other change means a database read."""
+    from oneliac_flwr.api.rounds import RoundEngine
+    from oneliac_flwr.api.serve import load_settings
+    from oneliac_flwr.api.store import Database
+
+    _, experiment = load_settings(settings(min_participants=2))
+    database = Database(database_url)
+    try:
+        engine = RoundEngine(database, experiment)
+        seen = engine.generation()
+        engine.changed(moved=(1, ("open", "masking", 1)))
+        assert engine.known_move(1, seen) == ("open", "masking", 1)
+        assert engine.known_move(2, seen) is None  # no move of round 2 known: read
+        later = engine.generation()
+        engine.changed(moved=(1, ("open", "unmasking", 1)))
+        engine.changed(moved=(1, ("open", "masking", 1)))  # published after a later state of round 1
+        assert engine.known_move(1, later) == ("open", "unmasking", 1)
+        engine.changed(moved=(1, ("ok", "done", 1)))
+        assert engine.known_move(1, later) == ("ok", "done", 1)
+        assert engine.known_move(1, engine.generation()) is None  # nothing since
+        engine.changed()  # the ticker's, or another process's change noticed by the watcher
+        assert engine.known_move(1, later) is None
+    finally:
+        database.dispose()

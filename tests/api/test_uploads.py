@@ -158,6 +158,8 @@ def test_sealed_update_in_both_forms(start_service) -> None:  # noqa: ANN001
         vector = np.frombuffer(bytes.fromhex(good[TENSOR][2:]), dtype=np.uint8)
         check_refusals(http, good, vector)
         assert post_binary(http, b"\0" * (limit + 1)).status_code == 413  # the body limit applies unchanged
+        waits = http.post(f"{PREFIX}/gradients", params={"wait_seconds": 1}, json=good)  # fedavg submissions never wait
+        assert waits.status_code == 422 and waits.json()["field"] == "wait_seconds", waits.text
         assert status(http)["next_action"] == "submit"  # nothing was stored
         first = post_binary(http, encode_upload(fields_of(good), vector))
         assert first.status_code == 200 and first.json()["replayed"] is False, first.text

@@ -20,7 +20,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Engine, create_engine, event, make_url, text
 from sqlalchemy.orm import Session, sessionmaker
 
 __all__ = ["Database"]
@@ -46,11 +46,13 @@ class Database:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         connect_args = {"timeout": 30, "isolation_level": None} if self.is_sqlite else {}
-        # the pool keeps as many connections as requests run at once (long polls and waiting
-        # stage messages hold none while they wait): a connection opened beyond it would be
-        # closed on return and opened again for the next request (SQLite: its PRAGMAs too)
-        self.engine: Engine = create_engine(url, connect_args=connect_args, pool_pre_ping=not self.is_sqlite,
-                                            pool_size=POOL_SIZE, max_overflow=POOL_OVERFLOW)  # fmt: skip
+        # the pool keeps up to POOL_SIZE connections (long polls and waiting stage messages
+        # hold none while they wait); one opened beyond it is closed on return, and opened
+        # again for the next request (SQLite: its PRAGMAs too). PostgreSQL: a process may hold
+        # POOL_SIZE + POOL_OVERFLOW connections, so two processes fit in max_connections 100
+        in_memory = self.is_sqlite and make_url(url).database in (None, "", ":memory:")  # one connection, no queue
+        pool = {} if in_memory else {"pool_size": POOL_SIZE, "max_overflow": POOL_OVERFLOW}
+        self.engine: Engine = create_engine(url, connect_args=connect_args, pool_pre_ping=not self.is_sqlite, **pool)
         if self.is_sqlite:
             event.listen(self.engine, "connect", _sqlite_connect)
             event.listen(self.engine, "begin", _sqlite_begin)
