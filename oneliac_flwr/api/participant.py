@@ -390,5 +390,5 @@ def take_part_in_secure_round(
         else:
             say(f"round {number}: waiting ({status.get('stage')})")
         # a stage message's answer is the round once that stage moved on (or its wait ran out:
-        # then the next status is a long poll on the position seen before the message)
+        # then the next status is a long poll on the position that answer showed)
     raise CoordinatorUnavailable(f"round {joined} did not end within {give_up_after} s")

@@ -346,7 +346,7 @@ class RoundEngine:
                  by_message: bool = False) -> tuple[int | None, str | None, str | None]:  # fmt: skip
         """``(round, status, stage)`` of round ``number`` (the newest if ``None``), in one
         query (what a long poll watches). With ``by_message``, the stage is named as its
-        messages are kept (``keys0``, ``keys1``, ``masked``, ``consistency``, ``unmask``), so
+        messages are kept (``keys1``, ``keys2``, ``masked``, ``consistency``, ``unmask``), so
         that a new key pass is a move too."""
         if self.unavailable is not None:
             return None, "unavailable", None
@@ -377,7 +377,7 @@ class RoundEngine:
                 number, state = moved
                 known = self._moves.get(number)
                 # published after the commit, outside the round lock: a later state may be here first
-                if known is None or _progress(state) >= _progress(known[1]):
+                if known is None or SecureRounds.progress(state) >= SecureRounds.progress(known[1]):
                     self._moves[number] = (self._generation, state)
                 for old in [n for n in self._moves if n < number - 1]:
                     del self._moves[old]
@@ -612,17 +612,6 @@ class RoundEngine:
         round's release is recorded (once per round), before validation."""
         if self.privacy is not None:
             self.privacy.guard(session).on_receipt(number, 1)
-
-
-#: the order of a round's stages (a round only moves forward through them)
-_STAGE_ORDER = {"keys": 0, "masking": 1, "consistency": 2, "unmasking": 3, "done": 4, "failed": 4}
-
-
-def _progress(state: tuple[str, str | None, int]) -> tuple[int, int, int]:
-    """How far ``(status, stage, key pass)`` is in its round: open before closed, then the
-    stage, then the key pass."""
-    status, stage, key_pass = state
-    return (0 if status == "open" else 1, _STAGE_ORDER.get(stage or "", 5), key_pass)
 
 
 def _round_row(session: Session, *columns: Any, number: int | None = None) -> Any:

@@ -83,6 +83,7 @@ KEYS, MASKING, CONSISTENCY, UNMASKING = "keys", "masking", "consistency", "unmas
 DONE, FAILED = "done", "failed"
 MAX_KEY_PASSES = 2
 _MESSAGE_STAGE = {KEYS: "keys", MASKING: "masked", CONSISTENCY: "consistency", UNMASKING: "unmask"}
+_STAGE_ORDER = {KEYS: 0, MASKING: 1, CONSISTENCY: 2, UNMASKING: 3, DONE: 4, FAILED: 4}
 #: What an organization expected in a stage must do next (``GET /rounds/current``'s ``next_action``).
 ACTIONS = {KEYS: "advertise_keys", MASKING: "submit", CONSISTENCY: "confirm_survivors", UNMASKING: "unmask"}
 _T = TypeVar("_T")
@@ -455,6 +456,13 @@ class SecureRounds:
         if kind is None:
             return name
         return f"{kind}{key_pass}" if name == KEYS else kind
+
+    @staticmethod
+    def progress(state: tuple[str, str | None, int]) -> tuple[int, int, int]:
+        """How far ``(status, stage, key pass)`` is in its round (a round only moves forward):
+        open before closed, then the stage, then the key pass."""
+        status, stage, key_pass = state
+        return (0 if status == "open" else 1, _STAGE_ORDER.get(stage or "", len(_STAGE_ORDER)), key_pass)
 
     def due(self, session: Session, rnd: Round, now: datetime) -> bool:
         """Whether :meth:`step` would close the open round's stage now (read-only)."""

@@ -71,7 +71,7 @@ class Accepted:
     receipt : Receipt
         Its receipt.
     kept_as : str
-        The name of the stage the message is kept under (``keys0``, ``masked``, ...): what
+        The name of the stage the message is kept under (``keys1``, ``masked``, ...): what
         a wait after it watches.
     seen : int or None
         The change counter (:meth:`RoundEngine.generation`) taken under the round lock,
@@ -105,7 +105,7 @@ def _accept(database: Database, engine: RoundEngine, *, number: int, who: str, k
         engine.advance()  # the stage's deadline passed before the ticker closed it: close it first
         replayed, kept_as, moved_to, seen = _accept_locked(database, engine, deadline_first=False, **options)
     if replayed is not None:
-        return Accepted(receipt=replayed, kept_as=kept_as, seen=None)
+        return Accepted(receipt=replayed, kept_as=kept_as, seen=seen)
     if moved_to is not None:  # long polls watch (round, status, stage): only a stage change made here wakes them
         engine.changed(moved=(number, moved_to))
     return Accepted(receipt=Receipt(receipt=receipt, round=number, organization_id=who, replayed=False),
@@ -119,11 +119,12 @@ class _DeadlinePassed(ProtocolViolation):
 def _accept_locked(database: Database, engine: RoundEngine, *, number: int, who: str, kind: str, body_hash: str,
                    receipt: str, decoded: tuple[Any, np.ndarray | None] | ProtocolViolation, prefix: str,
                    model_version: str | None, declaration: Callable[[Any, Round], None] | None,
-                   deadline_first: bool) -> tuple[Receipt | None, str, tuple[str, str | None, int] | None, int]:  # fmt: skip
+                   deadline_first: bool) -> tuple[Receipt | None, str, tuple[str, str | None, int] | None, int | None]:  # fmt: skip
     """:func:`_accept`'s transaction: the receipt of a replay (or ``None`` once the message is
     stored, and its stage closed if it completed it), the stage name the message is kept
     under, where the round moved to ``(status, stage, key pass)`` if this message moved it
-    (else ``None``), and the change counter taken under the lock.
+    (else ``None``), and the change counter taken under the lock (``None`` for a replay: the
+    round may have moved on since the message was first taken).
 
     Raises
     ------
@@ -146,7 +147,7 @@ def _accept_locked(database: Database, engine: RoundEngine, *, number: int, who:
         stage_kind = secure.message_kind_now(session, number)
         kinds = [k for k in (stage_kind, kind) if k is not None and (k == kind or k.startswith(kind))]
         earlier = list(dict.fromkeys(kinds))
-        if kind == "keys":  # stored per key pass (keys0, keys1): a resend after its pass closed is still a replay
+        if kind == "keys":  # stored per key pass (keys1, keys2): a resend after its pass closed is still a replay
             earlier += [k for k in session.scalars(select(SecureMessage.stage).where(
                 SecureMessage.round == number, SecureMessage.organization_id == who,
                 SecureMessage.stage.startswith("keys"))) if k not in earlier]  # fmt: skip
@@ -154,7 +155,7 @@ def _accept_locked(database: Database, engine: RoundEngine, *, number: int, who:
         for existing in stored.values():
             if existing.body_sha256 == body_hash:
                 return (Receipt(receipt=existing.receipt, round=number, organization_id=who, replayed=True),
-                        existing.stage, None, seen)  # fmt: skip
+                        existing.stage, None, None)  # fmt: skip
         if any(name in stored for name in kinds):  # another message of this stage (a new key pass may ask again)
             raise ApiProblem(409, "conflicting_resubmission", "Conflict",
                              f"a different {kind} message for round {number} was already accepted", field=prefix)  # fmt: skip
